@@ -1,0 +1,23 @@
+//! The storage crate's error type.
+
+/// Result alias for storage operations.
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The LSM engine failed (I/O, corruption, poisoned after a failed write).
+    #[error("fjall: {0}")]
+    Fjall(#[from] fjall::Error),
+    /// A stored record could not be decoded: the data directory is damaged or from another version.
+    #[error("corrupt {what} record: {detail}")]
+    Corrupt {
+        /// Which kind of record.
+        what: &'static str,
+        /// What was wrong with it.
+        detail: String,
+    },
+    /// A batch that cannot be stored (dangling index, too many metrics).
+    #[error("invalid batch: {0}")]
+    InvalidBatch(String),
+}

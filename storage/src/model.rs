@@ -1,0 +1,253 @@
+//! The data model shared by the streamer, the broker and the store.
+
+use std::collections::HashMap;
+
+use bincode::{Decode, Encode};
+
+use crate::{Result, StorageError};
+
+/// Milliseconds since the Unix epoch (UTC).
+pub type Timestamp = i64;
+
+/// Upper bound on the decoded size of one batch: a corrupt length prefix is refused, not allocated.
+pub const MAX_BATCH_DECODE_BYTES: usize = 64 << 20;
+
+fn decode_config() -> impl bincode::config::Config {
+    bincode::config::standard().with_limit::<MAX_BATCH_DECODE_BYTES>()
+}
+
+/// A GPU's attributes: they belong to the GPU and are stored once, not with every sample.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct GpuInfo {
+    /// The GPU's UUID, its identity across the fleet (`GPU-5fd4f087-…`).
+    pub uuid: String,
+    /// Host the GPU is installed in.
+    pub hostname: String,
+    /// Index of the GPU inside its host (DCGM `gpu_id`, 0–7 on a DGX).
+    pub gpu_index: u32,
+    /// Device name (`nvidia0`).
+    pub device: String,
+    /// Model name (`NVIDIA H100 80GB HBM3`).
+    pub model: String,
+    /// Kubernetes container using the GPU, when DCGM reported one.
+    pub container: Option<String>,
+    /// Kubernetes pod using the GPU, when DCGM reported one.
+    pub pod: Option<String>,
+    /// Kubernetes namespace of that pod, when DCGM reported one.
+    pub namespace: Option<String>,
+}
+
+/// One sample inside a [`SampleBatch`]; GPU and metric are indexes into the batch's dictionaries.
+#[derive(Debug, Clone, Copy, PartialEq, Encode, Decode)]
+pub struct BatchSample {
+    /// Index into [`SampleBatch::gpus`].
+    pub gpu: u32,
+    /// Index into [`SampleBatch::metrics`].
+    pub metric: u32,
+    /// Sample time.
+    pub timestamp: Timestamp,
+    /// Sample value.
+    pub value: f64,
+}
+
+/// A batch of samples with per-batch dictionaries, so UUIDs and metric names travel once per batch.
+#[derive(Debug, Clone, Default, PartialEq, Encode, Decode)]
+pub struct SampleBatch {
+    /// GPUs referenced by the samples.
+    pub gpus: Vec<GpuInfo>,
+    /// Metric names referenced by the samples.
+    pub metrics: Vec<String>,
+    /// The samples.
+    pub samples: Vec<BatchSample>,
+}
+
+impl SampleBatch {
+    /// Number of samples in the batch.
+    pub fn len(&self) -> usize {
+        self.samples.len()
+    }
+
+    /// True when the batch holds no sample.
+    pub fn is_empty(&self) -> bool {
+        self.samples.is_empty()
+    }
+
+    /// Encodes the batch for the broker log and the wire (bincode 2, standard config).
+    pub fn encode(&self) -> Vec<u8> {
+        // Encoding into a Vec only fails for types that refuse to encode; ours never do.
+        bincode::encode_to_vec(self, bincode::config::standard()).unwrap_or_default()
+    }
+
+    /// Decodes and validates a batch; dangling dictionary indexes are an error, not a panic later.
+    pub fn decode(bytes: &[u8]) -> Result<Self> {
+        let (batch, used): (SampleBatch, usize) =
+            bincode::decode_from_slice(bytes, decode_config()).map_err(|e| {
+                StorageError::Corrupt {
+                    what: "batch",
+                    detail: e.to_string(),
+                }
+            })?;
+        if used != bytes.len() {
+            return Err(StorageError::Corrupt {
+                what: "batch",
+                detail: format!("{} trailing bytes", bytes.len() - used),
+            });
+        }
+        batch.validate()?;
+        Ok(batch)
+    }
+
+    /// Checks that every sample's indexes point into the dictionaries.
+    pub fn validate(&self) -> Result<()> {
+        let (g, m) = (self.gpus.len(), self.metrics.len());
+        match self
+            .samples
+            .iter()
+            .find(|s| s.gpu as usize >= g || s.metric as usize >= m)
+        {
+            Some(s) => Err(StorageError::InvalidBatch(format!(
+                "sample refers to gpu {} of {g} / metric {} of {m}",
+                s.gpu, s.metric
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Builds a [`SampleBatch`], interning GPUs and metric names as samples are added.
+#[derive(Debug, Default)]
+pub struct BatchBuilder {
+    batch: SampleBatch,
+    gpu_index: HashMap<String, u32>,
+    metric_index: HashMap<String, u32>,
+}
+
+impl BatchBuilder {
+    /// Adds one sample; `gpu` is cloned only the first time this batch sees its UUID.
+    pub fn push(&mut self, gpu: &GpuInfo, metric: &str, timestamp: Timestamp, value: f64) {
+        let gpu_idx = match self.gpu_index.get(gpu.uuid.as_str()) {
+            Some(&i) => {
+                // Attributes can change (a new pod); the latest row's attributes win.
+                if let Some(existing) = self.batch.gpus.get_mut(i as usize) {
+                    if existing != gpu {
+                        *existing = gpu.clone();
+                    }
+                }
+                i
+            }
+            None => {
+                let i = self.batch.gpus.len() as u32;
+                self.batch.gpus.push(gpu.clone());
+                self.gpu_index.insert(gpu.uuid.clone(), i);
+                i
+            }
+        };
+        let metric_idx = match self.metric_index.get(metric) {
+            Some(&i) => i,
+            None => {
+                let i = self.batch.metrics.len() as u32;
+                self.batch.metrics.push(metric.to_string());
+                self.metric_index.insert(metric.to_string(), i);
+                i
+            }
+        };
+        self.batch.samples.push(BatchSample {
+            gpu: gpu_idx,
+            metric: metric_idx,
+            timestamp,
+            value,
+        });
+    }
+
+    /// Number of samples added so far.
+    pub fn len(&self) -> usize {
+        self.batch.samples.len()
+    }
+
+    /// True when nothing was added.
+    pub fn is_empty(&self) -> bool {
+        self.batch.samples.is_empty()
+    }
+
+    /// Returns the batch built so far and resets the builder.
+    pub fn take(&mut self) -> SampleBatch {
+        self.gpu_index.clear();
+        self.metric_index.clear();
+        std::mem::take(&mut self.batch)
+    }
+}
+
+/// One point of a range read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Point {
+    /// Sample time.
+    pub timestamp: Timestamp,
+    /// Metric name.
+    pub metric: String,
+    /// Sample value.
+    pub value: f64,
+}
+
+/// A GPU with the metrics stored for it and the time span of its samples.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuDetail {
+    /// The GPU's attributes.
+    pub info: GpuInfo,
+    /// Metric names with at least one sample, sorted.
+    pub metrics: Vec<String>,
+    /// Earliest sample time, if any sample is stored.
+    pub first_timestamp: Option<Timestamp>,
+    /// Latest sample time, if any sample is stored.
+    pub last_timestamp: Option<Timestamp>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn gpu(uuid: &str) -> GpuInfo {
+        GpuInfo {
+            uuid: uuid.into(),
+            hostname: "h".into(),
+            gpu_index: 0,
+            device: "nvidia0".into(),
+            model: "m".into(),
+            container: None,
+            pod: None,
+            namespace: None,
+        }
+    }
+
+    #[test]
+    fn builder_interns_and_round_trips() {
+        let mut b = BatchBuilder::default();
+        b.push(&gpu("a"), "T", 1, 1.0);
+        b.push(&gpu("b"), "T", 1, 2.0);
+        b.push(&gpu("a"), "U", 2, 3.5);
+        let batch = b.take();
+        assert_eq!(batch.gpus.len(), 2);
+        assert_eq!(batch.metrics, vec!["T".to_string(), "U".to_string()]);
+        let back = SampleBatch::decode(&batch.encode()).expect("decodes");
+        assert_eq!(back, batch);
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn decode_rejects_garbage_and_dangling_indexes() {
+        assert!(SampleBatch::decode(&[0xff, 0xff, 0xff]).is_err());
+        let bad = SampleBatch {
+            gpus: vec![],
+            metrics: vec!["T".into()],
+            samples: vec![BatchSample {
+                gpu: 3,
+                metric: 0,
+                timestamp: 0,
+                value: 0.0,
+            }],
+        };
+        assert!(SampleBatch::decode(&bad.encode()).is_err());
+        let mut trailing = SampleBatch::default().encode();
+        trailing.push(0);
+        assert!(SampleBatch::decode(&trailing).is_err());
+    }
+}
