@@ -1,8 +1,16 @@
 //! The pipeline's actors: streamer → broker partition → collector, under one supervisor.
-#![deny(clippy::unwrap_used, clippy::expect_used)]
+//!
+//! See [`supervisor`] for the supervision tree, [`broker`] for the message queue, [`routing`]
+//! for partitioning and ownership.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod broker;
+pub mod collector;
 mod error;
+pub mod registry;
 pub mod routing;
+pub mod stats;
+pub mod streamer;
+pub mod supervisor;
 
 pub use error::{ActorError, Result};

@@ -24,11 +24,12 @@ fn weight(member: &str, partition: u32) -> u64 {
 }
 
 /// The owner of `partition` among `members` (highest random weight; ties broken by name).
-pub fn owner<'a, S: AsRef<str>>(partition: u32, members: &'a [S]) -> Option<&'a str> {
-    members
-        .iter()
-        .map(AsRef::as_ref)
-        .max_by(|a, b| weight(a, partition).cmp(&weight(b, partition)).then(b.cmp(a)))
+pub fn owner<S: AsRef<str>>(partition: u32, members: &[S]) -> Option<&str> {
+    members.iter().map(AsRef::as_ref).max_by(|a, b| {
+        weight(a, partition)
+            .cmp(&weight(b, partition))
+            .then(b.cmp(a))
+    })
 }
 
 /// The partitions `me` owns among `members`.
@@ -55,7 +56,11 @@ mod tests {
         .collect();
         assert_eq!(got, GOLDEN);
         assert_eq!(partition_of("anything", 1), 0);
-        assert_eq!(partition_of("anything", 0), 0, "zero partitions is treated as one");
+        assert_eq!(
+            partition_of("anything", 0),
+            0,
+            "zero partitions is treated as one"
+        );
     }
 
     /// Cross-checked with Python's `xxhash.xxh64(uuid, seed=0).intdigest() % 64`.
@@ -78,7 +83,11 @@ mod tests {
             let (a, b) = (owner(part, &before), owner(part, &after));
             if a != b {
                 moved += 1;
-                assert_eq!(b, Some("telemetry-4"), "a partition moved between old members");
+                assert_eq!(
+                    b,
+                    Some("telemetry-4"),
+                    "a partition moved between old members"
+                );
             }
         }
         // Expected 1/5 of 1024 ≈ 205; allow generous hash variance.

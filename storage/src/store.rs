@@ -192,7 +192,11 @@ impl Store {
                     next_gpu - 1
                 }
             };
-            if cat.gpus.get(&info.uuid).is_none_or(|(_, stored)| stored != info) {
+            if cat
+                .gpus
+                .get(&info.uuid)
+                .is_none_or(|(_, stored)| stored != info)
+            {
                 let value = bincode::encode_to_vec((id, info), bincode::config::standard())
                     .map_err(|e| StorageError::InvalidBatch(e.to_string()))?;
                 wb.insert(&self.gpus_ks, info.uuid.as_bytes(), value);
@@ -228,7 +232,7 @@ impl Store {
                 (sample_key(g, m, s.timestamp), s.value, g, m, s.timestamp)
             })
             .collect();
-        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows.sort_by_key(|r| r.0);
         let mut new_samples = 0u64;
         let mut extents: BTreeMap<(u32, u16), (Timestamp, Timestamp)> = BTreeMap::new();
         for (i, (key, value, g, m, ts)) in rows.iter().enumerate() {

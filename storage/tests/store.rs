@@ -20,16 +20,33 @@ fn gpu(uuid: &str, host: &str) -> GpuInfo {
     }
 }
 
-const METRICS: [&str; 3] = ["DCGM_FI_DEV_GPU_TEMP", "DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_POWER_USAGE"];
+const METRICS: [&str; 3] = [
+    "DCGM_FI_DEV_GPU_TEMP",
+    "DCGM_FI_DEV_GPU_UTIL",
+    "DCGM_FI_DEV_POWER_USAGE",
+];
 const GPUS: [&str; 2] = ["GPU-a", "GPU-b"];
 
 type Model = BTreeMap<(String, i64, String), f64>;
 
-fn read_all(store: &Store, uuid: &str, start: i64, end: i64, limit: usize) -> Vec<(i64, String, f64)> {
+fn read_all(
+    store: &Store,
+    uuid: &str,
+    start: i64,
+    end: i64,
+    limit: usize,
+) -> Vec<(i64, String, f64)> {
     let mut out = Vec::new();
     let mut cursor: Option<RangeCursor> = None;
     loop {
-        let q = RangeQuery { uuid, metrics: &[], start, end, limit, cursor: cursor.clone() };
+        let q = RangeQuery {
+            uuid,
+            metrics: &[],
+            start,
+            end,
+            limit,
+            cursor: cursor.clone(),
+        };
         let Page { points, next } = store.range(&q).expect("range").expect("known gpu");
         assert!(points.len() <= limit);
         out.extend(points.into_iter().map(|p| (p.timestamp, p.metric, p.value)));
@@ -98,14 +115,24 @@ fn metadata_once_per_gpu_and_detail() {
     b.push(&gpu("GPU-a", "h1"), "M1", 5, 3.0);
     store.write(&b.take()).expect("write");
     let gpus = store.gpus();
-    assert_eq!(gpus.iter().map(|g| g.uuid.as_str()).collect::<Vec<_>>(), ["GPU-a", "GPU-b"]);
+    assert_eq!(
+        gpus.iter().map(|g| g.uuid.as_str()).collect::<Vec<_>>(),
+        ["GPU-a", "GPU-b"]
+    );
     let d = store.gpu("GPU-a").expect("known");
     assert_eq!(d.metrics, ["M1", "M2"]);
     assert_eq!((d.first_timestamp, d.last_timestamp), (Some(5), Some(20)));
     assert!(store.gpu("GPU-zzz").is_none());
     assert_eq!(store.metrics(), ["M1", "M2"]);
     // Only listed metrics are read.
-    let q = RangeQuery { uuid: "GPU-a", metrics: &["M2".to_string()], start: 0, end: 100, limit: 10, cursor: None };
+    let q = RangeQuery {
+        uuid: "GPU-a",
+        metrics: &["M2".to_string()],
+        start: 0,
+        end: 100,
+        limit: 10,
+        cursor: None,
+    };
     let page = store.range(&q).expect("range").expect("known");
     assert_eq!(page.points.len(), 1);
     assert_eq!(page.points[0].metric, "M2");

@@ -162,7 +162,12 @@ impl PartitionLog {
         Ok(log)
     }
 
-    fn recover_segment(dir: &Path, base: u64, is_last: bool, config: &LogConfig) -> Result<Segment> {
+    fn recover_segment(
+        dir: &Path,
+        base: u64,
+        is_last: bool,
+        config: &LogConfig,
+    ) -> Result<Segment> {
         let path = segment_path(dir, base);
         let file = OpenOptions::new()
             .read(true)
@@ -180,8 +185,11 @@ impl PartitionLog {
             if len - pos < RECORD_HEADER_BYTES {
                 break Some("truncated header".to_string());
             }
-            file.read_exact_at(&mut header, pos).map_err(|e| io_err(&path, e))?;
-            let rec_len = u64::from(u32::from_le_bytes([header[0], header[1], header[2], header[3]]));
+            file.read_exact_at(&mut header, pos)
+                .map_err(|e| io_err(&path, e))?;
+            let rec_len = u64::from(u32::from_le_bytes([
+                header[0], header[1], header[2], header[3],
+            ]));
             let rec_crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
             let mut off_bytes = [0u8; 8];
             off_bytes.copy_from_slice(&header[8..16]);
@@ -400,7 +408,10 @@ impl PartitionLog {
     }
 
     /// Appends and fsyncs in one call (tests and tools; the actor pipelines the fsync).
-    pub fn append_sync(&mut self, payload: &[u8]) -> Result<std::result::Result<u64, AppendRefusal>> {
+    pub fn append_sync(
+        &mut self,
+        payload: &[u8],
+    ) -> Result<std::result::Result<u64, AppendRefusal>> {
         let res = self.append(payload)?;
         let (file, path, upto) = self.sync_handle()?;
         file.sync_data().map_err(|e| io_err(&path, e))?;
@@ -517,14 +528,20 @@ mod tests {
         }
         assert!(log.segment_count() > 3);
         log.commit("c", 12).expect("commit");
-        assert!(log.first_offset() > 0 && log.first_offset() <= 12, "trimmed whole segments only");
+        assert!(
+            log.first_offset() > 0 && log.first_offset() <= 12,
+            "trimmed whole segments only"
+        );
         let segments = log.segment_count();
         drop(log);
         let log = PartitionLog::open(dir.path(), small()).expect("reopen");
         assert_eq!(log.segment_count(), segments);
         assert_eq!(log.committed("c"), 12);
         let replay = payloads(&log, log.committed("c"));
-        assert_eq!(replay.iter().map(|r| r.0).collect::<Vec<_>>(), (12..20).collect::<Vec<_>>());
+        assert_eq!(
+            replay.iter().map(|r| r.0).collect::<Vec<_>>(),
+            (12..20).collect::<Vec<_>>()
+        );
         assert_eq!(replay[0].1, vec![12u8; 30]);
         // Reads respect the byte budget but always return at least one record.
         assert_eq!(log.read(12, 1).expect("read").len(), 1);
@@ -547,7 +564,10 @@ mod tests {
             }
         }
         assert_eq!(n, 8, "8 records of 116 bytes fit 1000");
-        assert!(matches!(log.append(&[0u8; 201]).expect("io"), Err(AppendRefusal::TooLarge { .. })));
+        assert!(matches!(
+            log.append(&[0u8; 201]).expect("io"),
+            Err(AppendRefusal::TooLarge { .. })
+        ));
         log.commit("c", n).expect("commit");
         assert_eq!(log.append_sync(&[1u8; 100]).expect("io"), Ok(n));
     }

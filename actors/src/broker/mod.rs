@@ -1,5 +1,10 @@
 //! The broker: one durable partition log per owned partition, each behind its own actor.
 
 mod log;
+mod partition;
 
 pub use log::{AppendRefusal, LogConfig, PartitionLog, RECORD_HEADER_BYTES};
+pub use partition::{
+    AppendReply, BrokerMsg, BrokerPartition, BrokerPartitionArgs, FetchReply, PartitionStatus,
+    COLLECTOR_CONSUMER, MAX_PARKED_FETCHES,
+};

@@ -1,0 +1,322 @@
+//! Parsing DCGM exporter CSV: header validation and one row at a time, never panicking.
+
+use std::collections::HashMap;
+use std::io::Read;
+
+use chrono::DateTime;
+use telemetry_storage::{GpuInfo, Timestamp};
+
+/// Columns a DCGM CSV must have; a file without any of them is refused at start-up.
+pub const REQUIRED_COLUMNS: [&str; 8] = [
+    "timestamp",
+    "metric_name",
+    "gpu_id",
+    "device",
+    "uuid",
+    "modelName",
+    "Hostname",
+    "value",
+];
+
+/// Column positions of one file.
+#[derive(Debug, Clone)]
+pub struct Columns {
+    timestamp: usize,
+    metric: usize,
+    gpu_id: usize,
+    device: usize,
+    uuid: usize,
+    model: usize,
+    hostname: usize,
+    value: usize,
+    container: Option<usize>,
+    pod: Option<usize>,
+    namespace: Option<usize>,
+    count: usize,
+}
+
+impl Columns {
+    /// Locates the DCGM columns in a header, or names every missing one.
+    pub fn from_header(header: &csv::StringRecord) -> Result<Self, String> {
+        let find = |name: &str| header.iter().position(|h| h.trim() == name);
+        let missing: Vec<&str> = REQUIRED_COLUMNS
+            .iter()
+            .copied()
+            .filter(|c| find(c).is_none())
+            .collect();
+        if !missing.is_empty() {
+            return Err(format!(
+                "not a DCGM CSV: missing column(s) {}",
+                missing.join(", ")
+            ));
+        }
+        let req = |name: &str| find(name).unwrap_or(0);
+        Ok(Self {
+            timestamp: req("timestamp"),
+            metric: req("metric_name"),
+            gpu_id: req("gpu_id"),
+            device: req("device"),
+            uuid: req("uuid"),
+            model: req("modelName"),
+            hostname: req("Hostname"),
+            value: req("value"),
+            container: find("container"),
+            pod: find("pod"),
+            namespace: find("namespace"),
+            count: header.len(),
+        })
+    }
+}
+
+/// One parsed row; borrowed from the record it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row<'a> {
+    /// The CSV's own timestamp column, verbatim (used to group a scrape).
+    pub csv_timestamp: &'a str,
+    /// Metric name.
+    pub metric: &'a str,
+    /// GPU UUID.
+    pub uuid: &'a str,
+    /// Value.
+    pub value: f64,
+}
+
+/// Why a row was skipped; the label is what the rejected-rows counter is keyed by.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowError {
+    /// Short reason label (`bad_value`, `missing_uuid`, …).
+    pub reason: &'static str,
+    /// Human-readable detail.
+    pub detail: String,
+}
+
+fn reject(reason: &'static str, detail: impl Into<String>) -> RowError {
+    RowError {
+        reason,
+        detail: detail.into(),
+    }
+}
+
+fn opt(rec: &csv::StringRecord, col: Option<usize>) -> Option<String> {
+    col.and_then(|c| rec.get(c))
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_string)
+}
+
+/// Parses rows of one file, caching GPU attributes so an unchanged GPU costs no allocation.
+#[derive(Debug)]
+pub struct RowParser {
+    cols: Columns,
+    gpus: HashMap<String, GpuInfo>,
+}
+
+impl RowParser {
+    /// A parser for a file with these columns.
+    pub fn new(cols: Columns) -> Self {
+        Self {
+            cols,
+            gpus: HashMap::new(),
+        }
+    }
+
+    /// Parses one record into a row and its GPU's attributes.
+    pub fn parse<'r>(
+        &mut self,
+        rec: &'r csv::StringRecord,
+    ) -> Result<(Row<'r>, &GpuInfo), RowError> {
+        let c = &self.cols;
+        if rec.len() != c.count {
+            return Err(reject(
+                "wrong_column_count",
+                format!("{} columns, header has {}", rec.len(), c.count),
+            ));
+        }
+        let field = |i: usize| rec.get(i).map(str::trim).unwrap_or("");
+        let uuid = field(c.uuid);
+        if uuid.is_empty() {
+            return Err(reject("missing_uuid", "empty uuid"));
+        }
+        let metric = field(c.metric);
+        if metric.is_empty() {
+            return Err(reject("missing_metric", "empty metric_name"));
+        }
+        let raw = field(c.value);
+        let value: f64 = raw
+            .parse()
+            .map_err(|_| reject("bad_value", format!("value {raw:?} is not a number")))?;
+        if !value.is_finite() {
+            return Err(reject("bad_value", format!("value {raw:?} is not finite")));
+        }
+        let raw_idx = field(c.gpu_id);
+        let gpu_index: u32 = raw_idx
+            .parse()
+            .map_err(|_| reject("bad_gpu_id", format!("gpu_id {raw_idx:?} is not an index")))?;
+        let row = Row {
+            csv_timestamp: field(c.timestamp),
+            metric,
+            uuid,
+            value,
+        };
+        let hostname = field(c.hostname);
+        let (device, model) = (field(c.device), field(c.model));
+        let (container, pod, namespace) = (
+            opt(rec, c.container),
+            opt(rec, c.pod),
+            opt(rec, c.namespace),
+        );
+        let fresh = |uuid: &str| GpuInfo {
+            uuid: uuid.to_string(),
+            hostname: hostname.to_string(),
+            gpu_index,
+            device: device.to_string(),
+            model: model.to_string(),
+            container: container.clone(),
+            pod: pod.clone(),
+            namespace: namespace.clone(),
+        };
+        let info = self
+            .gpus
+            .entry(uuid.to_string())
+            .or_insert_with(|| fresh(uuid));
+        if info.hostname != hostname
+            || info.gpu_index != gpu_index
+            || info.device != device
+            || info.model != model
+            || info.container != container
+            || info.pod != pod
+            || info.namespace != namespace
+        {
+            *info = fresh(uuid);
+        }
+        Ok((row, info))
+    }
+}
+
+/// Parses a CSV timestamp (RFC 3339) to milliseconds.
+pub fn parse_timestamp(s: &str) -> Result<Timestamp, RowError> {
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.timestamp_millis())
+        .map_err(|e| reject("bad_timestamp", format!("timestamp {s:?}: {e}")))
+}
+
+/// Opens a CSV reader over `input` and validates its header.
+pub fn open_reader<R: Read>(input: R) -> Result<(csv::Reader<R>, Columns), String> {
+    let mut rdr = csv::ReaderBuilder::new()
+        .flexible(true)
+        .buffer_capacity(1 << 20)
+        .from_reader(input);
+    let header = rdr
+        .headers()
+        .map_err(|e| format!("unreadable header: {e}"))?;
+    let cols = Columns::from_header(header)?;
+    Ok((rdr, cols))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEADER: &str = "timestamp,metric_name,gpu_id,device,uuid,modelName,Hostname,container,pod,namespace,value,labels_raw\n";
+
+    type Parsed = Result<(String, String, f64, String), &'static str>;
+
+    fn rows(body: &str) -> Vec<Parsed> {
+        let text = format!("{HEADER}{body}");
+        let (mut rdr, cols) = open_reader(text.as_bytes()).expect("header");
+        let mut p = RowParser::new(cols);
+        let mut out = Vec::new();
+        let mut rec = csv::StringRecord::new();
+        while rdr.read_record(&mut rec).expect("csv") {
+            out.push(
+                p.parse(&rec)
+                    .map(|(r, g)| {
+                        (
+                            r.uuid.to_string(),
+                            r.metric.to_string(),
+                            r.value,
+                            g.hostname.clone(),
+                        )
+                    })
+                    .map_err(|e| e.reason),
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn parses_good_rows_and_names_bad_ones() {
+        let got = rows(concat!(
+            "\"2025-07-18T20:42:34Z\",\"DCGM_FI_DEV_POWER_USAGE\",\"0\",\"nvidia0\",\"GPU-1\",\"H100\",\"host-a\",\"\",\"\",\"\",\"156.596\",\"x=\"\"y\"\"\"\n",
+            "2025-07-18T20:42:34Z,DCGM_FI_DEV_GPU_UTIL,0,nvidia0,,H100,host-a,,,,5,\n",
+            "2025-07-18T20:42:34Z,DCGM_FI_DEV_GPU_UTIL,0,nvidia0,GPU-1,H100,host-a,,,,abc,\n",
+            "2025-07-18T20:42:34Z,DCGM_FI_DEV_GPU_UTIL,0,nvidia0,GPU-1,H100\n",
+            "2025-07-18T20:42:34Z,DCGM_FI_DEV_GPU_UTIL,x,nvidia0,GPU-1,H100,host-a,,,,1,\n",
+            "2025-07-18T20:42:34Z,DCGM_FI_DEV_GPU_UTIL,0,nvidia0,GPU-1,H100,host-a,,,,NaN,\n",
+            "2025-07-18T20:42:35Z,DCGM_FI_DEV_GPU_UTIL,0,nvidia0,GPU-1,H100,host-b,,,,100,\n",
+        ));
+        assert_eq!(
+            got,
+            vec![
+                Ok((
+                    "GPU-1".into(),
+                    "DCGM_FI_DEV_POWER_USAGE".into(),
+                    156.596,
+                    "host-a".into()
+                )),
+                Err("missing_uuid"),
+                Err("bad_value"),
+                Err("wrong_column_count"),
+                Err("bad_gpu_id"),
+                Err("bad_value"),
+                Ok((
+                    "GPU-1".into(),
+                    "DCGM_FI_DEV_GPU_UTIL".into(),
+                    100.0,
+                    "host-b".into()
+                )),
+            ]
+        );
+    }
+
+    #[test]
+    fn missing_columns_are_named() {
+        let err = open_reader("timestamp,uuid,value\n".as_bytes()).expect_err("refused");
+        assert!(
+            err.contains("metric_name") && err.contains("Hostname") && !err.contains("uuid"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(
+            parse_timestamp("2025-07-18T20:42:34Z").map_err(|e| e.reason),
+            Ok(1_752_871_354_000)
+        );
+        assert!(parse_timestamp("yesterday").is_err());
+    }
+
+    #[test]
+    fn shared_reference_file_parses_completely() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/data/dcgm_metrics_20250718_134233.csv"
+        );
+        let Ok(file) = std::fs::File::open(path) else {
+            eprintln!("reference CSV not present; covered by the generator tests");
+            return;
+        };
+        let (mut rdr, cols) = open_reader(file).expect("header");
+        let mut p = RowParser::new(cols);
+        let mut rec = csv::StringRecord::new();
+        let (mut ok, mut bad) = (0, 0);
+        while rdr.read_record(&mut rec).expect("csv") {
+            match p.parse(&rec) {
+                Ok(_) => ok += 1,
+                Err(_) => bad += 1,
+            }
+        }
+        assert_eq!((ok, bad), (2470, 0));
+    }
+}

@@ -1,0 +1,246 @@
+//! The streamer actor: sends the reading thread's batches to their partitions, never dropping one.
+//!
+//! Each partition has a window of at most [`WINDOW_PER_PARTITION`] unacknowledged batches. A batch
+//! for a full window waits (and the streamer pulls nothing else meanwhile), so a slow partition
+//! slows the file rather than growing memory. A refused, failed, timed-out or unroutable append is
+//! retried with capped exponential backoff, looking the owner up again each time.
+
+pub mod dcgm;
+mod source;
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use tokio::sync::mpsc;
+
+pub use source::{
+    Outgoing, SourceConfig, TimestampMode, BATCH_LINGER, BATCH_MAX_SAMPLES, SOURCE_QUEUE_BATCHES,
+};
+
+use crate::broker::{AppendRefusal, AppendReply, BrokerMsg};
+use crate::registry::PartitionRegistry;
+use crate::stats::PipelineStats;
+
+/// Unacknowledged batches per partition.
+pub const WINDOW_PER_PARTITION: usize = 4;
+/// An append not answered within this time is retried.
+pub const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest pause between retries of one batch.
+pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(1);
+
+/// The streamer actor.
+pub struct Streamer;
+
+/// Start-up arguments of a [`Streamer`].
+pub struct StreamerArgs {
+    /// What to stream.
+    pub source: SourceConfig,
+    /// Where partitions run.
+    pub registry: Arc<PartitionRegistry>,
+    /// Node-wide counters.
+    pub stats: Arc<PipelineStats>,
+    /// Set to stop reading; batches already read are still delivered.
+    pub stop: Arc<AtomicBool>,
+}
+
+/// State of a running streamer.
+pub struct State {
+    rx: mpsc::Receiver<Outgoing>,
+    registry: Arc<PartitionRegistry>,
+    stats: Arc<PipelineStats>,
+    inflight: HashMap<u64, (Outgoing, u32)>,
+    per_partition: HashMap<u32, usize>,
+    blocked: Option<Outgoing>,
+    next_id: u64,
+    source_done: bool,
+    finished: bool,
+    waiters: Vec<RpcReplyPort<()>>,
+}
+
+/// Messages of a [`Streamer`].
+pub enum StreamerMsg {
+    /// Take the next batch from the reading thread.
+    Pull,
+    /// An append finished (or failed) for in-flight batch `id`.
+    AppendDone {
+        /// In-flight batch id.
+        id: u64,
+        /// The broker's answer, or why there was none.
+        result: Result<AppendReply, String>,
+    },
+    /// Send in-flight batch `id` again.
+    Retry(u64),
+    /// Answered once every pass is streamed (or reading stopped) and every batch acknowledged.
+    WaitDone(RpcReplyPort<()>),
+}
+
+impl State {
+    fn send(&mut self, myself: &ActorRef<StreamerMsg>, id: u64) {
+        let Some((out, _)) = self.inflight.get(&id) else {
+            return;
+        };
+        let Some(broker) = self.registry.get(out.partition) else {
+            let _ = myself.cast(StreamerMsg::AppendDone {
+                id,
+                result: Err(format!("partition {} has no running owner", out.partition)),
+            });
+            return;
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let msg = BrokerMsg::Append {
+            payload: out.payload.clone(),
+            reply: RpcReplyPort::from(tx),
+        };
+        if broker.cast(msg).is_err() {
+            let _ = myself.cast(StreamerMsg::AppendDone {
+                id,
+                result: Err("partition actor stopped".into()),
+            });
+            return;
+        }
+        let me = myself.clone();
+        tokio::spawn(async move {
+            let result = match tokio::time::timeout(APPEND_TIMEOUT, rx).await {
+                Ok(Ok(reply)) => Ok(reply),
+                Ok(Err(_)) => Err("partition dropped the append".to_string()),
+                Err(_) => Err("append timed out".to_string()),
+            };
+            let _ = me.cast(StreamerMsg::AppendDone { id, result });
+        });
+    }
+
+    /// Starts `out` if its window has room; otherwise parks it and returns false.
+    fn dispatch(&mut self, myself: &ActorRef<StreamerMsg>, out: Outgoing) -> bool {
+        let used = self.per_partition.entry(out.partition).or_default();
+        if *used >= WINDOW_PER_PARTITION {
+            self.blocked = Some(out);
+            return false;
+        }
+        *used += 1;
+        let id = self.next_id;
+        self.next_id += 1;
+        self.inflight.insert(id, (out, 0));
+        self.send(myself, id);
+        true
+    }
+
+    fn check_finished(&mut self) {
+        if self.source_done && self.inflight.is_empty() && self.blocked.is_none() && !self.finished
+        {
+            self.finished = true;
+            self.stats.streamers_finished.inc();
+            for w in self.waiters.drain(..) {
+                let _ = w.send(());
+            }
+        }
+    }
+}
+
+impl Actor for Streamer {
+    type Msg = StreamerMsg;
+    type State = State;
+    type Arguments = StreamerArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let (tx, rx) = mpsc::channel(SOURCE_QUEUE_BATCHES);
+        let stop = args.stop;
+        let (cfg, stats) = (args.source, args.stats.clone());
+        std::thread::Builder::new()
+            .name("streamer-source".into())
+            .spawn(move || source::run(cfg, tx, stop, stats))?;
+        myself.cast(StreamerMsg::Pull)?;
+        Ok(State {
+            rx,
+            registry: args.registry,
+            stats: args.stats,
+            inflight: HashMap::new(),
+            per_partition: HashMap::new(),
+            blocked: None,
+            next_id: 0,
+            source_done: false,
+            finished: false,
+            waiters: Vec::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match message {
+            StreamerMsg::Pull => {
+                if state.blocked.is_some() || state.source_done {
+                    return Ok(());
+                }
+                match state.rx.recv().await {
+                    Some(out) => {
+                        if state.dispatch(&myself, out) {
+                            myself.cast(StreamerMsg::Pull)?;
+                        }
+                    }
+                    None => {
+                        state.source_done = true;
+                        state.check_finished();
+                    }
+                }
+            }
+            StreamerMsg::AppendDone { id, result } => {
+                let retry = match &result {
+                    Ok(AppendReply::Ack(_)) => None,
+                    Ok(AppendReply::Refused(AppendRefusal::TooLarge { bytes, limit })) => {
+                        // The source caps batches far below the limit; reaching it is a bug that
+                        // retrying cannot fix, so say so loudly and keep the batch in flight.
+                        tracing::error!(bytes, limit, "batch larger than the partition accepts");
+                        Some(MAX_RETRY_BACKOFF)
+                    }
+                    Ok(AppendReply::Refused(AppendRefusal::Full { .. })) => Some(Duration::ZERO),
+                    Ok(AppendReply::Failed(e)) | Err(e) => {
+                        tracing::debug!(error = %e, "append failed; retrying");
+                        Some(Duration::ZERO)
+                    }
+                };
+                match retry {
+                    None => {
+                        if let Some((out, _)) = state.inflight.remove(&id) {
+                            state.stats.samples_acked.add(out.samples);
+                            if let Some(n) = state.per_partition.get_mut(&out.partition) {
+                                *n = n.saturating_sub(1);
+                            }
+                            if let Some(b) = state.blocked.take() {
+                                if state.dispatch(&myself, b) {
+                                    myself.cast(StreamerMsg::Pull)?;
+                                }
+                            }
+                        }
+                        state.check_finished();
+                    }
+                    Some(floor) => {
+                        if let Some((_, attempts)) = state.inflight.get_mut(&id) {
+                            *attempts += 1;
+                            state.stats.append_retries.inc();
+                            let backoff = Duration::from_millis(5u64 << (*attempts).min(8))
+                                .max(floor)
+                                .min(MAX_RETRY_BACKOFF);
+                            myself.send_after(backoff, move || StreamerMsg::Retry(id));
+                        }
+                    }
+                }
+            }
+            StreamerMsg::Retry(id) => state.send(&myself, id),
+            StreamerMsg::WaitDone(reply) => {
+                state.waiters.push(reply);
+                state.check_finished();
+            }
+        }
+        Ok(())
+    }
+}
