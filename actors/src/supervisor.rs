@@ -228,15 +228,20 @@ impl Actor for PipelineSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         state.draining = true;
         state.stop_reading.store(true, Ordering::Relaxed);
-        // Consumers and producers first, so partitions see no traffic while they close.
-        for pass in [false, true] {
+        // Consumers and producers first, so partitions see no traffic while they close; each
+        // group concurrently, since a collector may first finish a parked poll.
+        for brokers in [false, true] {
+            let mut stops = tokio::task::JoinSet::new();
             for (child, cell) in state.children.values() {
-                if matches!(child, Child::Broker(_)) == pass {
-                    let _ = cell
-                        .stop_and_wait(None, Some(Duration::from_secs(10)))
-                        .await;
+                if matches!(child, Child::Broker(_)) == brokers {
+                    let cell = cell.clone();
+                    stops.spawn(async move {
+                        cell.stop_and_wait(None, Some(Duration::from_secs(10)))
+                            .await
+                    });
                 }
             }
+            while stops.join_next().await.is_some() {}
         }
         Ok(())
     }
@@ -267,15 +272,21 @@ impl Actor for PipelineSupervisor {
                         _ => report.streamers_unfinished += 1,
                     }
                 }
-                for c in state.collectors.values() {
-                    match c.call(CollectorMsg::Drain, Some(DRAIN_TIMEOUT)).await {
-                        Ok(CallResult::Success(Ok(_))) => {}
-                        other => {
-                            if let Ok(CallResult::Success(Err(e))) = other {
-                                tracing::warn!(error = %e, "collector drain incomplete");
-                            }
+                // Concurrently: each collector may first finish a parked poll.
+                let mut drains = tokio::task::JoinSet::new();
+                for c in state.collectors.values().cloned() {
+                    drains.spawn(
+                        async move { c.call(CollectorMsg::Drain, Some(DRAIN_TIMEOUT)).await },
+                    );
+                }
+                while let Some(res) = drains.join_next().await {
+                    match res {
+                        Ok(Ok(CallResult::Success(Ok(_)))) => {}
+                        Ok(Ok(CallResult::Success(Err(e)))) => {
+                            tracing::warn!(error = %e, "collector drain incomplete");
                             report.collectors_failed += 1;
                         }
+                        _ => report.collectors_failed += 1,
                     }
                 }
                 state.draining = true;

@@ -1,1 +1,62 @@
+//! The REST API served by every node: axum handlers and the OpenAPI document generated from them.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod cluster;
+mod context;
+mod error;
+mod gpus;
+mod params;
+mod telemetry;
+
+use axum::routing::get;
+use axum::Router;
+use utoipa::OpenApi;
+use utoipa_swagger_ui::SwaggerUi;
+
+pub use context::{AppState, NodeContext};
+pub use error::ApiError;
+pub use gpus::{DEFAULT_GPU_LIMIT, MAX_GPU_LIMIT};
+pub use telemetry::{decode_cursor, encode_cursor, DEFAULT_TELEMETRY_LIMIT, MAX_TELEMETRY_LIMIT};
+
+/// The OpenAPI document of the REST API.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "GPU telemetry node",
+        description = "DCGM GPU telemetry: streamed, queued, stored and queried on every node."
+    ),
+    paths(
+        gpus::list_gpus,
+        gpus::get_gpu,
+        gpus::list_metrics,
+        telemetry::get_telemetry,
+        cluster::get_cluster,
+        cluster::healthz,
+        cluster::readyz
+    ),
+    components(schemas(error::ErrorBody, error::ErrorDetail))
+)]
+pub struct ApiDoc;
+
+/// The OpenAPI document as pretty JSON (what `telemetry-node openapi` prints).
+pub fn openapi_json() -> String {
+    ApiDoc::openapi().to_pretty_json().unwrap_or_default()
+}
+
+/// The node's HTTP router.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/gpus", get(gpus::list_gpus))
+        .route("/api/v1/gpus/{uuid}", get(gpus::get_gpu))
+        .route(
+            "/api/v1/gpus/{uuid}/telemetry",
+            get(telemetry::get_telemetry),
+        )
+        .route("/api/v1/metrics", get(gpus::list_metrics))
+        .route("/api/v1/cluster", get(cluster::get_cluster))
+        .route("/healthz", get(cluster::healthz))
+        .route("/readyz", get(cluster::readyz))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .with_state(state)
+        .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
+}

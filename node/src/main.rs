@@ -1,1 +1,26 @@
-fn main() {}
+//! The `telemetry-node` binary: parses the command line and calls the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use telemetry_node::config::{Cli, Command};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Some(Command::Openapi) => {
+            println!("{}", telemetry_api::openapi_json());
+            Ok(())
+        }
+        Some(Command::GenCsv(args)) => telemetry_node::gencsv::run(&args),
+        Some(Command::Run(args)) => telemetry_node::serve(args),
+        None => telemetry_node::serve(cli.run),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("telemetry-node: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -128,10 +128,12 @@ impl State {
     }
 
     fn check_finished(&mut self) {
-        if self.source_done && self.inflight.is_empty() && self.blocked.is_none() && !self.finished
+        if !self.finished && self.source_done && self.inflight.is_empty() && self.blocked.is_none()
         {
             self.finished = true;
             self.stats.streamers_finished.inc();
+        }
+        if self.finished {
             for w in self.waiters.drain(..) {
                 let _ = w.send(());
             }

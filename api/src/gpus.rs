@@ -1,0 +1,154 @@
+//! `GET /api/v1/gpus`, `GET /api/v1/gpus/{uuid}`, `GET /api/v1/metrics`.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::Json;
+use serde::Serialize;
+use telemetry_storage::GpuInfo;
+use utoipa::ToSchema;
+
+use crate::context::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::params::{format_time, Params};
+
+/// Default page size of the GPU list.
+pub const DEFAULT_GPU_LIMIT: usize = 1000;
+/// Largest page of the GPU list.
+pub const MAX_GPU_LIMIT: usize = 10_000;
+
+/// A GPU and its attributes.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Gpu {
+    /// GPU UUID.
+    pub uuid: String,
+    /// Host the GPU is in.
+    pub hostname: String,
+    /// Index of the GPU in its host.
+    pub gpu_index: u32,
+    /// Device name.
+    pub device: String,
+    /// Model name.
+    pub model: String,
+    /// Kubernetes container, if any.
+    pub container: Option<String>,
+    /// Kubernetes pod, if any.
+    pub pod: Option<String>,
+    /// Kubernetes namespace, if any.
+    pub namespace: Option<String>,
+}
+
+impl From<GpuInfo> for Gpu {
+    fn from(g: GpuInfo) -> Self {
+        Self {
+            uuid: g.uuid,
+            hostname: g.hostname,
+            gpu_index: g.gpu_index,
+            device: g.device,
+            model: g.model,
+            container: g.container,
+            pod: g.pod,
+            namespace: g.namespace,
+        }
+    }
+}
+
+/// A page of GPUs, ordered by UUID.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GpuList {
+    /// The GPUs of this page.
+    pub items: Vec<Gpu>,
+    /// GPUs in total (all pages).
+    pub total: usize,
+    /// True when some node did not answer: the list may be incomplete.
+    pub partial: bool,
+    /// Nodes that did not answer.
+    pub unavailable_nodes: Vec<String>,
+}
+
+/// One GPU with its metrics and sample span.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct GpuDetail {
+    /// The GPU.
+    #[serde(flatten)]
+    pub gpu: Gpu,
+    /// Metric names with samples.
+    pub metrics: Vec<String>,
+    /// Earliest sample time (RFC 3339).
+    pub first_timestamp: Option<String>,
+    /// Latest sample time (RFC 3339).
+    pub last_timestamp: Option<String>,
+}
+
+/// Metric names known to the cluster.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct MetricList {
+    /// Sorted metric names.
+    pub items: Vec<String>,
+    /// True when some node did not answer.
+    pub partial: bool,
+}
+
+/// Lists GPUs.
+#[utoipa::path(get, path = "/api/v1/gpus", tag = "gpus",
+    params(
+        ("limit" = Option<usize>, Query, description = "Page size, 1 to 10000 (default 1000)"),
+        ("offset" = Option<usize>, Query, description = "GPUs to skip (default 0)"),
+    ),
+    responses(
+        (status = 200, description = "A page of GPUs ordered by UUID", body = GpuList),
+        (status = 400, description = "Bad parameter", body = ErrorBody),
+    ))]
+pub async fn list_gpus(
+    State(node): State<AppState>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<GpuList>, ApiError> {
+    let p = Params::parse(q.as_deref());
+    let limit = p.bounded("limit", DEFAULT_GPU_LIMIT, 1, MAX_GPU_LIMIT)?;
+    let offset = p.bounded("offset", 0, 0, usize::MAX)?;
+    let all = node.store.gpus();
+    let total = all.len();
+    let items = all
+        .into_iter()
+        .skip(offset)
+        .take(limit)
+        .map(Gpu::from)
+        .collect();
+    Ok(Json(GpuList {
+        items,
+        total,
+        partial: false,
+        unavailable_nodes: Vec::new(),
+    }))
+}
+
+/// One GPU.
+#[utoipa::path(get, path = "/api/v1/gpus/{uuid}", tag = "gpus",
+    params(("uuid" = String, Path, description = "GPU UUID")),
+    responses(
+        (status = 200, description = "The GPU", body = GpuDetail),
+        (status = 404, description = "Unknown GPU", body = ErrorBody),
+    ))]
+pub async fn get_gpu(
+    State(node): State<AppState>,
+    Path(uuid): Path<String>,
+) -> Result<Json<GpuDetail>, ApiError> {
+    let d = node
+        .store
+        .gpu(&uuid)
+        .ok_or_else(|| ApiError::not_found(format!("unknown GPU {uuid:?}")))?;
+    Ok(Json(GpuDetail {
+        gpu: d.info.into(),
+        metrics: d.metrics,
+        first_timestamp: d.first_timestamp.map(format_time),
+        last_timestamp: d.last_timestamp.map(format_time),
+    }))
+}
+
+/// Lists metric names.
+#[utoipa::path(get, path = "/api/v1/metrics", tag = "gpus",
+    responses((status = 200, description = "Metric names", body = MetricList)))]
+pub async fn list_metrics(State(node): State<AppState>) -> Json<MetricList> {
+    Json(MetricList {
+        items: node.store.metrics(),
+        partial: false,
+    })
+}

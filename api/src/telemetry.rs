@@ -1,0 +1,159 @@
+//! `GET /api/v1/gpus/{uuid}/telemetry`: a GPU's samples by time, paginated with a cursor.
+//!
+//! The cursor encodes the (timestamp, metric) of the last point returned, not a position, so it
+//! stays valid while data arrives and across nodes.
+
+use axum::extract::{Path, RawQuery, State};
+use axum::Json;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use serde::Serialize;
+use telemetry_storage::{RangeCursor, RangeQuery};
+use utoipa::ToSchema;
+
+use crate::context::AppState;
+use crate::error::{ApiError, ErrorBody};
+use crate::params::{format_time, Params};
+
+/// Default page size of telemetry reads.
+pub const DEFAULT_TELEMETRY_LIMIT: usize = 1000;
+/// Largest page of telemetry reads.
+pub const MAX_TELEMETRY_LIMIT: usize = 10_000;
+/// Longest accepted cursor string.
+const MAX_CURSOR_LEN: usize = 1024;
+
+/// One sample.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TelemetryPoint {
+    /// Sample time (RFC 3339, milliseconds, UTC).
+    pub timestamp: String,
+    /// Metric name.
+    pub metric: String,
+    /// Value.
+    pub value: f64,
+}
+
+/// A page of a GPU's samples ordered by (timestamp, metric).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct TelemetryPage {
+    /// GPU UUID.
+    pub gpu: String,
+    /// Samples of this page.
+    pub items: Vec<TelemetryPoint>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+    /// True when some node did not answer: the page may be incomplete.
+    pub partial: bool,
+    /// Nodes that did not answer.
+    pub unavailable_nodes: Vec<String>,
+}
+
+/// Encodes a cursor for clients (opaque).
+pub fn encode_cursor(c: &RangeCursor) -> String {
+    URL_SAFE_NO_PAD.encode(format!("v1\n{}\n{}", c.timestamp, c.metric))
+}
+
+/// Decodes a client's cursor, or says why it is not one of ours.
+pub fn decode_cursor(s: &str) -> Result<RangeCursor, ApiError> {
+    let bad = || ApiError::bad_request("cursor is not a cursor returned by this API");
+    if s.len() > MAX_CURSOR_LEN {
+        return Err(bad());
+    }
+    let bytes = URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
+    let text = String::from_utf8(bytes).map_err(|_| bad())?;
+    let mut parts = text.splitn(3, '\n');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some("v1"), Some(ts), Some(metric)) => Ok(RangeCursor {
+            timestamp: ts.parse().map_err(|_| bad())?,
+            metric: metric.to_string(),
+        }),
+        _ => Err(bad()),
+    }
+}
+
+/// A GPU's samples.
+#[utoipa::path(get, path = "/api/v1/gpus/{uuid}/telemetry", tag = "telemetry",
+    params(
+        ("uuid" = String, Path, description = "GPU UUID"),
+        ("start_time" = Option<String>, Query, description = "Inclusive start, RFC 3339 (default: earliest)"),
+        ("end_time" = Option<String>, Query, description = "Inclusive end, RFC 3339 (default: latest)"),
+        ("metric" = Option<Vec<String>>, Query, description = "Metric name; repeat or comma-separate for several (default: all)"),
+        ("limit" = Option<usize>, Query, description = "Page size, 1 to 10000 (default 1000)"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of samples", body = TelemetryPage),
+        (status = 400, description = "Bad parameter", body = ErrorBody),
+        (status = 404, description = "Unknown GPU", body = ErrorBody),
+    ))]
+pub async fn get_telemetry(
+    State(node): State<AppState>,
+    Path(uuid): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<TelemetryPage>, ApiError> {
+    let p = Params::parse(q.as_deref());
+    let start = p.time("start_time")?.unwrap_or(i64::MIN / 2);
+    let end = p.time("end_time")?.unwrap_or(i64::MAX / 2);
+    if start > end {
+        return Err(ApiError::bad_request("start_time is after end_time"));
+    }
+    let limit = p.bounded("limit", DEFAULT_TELEMETRY_LIMIT, 1, MAX_TELEMETRY_LIMIT)?;
+    let cursor = p.get("cursor").map(decode_cursor).transpose()?;
+    let metrics = p.all("metric");
+    let store = node.store.clone();
+    let uuid2 = uuid.clone();
+    let page = tokio::task::spawn_blocking(move || {
+        store.range(&RangeQuery {
+            uuid: &uuid2,
+            metrics: &metrics,
+            start,
+            end,
+            limit,
+            cursor,
+        })
+    })
+    .await
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .map_err(|e| ApiError::internal(e.to_string()))?
+    .ok_or_else(|| ApiError::not_found(format!("unknown GPU {uuid:?}")))?;
+    Ok(Json(TelemetryPage {
+        gpu: uuid,
+        items: page
+            .points
+            .into_iter()
+            .map(|pt| TelemetryPoint {
+                timestamp: format_time(pt.timestamp),
+                metric: pt.metric,
+                value: pt.value,
+            })
+            .collect(),
+        next_cursor: page.next.as_ref().map(encode_cursor),
+        partial: false,
+        unavailable_nodes: Vec::new(),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursor_round_trips_and_garbage_is_refused() {
+        let c = RangeCursor {
+            timestamp: -5,
+            metric: "A\nB".into(),
+        };
+        let back = decode_cursor(&encode_cursor(&c)).expect("ours");
+        assert_eq!(back, c);
+        for bad in [
+            "",
+            "!!!",
+            "djE",
+            &"A".repeat(5000),
+            &URL_SAFE_NO_PAD.encode("v2\n1\nm"),
+            &URL_SAFE_NO_PAD.encode("v1\nx\nm"),
+        ] {
+            assert!(decode_cursor(bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Command line and environment: every flag `--foo-bar` is also `TELEMETRY_FOO_BAR`.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::gencsv::GenCsvArgs;
+
+/// A GPU telemetry node: streams DCGM CSV through its own broker into its own time-series store
+/// and answers REST queries.
+#[derive(Debug, Parser)]
+#[command(
+    name = "telemetry-node",
+    version,
+    args_conflicts_with_subcommands = true
+)]
+pub struct Cli {
+    /// What to do; without a subcommand the node runs.
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    /// Options of the node when it runs.
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a node (the default).
+    Run(RunArgs),
+    /// Print the OpenAPI document of the REST API.
+    Openapi,
+    /// Write a realistic synthetic DCGM CSV.
+    GenCsv(GenCsvArgs),
+}
+
+/// Which timestamp samples get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Timestamps {
+    /// The time the streamer processed the row.
+    Now,
+    /// The CSV's own timestamp column (backfills, reproducible benchmarks).
+    Csv,
+}
+
+/// Options of a running node.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Name of this node, unique in the cluster (a StatefulSet pod name).
+    #[arg(long, env = "TELEMETRY_NODE_NAME", default_value = "telemetry-0")]
+    pub node_name: String,
+    /// Directory of the store and the broker logs.
+    #[arg(long, env = "TELEMETRY_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Address of the REST API.
+    #[arg(long, env = "TELEMETRY_HTTP_ADDR", default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// Address of the cluster transport (used once the node joins a cluster).
+    #[arg(long, env = "TELEMETRY_CLUSTER_ADDR", default_value = "0.0.0.0:4697")]
+    pub cluster_addr: SocketAddr,
+    /// Seed nodes `host:port,...`; empty runs a single node that owns every partition.
+    #[arg(long, env = "TELEMETRY_SEEDS", value_delimiter = ',')]
+    pub seeds: Vec<String>,
+    /// Shared secret of the cluster transport.
+    #[arg(long, env = "TELEMETRY_CLUSTER_COOKIE", hide_env_values = true)]
+    pub cluster_cookie: Option<String>,
+    /// DCGM CSV file to stream (repeatable); none streams the embedded sample.
+    #[arg(long, env = "TELEMETRY_CSV", value_delimiter = ',')]
+    pub csv: Vec<PathBuf>,
+    /// Timestamp given to samples.
+    #[arg(long, env = "TELEMETRY_TIMESTAMPS", value_enum, default_value_t = Timestamps::Now)]
+    pub timestamps: Timestamps,
+    /// Samples per second per streamer; 0 = unthrottled.
+    #[arg(long, env = "TELEMETRY_RATE", default_value_t = 1000)]
+    pub rate: u64,
+    /// Passes over the CSV files; 0 = loop forever.
+    #[arg(long, env = "TELEMETRY_PASSES", default_value_t = 0)]
+    pub passes: u64,
+    /// Run no streamer: store and serve only.
+    #[arg(long, env = "TELEMETRY_NO_STREAM")]
+    pub no_stream: bool,
+    /// Virtual partitions of the cluster (same on every node).
+    #[arg(long, env = "TELEMETRY_PARTITIONS", default_value_t = telemetry_actors::routing::DEFAULT_PARTITIONS,
+          value_parser = clap::value_parser!(u32).range(1..=4096))]
+    pub partitions: u32,
+    /// Bearer token required on /api/v1 (health, readiness and docs stay open).
+    #[arg(long, env = "TELEMETRY_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// Refuse appends while a partition holds this many unconsumed bytes.
+    #[arg(long, env = "TELEMETRY_PARTITION_MAX_BYTES", default_value_t = 256 << 20)]
+    pub partition_max_bytes: u64,
+}

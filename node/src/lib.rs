@@ -1,0 +1,217 @@
+//! The node: wiring of store, actors and API, start-up checks and ordered shutdown.
+//!
+//! [`run`] takes an already bound listener and a shutdown future, so tests and benchmarks start
+//! nodes on port 0 in-process or as real processes alike.
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+mod auth;
+pub mod config;
+pub mod gencsv;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use ractor::rpc::CallResult;
+use ractor::Actor;
+use telemetry_actors::broker::LogConfig;
+use telemetry_actors::registry::PartitionRegistry;
+use telemetry_actors::routing::owned_by;
+use telemetry_actors::stats::PipelineStats;
+use telemetry_actors::streamer::{dcgm, SourceConfig, TimestampMode};
+use telemetry_actors::supervisor::{
+    PipelineConfig, PipelineSupervisor, SupervisorArgs, SupervisorMsg, DRAIN_TIMEOUT,
+};
+use telemetry_api::NodeContext;
+use telemetry_storage::{Store, StoreOptions};
+use tokio::net::TcpListener;
+
+use crate::config::{RunArgs, Timestamps};
+
+/// The embedded sample streamed when no `--csv` is given (made by `gen-csv`, see [`gencsv::sample_args`]).
+pub const EMBEDDED_SAMPLE: &[u8] = include_bytes!("../sample/dcgm_sample.csv");
+
+/// Log filter when `RUST_LOG` is unset: our info, the storage engine's warnings.
+pub const DEFAULT_LOG_FILTER: &str = "info,fjall=warn,lsm_tree=warn";
+
+/// Parses the command line's run options, starts a runtime and runs until SIGINT/SIGTERM.
+pub fn serve(args: RunArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
+        )
+        .init();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    rt.block_on(async move {
+        let listener = TcpListener::bind(args.http_addr)
+            .await
+            .with_context(|| format!("binding the API to {}", args.http_addr))?;
+        run(args, listener, shutdown_signal()).await
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+/// Checks every CSV's header before anything starts, naming the file and the missing columns.
+fn check_inputs(files: &[PathBuf]) -> anyhow::Result<()> {
+    for f in files {
+        let file =
+            std::fs::File::open(f).with_context(|| format!("opening CSV {}", f.display()))?;
+        if let Err(e) = dcgm::open_reader(file) {
+            bail!("CSV {}: {e}", f.display());
+        }
+    }
+    Ok(())
+}
+
+fn sample_file(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let path = data_dir.join("embedded-sample.csv");
+    std::fs::write(&path, EMBEDDED_SAMPLE)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(path)
+}
+
+/// Runs a node on `listener` until `shutdown` completes, then drains and stops in order.
+pub async fn run(
+    args: RunArgs,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    if !args.seeds.is_empty() {
+        bail!("--seeds given, but this version runs a single node that owns every partition; clustering is not available yet");
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
+    let files = if args.no_stream {
+        Vec::new()
+    } else if args.csv.is_empty() {
+        vec![sample_file(&args.data_dir)?]
+    } else {
+        args.csv.clone()
+    };
+    check_inputs(&files)?;
+
+    let store_dir = args.data_dir.join("store");
+    let store =
+        tokio::task::spawn_blocking(move || Store::open(store_dir, StoreOptions::default()))
+            .await?
+            .context("opening the store")?;
+    let store = Arc::new(store);
+    let registry = Arc::new(PartitionRegistry::default());
+    let stats = Arc::new(PipelineStats::default());
+    let owned = owned_by(&args.node_name, args.partitions, &[args.node_name.as_str()]);
+    let streamers = if files.is_empty() {
+        Vec::new()
+    } else {
+        vec![SourceConfig {
+            files,
+            timestamps: match args.timestamps {
+                Timestamps::Now => TimestampMode::Now,
+                Timestamps::Csv => TimestampMode::Csv,
+            },
+            rate: args.rate,
+            passes: args.passes,
+            partitions: args.partitions,
+        }]
+    };
+    let config = PipelineConfig {
+        broker_dir: args.data_dir.join("broker"),
+        owned: owned.clone(),
+        log: LogConfig {
+            max_unconsumed_bytes: args.partition_max_bytes,
+            ..LogConfig::default()
+        },
+        streamers,
+    };
+    let (supervisor, supervisor_done) = Actor::spawn(
+        None,
+        PipelineSupervisor,
+        SupervisorArgs {
+            config,
+            store: store.clone(),
+            registry: registry.clone(),
+            stats: stats.clone(),
+        },
+    )
+    .await
+    .context("starting the pipeline")?;
+
+    let local = listener.local_addr()?;
+    let ctx = Arc::new(NodeContext {
+        name: args.node_name.clone(),
+        address: local.to_string(),
+        partitions: args.partitions,
+        owned,
+        store: store.clone(),
+        registry,
+        stats,
+    });
+    let app = auth::layer(telemetry_api::router(ctx), args.api_token.clone());
+    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = http_stopped.await;
+            })
+            .await
+    });
+    tracing::info!(node = %args.node_name, http = %local, partitions = args.partitions, "node running");
+
+    let mut supervisor_done = supervisor_done;
+    let failed = tokio::select! {
+        _ = shutdown => false,
+        _ = &mut supervisor_done => true,
+    };
+    if failed {
+        let _ = stop_http.send(());
+        let _ = server.await;
+        let _ = store.persist();
+        bail!("the pipeline supervisor stopped: too many actor failures (see the log)");
+    }
+
+    tracing::info!("shutting down: draining streamers and collectors");
+    match supervisor
+        .call(SupervisorMsg::Drain, Some(DRAIN_TIMEOUT * 3))
+        .await
+    {
+        Ok(CallResult::Success(report)) => {
+            if report.streamers_unfinished > 0 || report.collectors_failed > 0 {
+                tracing::warn!(?report, "drain incomplete; unacknowledged data stays in the broker logs and is replayed on restart");
+            }
+        }
+        _ => tracing::warn!("drain did not answer; broker logs will be replayed on restart"),
+    }
+    let _ = supervisor.stop_and_wait(None, Some(DRAIN_TIMEOUT)).await;
+    let _ = supervisor_done.await;
+    let _ = stop_http.send(());
+    let _ = server.await;
+    tokio::task::spawn_blocking(move || store.persist())
+        .await?
+        .context("persisting the store")?;
+    tracing::info!("stopped cleanly");
+    Ok(())
+}
