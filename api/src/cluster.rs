@@ -31,6 +31,10 @@ pub struct Member {
     pub partitions_owned: usize,
     /// Records appended to the node's partitions but not yet committed by its collectors.
     pub broker_lag_records: u64,
+    /// CSV rows this node's streamers read.
+    pub rows_read: u64,
+    /// CSV rows this node's streamers skipped because they did not parse.
+    pub rows_rejected: u64,
 }
 
 /// One partition: owner and queue position.
@@ -99,6 +103,8 @@ pub async fn get_cluster(State(node): State<AppState>) -> Json<ClusterView> {
         storage_bytes: node.store.disk_space(),
         partitions_owned: node.owned.len(),
         broker_lag_records: ownership.iter().map(|o| o.lag_records).sum(),
+        rows_read: node.stats.rows_read.get(),
+        rows_rejected: node.stats.rows_rejected.get(),
     };
     Json(ClusterView {
         members: vec![member],

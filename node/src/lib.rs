@@ -42,6 +42,7 @@ pub fn serve(args: RunArgs) -> anyhow::Result<()> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
         )
+        .with_writer(std::io::stderr)
         .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -180,6 +181,8 @@ pub async fn run(
             .await
     });
     tracing::info!(node = %args.node_name, http = %local, partitions = args.partitions, "node running");
+    // The one line on stdout: tests and scripts that bind port 0 read the real address here.
+    println!("listening on http://{local}");
 
     let mut supervisor_done = supervisor_done;
     let failed = tokio::select! {

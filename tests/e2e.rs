@@ -1,0 +1,346 @@
+//! End-to-end: the real binary streams the reference CSV once, then the REST API must return
+//! exactly what the file holds, before and after a restart.
+
+mod support;
+
+use std::collections::{BTreeMap, HashMap};
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{binary, reference_csv, Node};
+
+struct Expected {
+    /// uuid → (hostname, gpu index)
+    gpus: BTreeMap<String, (String, u64)>,
+    /// (uuid, metric) → value
+    values: HashMap<(String, String), f64>,
+    rows: u64,
+}
+
+fn expected(path: &std::path::Path) -> Expected {
+    let mut rdr = csv::Reader::from_path(path).expect("csv");
+    let mut e = Expected {
+        gpus: BTreeMap::new(),
+        values: HashMap::new(),
+        rows: 0,
+    };
+    for rec in rdr.records() {
+        let rec = rec.expect("record");
+        let uuid = rec[4].to_string();
+        e.gpus.insert(
+            uuid.clone(),
+            (rec[6].to_string(), rec[2].parse().expect("index")),
+        );
+        e.values
+            .insert((uuid, rec[1].to_string()), rec[10].parse().expect("value"));
+        e.rows += 1;
+    }
+    e
+}
+
+/// All points of a GPU through cursor pagination with page size `limit`.
+async fn all_points(
+    node: &Node,
+    uuid: &str,
+    extra: &str,
+    limit: usize,
+) -> Vec<(String, String, f64)> {
+    let mut out = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut path = format!("/api/v1/gpus/{uuid}/telemetry?limit={limit}{extra}");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let page = node.ok(&path).await;
+        assert_eq!(page["gpu"], uuid);
+        assert_eq!(page["partial"], false);
+        let items = page["items"].as_array().expect("items");
+        assert!(items.len() <= limit);
+        for it in items {
+            out.push((
+                it["timestamp"].as_str().expect("ts").to_string(),
+                it["metric"].as_str().expect("metric").to_string(),
+                it["value"].as_f64().expect("value"),
+            ));
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return out,
+        }
+    }
+}
+
+fn assert_ordered(points: &[(String, String, f64)]) {
+    // RFC 3339 with fixed millisecond precision in UTC sorts lexicographically by time.
+    for w in points.windows(2) {
+        assert!(
+            (&w[0].0, &w[0].1) < (&w[1].0, &w[1].1),
+            "not strictly ordered: {w:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_pass_is_stored_exactly_and_survives_restart() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let csv = reference_csv(tmp.path());
+    let exp = expected(&csv);
+    let data = tmp.path().join("node");
+    let csv_arg = csv.to_str().expect("utf8 path");
+    let node = Node::start(
+        &data,
+        &[
+            "--csv",
+            csv_arg,
+            "--rate",
+            "0",
+            "--passes",
+            "1",
+            "--partitions",
+            "16",
+        ],
+    );
+    let cluster = node
+        .wait_for_samples(exp.rows, Duration::from_secs(120))
+        .await;
+    assert_eq!(cluster["partitions"], 16);
+    assert_eq!(cluster["members"][0]["partitions_owned"], 16);
+    assert_eq!(cluster["members"][0]["rows_rejected"], 0);
+    assert_eq!(node.ok("/readyz").await["status"], "ready");
+
+    // Every GPU, with hostname and index.
+    let gpus = node.ok("/api/v1/gpus?limit=10000").await;
+    assert_eq!(gpus["total"].as_u64(), Some(exp.gpus.len() as u64));
+    let listed: BTreeMap<String, (String, u64)> = gpus["items"]
+        .as_array()
+        .expect("items")
+        .iter()
+        .map(|g| {
+            (
+                g["uuid"].as_str().expect("uuid").to_string(),
+                (
+                    g["hostname"].as_str().expect("host").to_string(),
+                    g["gpu_index"].as_u64().expect("idx"),
+                ),
+            )
+        })
+        .collect();
+    assert_eq!(listed, exp.gpus);
+    // Offset paging of the list covers it exactly once.
+    let mut paged = Vec::new();
+    for offset in (0..exp.gpus.len()).step_by(100) {
+        let page = node
+            .ok(&format!("/api/v1/gpus?limit=100&offset={offset}"))
+            .await;
+        paged.extend(
+            page["items"]
+                .as_array()
+                .expect("items")
+                .iter()
+                .map(|g| g["uuid"].clone()),
+        );
+    }
+    assert_eq!(paged.len(), exp.gpus.len());
+
+    // Every (GPU, metric): the stored value is the CSV's, ordered, and paginated exactly once.
+    let mut before_restart = BTreeMap::new();
+    for (i, uuid) in exp.gpus.keys().enumerate() {
+        let points = all_points(&node, uuid, "", 10_000).await;
+        assert_ordered(&points);
+        let mut seen = HashMap::new();
+        for (_, metric, value) in &points {
+            assert!(
+                seen.insert(metric.clone(), *value).is_none(),
+                "{uuid} {metric} twice"
+            );
+            assert_eq!(
+                Some(value),
+                exp.values.get(&(uuid.clone(), metric.clone())),
+                "{uuid} {metric}"
+            );
+        }
+        let want = exp.values.keys().filter(|(u, _)| u == uuid).count();
+        assert_eq!(seen.len(), want, "{uuid}");
+        if i % 20 == 0 {
+            for limit in [1, 3, 7] {
+                assert_eq!(
+                    all_points(&node, uuid, "", limit).await,
+                    points,
+                    "limit {limit}"
+                );
+            }
+            let detail = node.ok(&format!("/api/v1/gpus/{uuid}")).await;
+            assert_eq!(detail["metrics"].as_array().map(Vec::len), Some(want));
+            assert_eq!(
+                detail["first_timestamp"].as_str(),
+                points.first().map(|p| p.0.as_str())
+            );
+            assert_eq!(
+                detail["last_timestamp"].as_str(),
+                points.last().map(|p| p.0.as_str())
+            );
+        }
+        before_restart.insert(uuid.clone(), points);
+    }
+
+    // start_time/end_time are inclusive at both ends; metric filters are repeatable.
+    let uuid = exp.gpus.keys().next().expect("a gpu");
+    let points = &before_restart[uuid];
+    let stamps: Vec<&str> = {
+        let mut s: Vec<&str> = points.iter().map(|p| p.0.as_str()).collect();
+        s.dedup();
+        s
+    };
+    assert!(stamps.len() >= 2, "the reference file has several scrapes");
+    for (a, b) in [(0, 0), (0, stamps.len() - 1), (1, stamps.len() - 1)] {
+        let (start, end) = (stamps[a], stamps[b]);
+        let got = all_points(
+            &node,
+            uuid,
+            &format!("&start_time={start}&end_time={end}"),
+            1000,
+        )
+        .await;
+        let want: Vec<_> = points
+            .iter()
+            .filter(|p| p.0.as_str() >= start && p.0.as_str() <= end)
+            .cloned()
+            .collect();
+        assert!(!want.is_empty());
+        assert_eq!(got, want, "[{start}, {end}]");
+    }
+    let two = all_points(
+        &node,
+        uuid,
+        "&metric=DCGM_FI_DEV_GPU_TEMP&metric=DCGM_FI_DEV_POWER_USAGE",
+        1000,
+    )
+    .await;
+    assert_eq!(two.len(), 2);
+    assert!(two
+        .iter()
+        .all(|p| p.1 == "DCGM_FI_DEV_GPU_TEMP" || p.1 == "DCGM_FI_DEV_POWER_USAGE"));
+    let metrics = node.ok("/api/v1/metrics").await;
+    assert_eq!(metrics["items"].as_array().map(Vec::len), Some(10));
+
+    // Bad parameters: 400 with a JSON error; unknown GPU: 404.
+    let base = format!("/api/v1/gpus/{uuid}/telemetry");
+    for bad in [
+        "?start_time=yesterday",
+        "?end_time=2025-13-45T00:00:00Z",
+        "?start_time=2025-07-18T20:42:35Z&end_time=2025-07-18T20:42:34Z",
+        "?limit=0",
+        "?limit=abc",
+        "?limit=1000000",
+        "?cursor=not-a-cursor",
+        "?cursor=%FF%FE",
+    ] {
+        let (status, body) = node.get(&format!("{base}{bad}")).await;
+        assert_eq!(status, 400, "{bad}: {body}");
+        assert_eq!(body["error"]["code"], "bad_request", "{bad}");
+        assert!(body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
+    }
+    for bad in ["?limit=-1", "?offset=x", "?limit=10001"] {
+        assert_eq!(
+            node.get(&format!("/api/v1/gpus{bad}")).await.0,
+            400,
+            "{bad}"
+        );
+    }
+    for path in [
+        "/api/v1/gpus/GPU-does-not-exist",
+        "/api/v1/gpus/GPU-does-not-exist/telemetry",
+    ] {
+        let (status, body) = node.get(path).await;
+        assert_eq!(status, 404, "{path}");
+        assert_eq!(body["error"]["code"], "not_found");
+    }
+
+    // Restart on the same data dir, serving only: same counts, same answers, no duplicates.
+    node.stop();
+    let node = Node::start(&data, &["--no-stream", "--partitions", "16"]);
+    let cluster = node.ok("/api/v1/cluster").await;
+    assert_eq!(cluster["samples_stored"].as_u64(), Some(exp.rows));
+    assert_eq!(
+        node.ok("/api/v1/gpus?limit=10000").await["total"].as_u64(),
+        Some(exp.gpus.len() as u64)
+    );
+    for (uuid, points) in before_restart.iter().step_by(25) {
+        assert_eq!(
+            &all_points(&node, uuid, "", 4).await,
+            points,
+            "{uuid} after restart"
+        );
+    }
+    node.stop();
+}
+
+#[test]
+fn a_file_without_dcgm_columns_stops_start_up_naming_them() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let bad = tmp.path().join("bad.csv");
+    std::fs::write(&bad, "timestamp,uuid,value\n2025-07-18T20:42:34Z,GPU-1,1\n").expect("write");
+    let out = Command::new(binary())
+        .arg("--data-dir")
+        .arg(tmp.path().join("d"))
+        .args(["--http-addr", "127.0.0.1:0", "--csv"])
+        .arg(&bad)
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    for col in ["metric_name", "gpu_id", "Hostname", "modelName"] {
+        assert!(err.contains(col), "stderr does not name {col}: {err}");
+    }
+    assert!(err.contains("bad.csv"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_rows_are_skipped_and_counted() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let path = tmp.path().join("mixed.csv");
+    let header = "timestamp,metric_name,gpu_id,device,uuid,modelName,Hostname,container,pod,namespace,value,labels_raw";
+    let rows = [
+        "2025-07-18T20:42:34Z,DCGM_FI_DEV_GPU_TEMP,0,nvidia0,GPU-a,H100,host-1,,,,40,",
+        "2025-07-18T20:42:34Z,DCGM_FI_DEV_GPU_TEMP,1,nvidia1,,H100,host-1,,,,41,",
+        "2025-07-18T20:42:34Z,DCGM_FI_DEV_GPU_TEMP,2,nvidia2,GPU-c,H100,host-1,,,,hot,",
+        "2025-07-18T20:42:34Z,DCGM_FI_DEV_GPU_TEMP,3,nvidia3,GPU-d",
+        "2025-07-18T20:42:34Z,DCGM_FI_DEV_GPU_TEMP,4,nvidia4,GPU-e,H100,host-1,,,,44,",
+    ];
+    std::fs::write(&path, format!("{header}\n{}\n", rows.join("\n"))).expect("write");
+    let node = Node::start(
+        &tmp.path().join("d"),
+        &[
+            "--csv",
+            path.to_str().expect("utf8"),
+            "--rate",
+            "0",
+            "--passes",
+            "1",
+            "--timestamps",
+            "csv",
+        ],
+    );
+    let cluster = node.wait_for_samples(2, Duration::from_secs(60)).await;
+    assert_eq!(cluster["members"][0]["rows_read"], 5);
+    assert_eq!(cluster["members"][0]["rows_rejected"], 3);
+    let gpus: Vec<Value> = node.ok("/api/v1/gpus").await["items"]
+        .as_array()
+        .expect("items")
+        .clone();
+    assert_eq!(
+        gpus.iter()
+            .map(|g| g["uuid"].as_str().unwrap_or(""))
+            .collect::<Vec<_>>(),
+        ["GPU-a", "GPU-e"]
+    );
+    // --timestamps csv keeps the file's own time.
+    let t = node.ok("/api/v1/gpus/GPU-e/telemetry").await;
+    assert_eq!(t["items"][0]["timestamp"], "2025-07-18T20:42:34.000Z");
+    assert_eq!(t["items"][0]["value"], 44.0);
+    node.stop();
+}

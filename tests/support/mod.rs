@@ -1,0 +1,138 @@
+//! Test harness: real `telemetry-node` processes on free ports, spoken to over HTTP.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The shared reference CSV.
+pub const SHARED_CSV: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../shared/data/dcgm_metrics_20250718_134233.csv"
+);
+
+/// Path of the binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_telemetry-node")
+}
+
+/// The shared CSV, or a `gen-csv` file of the same shape in `dir` when it is absent.
+pub fn reference_csv(dir: &Path) -> PathBuf {
+    if Path::new(SHARED_CSV).exists() {
+        return PathBuf::from(SHARED_CSV);
+    }
+    let out = dir.join("generated.csv");
+    let status = Command::new(binary())
+        .args(["gen-csv", "--hosts", "31", "--scrapes", "1", "-o"])
+        .arg(&out)
+        .status()
+        .expect("gen-csv runs");
+    assert!(status.success());
+    out
+}
+
+/// A running node process; killed when dropped.
+pub struct Node {
+    pub child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+}
+
+impl Node {
+    /// Starts a node on a free port with `args` and waits until it listens.
+    pub fn start(data_dir: &Path, args: &[&str]) -> Node {
+        let mut child = Command::new(binary())
+            .arg("--data-dir")
+            .arg(data_dir)
+            .args(["--http-addr", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("binary starts");
+        let stdout = child.stdout.take().expect("stdout piped");
+        let mut line = String::new();
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("reads stdout");
+        let url = line
+            .trim()
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("node did not start: {line:?}"))
+            .to_string();
+        Node {
+            child,
+            url,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    /// GET a path; returns status and JSON body.
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let resp = reqwest::get(format!("{}{}", self.url, path))
+            .await
+            .expect("request");
+        let status = resp.status().as_u16();
+        let body = resp.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    /// GET a path that must answer 200.
+    pub async fn ok(&self, path: &str) -> Value {
+        let (status, body) = self.get(path).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    }
+
+    /// Waits until the cluster reports `n` stored samples (and no broker lag).
+    pub async fn wait_for_samples(&self, n: u64, timeout: Duration) -> Value {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let c = self.ok("/api/v1/cluster").await;
+            if c["samples_stored"].as_u64() == Some(n) {
+                return c;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {n} samples: {}",
+                c["samples_stored"]
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Sends a signal (`TERM`, `KILL`, `STOP`, …) to the process.
+    pub fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("kill runs");
+        assert!(status.success());
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn stop(mut self) {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "node exited with {status}");
+                return;
+            }
+            assert!(Instant::now() < deadline, "node did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
