@@ -31,6 +31,8 @@ pub struct Member {
     pub partitions_owned: usize,
     /// Records appended to the node's partitions but not yet committed by its collectors.
     pub broker_lag_records: u64,
+    /// Samples this node's streamers had acknowledged as durable by their partitions.
+    pub samples_acked: u64,
     /// CSV rows this node's streamers read.
     pub rows_read: u64,
     /// CSV rows this node's streamers skipped because they did not parse.
@@ -103,6 +105,7 @@ pub async fn get_cluster(State(node): State<AppState>) -> Json<ClusterView> {
         storage_bytes: node.store.disk_space(),
         partitions_owned: node.owned.len(),
         broker_lag_records: ownership.iter().map(|o| o.lag_records).sum(),
+        samples_acked: node.stats.samples_acked.get(),
         rows_read: node.stats.rows_read.get(),
         rows_rejected: node.stats.rows_rejected.get(),
     };

@@ -9,7 +9,18 @@ fn committed_openapi_matches_the_code() {
         "api/openapi.json is stale: run `cargo run -- openapi > api/openapi.json`"
     );
     let doc: serde_json::Value = serde_json::from_str(&generated).expect("valid JSON");
-    for path in ["/api/v1/gpus", "/api/v1/gpus/{uuid}", "/api/v1/gpus/{uuid}/telemetry", "/api/v1/metrics", "/api/v1/cluster", "/healthz", "/readyz"] {
-        assert!(doc["paths"].get(path).is_some(), "{path} missing from the spec");
+    for path in [
+        "/api/v1/gpus",
+        "/api/v1/gpus/{uuid}",
+        "/api/v1/gpus/{uuid}/telemetry",
+        "/api/v1/metrics",
+        "/api/v1/cluster",
+        "/healthz",
+        "/readyz",
+    ] {
+        assert!(
+            doc["paths"].get(path).is_some(),
+            "{path} missing from the spec"
+        );
     }
 }
