@@ -274,7 +274,8 @@ impl Actor for PipelineSupervisor {
                 }
                 // Concurrently: each collector may first finish a parked poll.
                 let mut drains = tokio::task::JoinSet::new();
-                for c in state.collectors.values().cloned() {
+                for c in state.collectors.values() {
+                    let c = c.clone();
                     drains.spawn(
                         async move { c.call(CollectorMsg::Drain, Some(DRAIN_TIMEOUT)).await },
                     );

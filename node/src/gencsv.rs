@@ -252,7 +252,9 @@ mod tests {
                 "DCGM_FI_DEV_POWER_USAGE" => {
                     assert_eq!(value.split('.').nth(1).map(str::len), Some(3))
                 }
-                "DCGM_FI_DEV_FB_USED" | "DCGM_FI_DEV_FB_FREE" => assert!(v >= 0.0 && v < 81_559.0),
+                "DCGM_FI_DEV_FB_USED" | "DCGM_FI_DEV_FB_FREE" => {
+                    assert!((0.0..81_559.0).contains(&v))
+                }
                 _ => assert!(!value.contains('.'), "{metric} {value}"),
             }
         }

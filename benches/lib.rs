@@ -1,0 +1,1 @@
+//! Benchmarks only; see `hot_paths.rs`.
