@@ -344,3 +344,49 @@ async fn malformed_rows_are_skipped_and_counted() {
     assert_eq!(t["items"][0]["value"], 44.0);
     node.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_sample_streams_without_any_csv_flag() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(&tmp.path().join("d"), &["--rate", "0", "--passes", "1"]);
+    node.wait_for_samples(2 * 8 * 10 * 10, Duration::from_secs(60))
+        .await;
+    assert_eq!(node.ok("/api/v1/gpus").await["total"], 16);
+    node.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_token_guards_the_api_but_not_health() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let node = Node::start(
+        &tmp.path().join("d"),
+        &["--no-stream", "--api-token", "s3cret"],
+    );
+    let client = reqwest::Client::new();
+    for auth in [
+        None,
+        Some("Bearer wrong"),
+        Some("s3cret"),
+        Some("Bearer s3cre"),
+    ] {
+        let mut req = client.get(format!("{}/api/v1/gpus", node.url));
+        if let Some(a) = auth {
+            req = req.header("Authorization", a);
+        }
+        let resp = req.send().await.expect("request");
+        assert_eq!(resp.status().as_u16(), 401, "{auth:?}");
+        assert!(resp.headers().get("www-authenticate").is_some());
+        let body: Value = resp.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "unauthorized");
+    }
+    let resp = client
+        .get(format!("{}/api/v1/gpus", node.url))
+        .header("Authorization", "Bearer s3cret")
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(node.get("/healthz").await.0, 200);
+    assert_eq!(node.get("/readyz").await.0, 200);
+    node.stop();
+}
