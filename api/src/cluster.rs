@@ -25,7 +25,7 @@ pub struct Member {
     pub status: String,
     /// Distinct samples stored on the node.
     pub samples_stored: u64,
-    /// Bytes on disk of the node's sample store.
+    /// Bytes on disk of the node's sample store after its latest flush (journal excluded).
     pub storage_bytes: u64,
     /// Number of partitions the node owns.
     pub partitions_owned: usize,

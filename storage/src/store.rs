@@ -397,9 +397,19 @@ impl Store {
             .samples_stored
     }
 
-    /// Bytes on disk of the whole store.
+    /// Bytes on disk of the flushed tables of all keyspaces (the journal is not counted: it is
+    /// preallocated and recycled, so it says nothing about the size of the data).
     pub fn disk_space(&self) -> u64 {
-        self.db.disk_space().unwrap_or(0)
+        [
+            &self.samples,
+            &self.gpus_ks,
+            &self.metrics_ks,
+            &self.series_ks,
+            &self.meta_ks,
+        ]
+        .iter()
+        .map(|ks| ks.disk_space())
+        .sum()
     }
 }
 
