@@ -19,18 +19,40 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_telemetry-node")
 }
 
-/// The shared CSV, or a `gen-csv` file of the same shape in `dir` when it is absent.
+/// The shared CSV, or a `gen-csv` file of the same shape in `dir` when it is absent: one row per
+/// (GPU, metric), the metrics spread over several scrape timestamps like the exporter's dump.
 pub fn reference_csv(dir: &Path) -> PathBuf {
     if Path::new(SHARED_CSV).exists() {
         return PathBuf::from(SHARED_CSV);
     }
-    let out = dir.join("generated.csv");
+    let one_scrape = dir.join("generated-one-scrape.csv");
     let status = Command::new(binary())
         .args(["gen-csv", "--hosts", "31", "--scrapes", "1", "-o"])
-        .arg(&out)
+        .arg(&one_scrape)
         .status()
         .expect("gen-csv runs");
     assert!(status.success());
+    let out = dir.join("generated.csv");
+    let mut rdr = csv::Reader::from_path(&one_scrape).expect("generated csv");
+    let mut wtr = csv::Writer::from_path(&out).expect("create");
+    wtr.write_record(rdr.headers().expect("header"))
+        .expect("write");
+    let mut metrics: Vec<String> = Vec::new();
+    for rec in rdr.records() {
+        let rec = rec.expect("record");
+        let metric = rec[1].to_string();
+        let i = metrics
+            .iter()
+            .position(|m| *m == metric)
+            .unwrap_or_else(|| {
+                metrics.push(metric);
+                metrics.len() - 1
+            });
+        let mut fields: Vec<String> = rec.iter().map(str::to_string).collect();
+        fields[0] = format!("2025-07-18T20:42:{:02}Z", 34 + i / 3);
+        wtr.write_record(&fields).expect("write");
+    }
+    wtr.flush().expect("flush");
     out
 }
 
