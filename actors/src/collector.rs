@@ -1,16 +1,20 @@
 //! The collector actor: consumes one broker partition into the store.
 //!
-//! It fetches durable records from its committed offset, writes them to the store, and commits
-//! the offset only after `Store::persist` made those writes durable, so a crash replays at most
-//! what was written since the last commit; idempotent writes make that replay harmless. Commits
-//! are grouped (every [`COMMIT_INTERVAL`] or when the partition runs dry) to keep fsyncs rare.
+//! It fetches durable records from its committed offset and writes them to the store, which keeps
+//! recent samples in memory until its next checkpoint. The collector commits an offset only once
+//! the store's durable generation covers every write below it, so the broker log is the store's
+//! write-ahead log: a crash replays at most what the last checkpoint did not cover, and idempotent
+//! writes make that replay harmless. It asks for a checkpoint when one is due
+//! ([`Store::maybe_checkpoint`]), at most every [`COMMIT_INTERVAL`] and whenever the partition
+//! runs dry.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
-use telemetry_storage::{SampleBatch, Store};
+use telemetry_storage::{SampleBatch, StorageError, Store};
 
 use crate::broker::{BrokerMsg, FetchReply, COLLECTOR_CONSUMER};
 use crate::registry::PartitionRegistry;
@@ -20,7 +24,7 @@ use crate::stats::PipelineStats;
 pub const FETCH_MAX_BYTES: u64 = 4 << 20;
 /// How long a fetch waits at the broker for new data before returning empty.
 pub const POLL_WAIT: Duration = Duration::from_millis(200);
-/// Longest time written samples wait for their offset commit.
+/// How often a busy collector asks the store whether a checkpoint is due.
 pub const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 /// Pause before retrying when the partition is not reachable.
 const RETRY_DELAY: Duration = Duration::from_millis(100);
@@ -50,6 +54,9 @@ pub struct State {
     next: u64,
     /// Everything below is durable in the store and committed at the broker.
     committed: u64,
+    /// (offset, generation): everything below the offset is durable once the store's durable
+    /// generation reaches the generation. Short: it grows by one entry per store checkpoint.
+    written: VecDeque<(u64, u64)>,
     last_commit: Instant,
     /// Set until the committed offset was read from the broker.
     positioned: bool,
@@ -131,38 +138,65 @@ impl State {
         let store = self.store.clone();
         let stats = self.stats.clone();
         let partition = self.partition;
-        tokio::task::spawn_blocking(move || -> Result<(), telemetry_storage::StorageError> {
+        let generation = tokio::task::spawn_blocking(move || -> Result<u64, StorageError> {
+            let mut generation = 0;
             for (offset, payload) in records {
-                match SampleBatch::decode(&payload) {
-                    Ok(batch) => {
-                        store.write(&batch)?;
-                        stats.samples_written.add(batch.len() as u64);
+                let written = SampleBatch::decode(&payload)
+                    .and_then(|batch| Ok((store.write(&batch)?, batch.len())));
+                match written {
+                    Ok((w, n)) => {
+                        generation = generation.max(w.generation);
+                        stats.samples_written.add(n as u64);
                     }
-                    Err(e) => {
-                        // A record that passed its CRC but is not a batch can never be stored.
+                    // A record that passed its CRC but is not a storable batch never will be.
+                    Err(
+                        e @ (StorageError::InvalidBatch(_)
+                        | StorageError::Corrupt { what: "batch", .. }),
+                    ) => {
                         stats.records_rejected.inc();
-                        tracing::error!(partition, offset, error = %e, "undecodable broker record not stored");
+                        tracing::error!(partition, offset, error = %e, "invalid broker record not stored");
                     }
+                    // The store's own failures stop the collector; its offset stays put.
+                    Err(e) => return Err(e),
                 }
             }
-            Ok(())
+            Ok(generation)
         })
         .await??;
         self.next = last + 1;
+        match self.written.back_mut() {
+            Some(back) if back.1 == generation => back.0 = self.next,
+            _ => self.written.push_back((self.next, generation)),
+        }
         Ok(Some(n))
     }
 
-    async fn commit(&mut self) -> Result<(), ActorProcessingErr> {
+    /// Commits what the store holds durably; `force` checkpoints the store first.
+    async fn commit(&mut self, force: bool) -> Result<(), ActorProcessingErr> {
+        self.last_commit = Instant::now();
         if self.next == self.committed {
-            self.last_commit = Instant::now();
             return Ok(());
         }
         let Some(broker) = self.broker() else {
             return Ok(());
         };
         let store = self.store.clone();
-        tokio::task::spawn_blocking(move || store.persist()).await??;
-        let offset = self.next;
+        let durable = tokio::task::spawn_blocking(move || {
+            if force {
+                store.checkpoint()
+            } else {
+                store.maybe_checkpoint()
+            }
+        })
+        .await??;
+        let ready = self
+            .written
+            .iter()
+            .take_while(|(_, generation)| *generation <= durable)
+            .count();
+        let Some(&(offset, _)) = ready.checked_sub(1).and_then(|i| self.written.get(i)) else {
+            return Ok(());
+        };
         let res = broker
             .call(
                 |reply| BrokerMsg::Commit {
@@ -175,7 +209,7 @@ impl State {
             .await?;
         if let CallResult::Success(Ok(())) = res {
             self.committed = offset;
-            self.last_commit = Instant::now();
+            self.written.drain(..ready);
         }
         Ok(())
     }
@@ -199,6 +233,7 @@ impl Actor for Collector {
             stats: args.stats,
             next: 0,
             committed: 0,
+            written: VecDeque::new(),
             last_commit: Instant::now(),
             positioned: false,
         })
@@ -223,7 +258,7 @@ impl Actor for Collector {
                     }
                     Some(n) => {
                         if n == 0 || state.last_commit.elapsed() >= COMMIT_INTERVAL {
-                            state.commit().await?;
+                            state.commit(false).await?;
                         }
                     }
                 }
@@ -247,7 +282,7 @@ impl Actor for Collector {
                             }
                         }
                     }
-                    state.commit().await.map_err(|e| e.to_string())?;
+                    state.commit(true).await.map_err(|e| e.to_string())?;
                     Ok(state.committed)
                 }
                 .await;

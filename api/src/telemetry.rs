@@ -123,7 +123,7 @@ pub async fn get_telemetry(
             .into_iter()
             .map(|pt| TelemetryPoint {
                 timestamp: format_time(pt.timestamp),
-                metric: pt.metric,
+                metric: pt.metric.to_string(),
                 value: pt.value,
             })
             .collect(),

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -90,4 +91,24 @@ pub struct RunArgs {
     /// Refuse appends while a partition holds this many unconsumed bytes.
     #[arg(long, env = "TELEMETRY_PARTITION_MAX_BYTES", default_value_t = 256 << 20)]
     pub partition_max_bytes: u64,
+    /// Time bucket of the store (`1h`, `15m`): a series keeps one chunk per bucket. Fixed when
+    /// the store is created; omitted, an existing store keeps its own (a new one gets 1h).
+    #[arg(long, env = "TELEMETRY_BUCKET_WIDTH", value_parser = parse_duration)]
+    pub bucket_width: Option<Duration>,
+    /// Longest time between store checkpoints while data arrives (`5s`). Broker offsets are
+    /// committed at checkpoints, so this bounds how much a restart replays.
+    #[arg(long, env = "TELEMETRY_CHECKPOINT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
+    pub checkpoint_interval: Duration,
+    /// Drop buckets that ended longer ago than this (`7d`, `30d`); omitted, data is kept forever.
+    #[arg(long, env = "TELEMETRY_RETENTION", value_parser = parse_duration)]
+    pub retention: Option<Duration>,
+}
+
+/// Parses `90s`, `15m`, `1h`, `7d` (humantime); zero is refused.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))?;
+    if d.is_zero() {
+        return Err(format!("{s:?}: must be longer than zero"));
+    }
+    Ok(d)
 }

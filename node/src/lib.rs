@@ -117,10 +117,15 @@ pub async fn run(
     check_inputs(&files)?;
 
     let store_dir = args.data_dir.join("store");
-    let store =
-        tokio::task::spawn_blocking(move || Store::open(store_dir, StoreOptions::default()))
-            .await?
-            .context("opening the store")?;
+    let store_opts = StoreOptions {
+        bucket_width: args.bucket_width,
+        checkpoint_interval: args.checkpoint_interval,
+        retention: args.retention,
+        ..StoreOptions::default()
+    };
+    let store = tokio::task::spawn_blocking(move || Store::open(store_dir, store_opts))
+        .await?
+        .context("opening the store")?;
     let store = Arc::new(store);
     let registry = Arc::new(PartitionRegistry::default());
     let stats = Arc::new(PipelineStats::default());

@@ -17,6 +17,12 @@ pub enum StorageError {
         /// What was wrong with it.
         detail: String,
     },
+    /// The store cannot be opened as asked (another format, another bucket width).
+    #[error("store configuration: {0}")]
+    Config(String),
+    /// An earlier checkpoint failed; the store refuses work until the node restarts and replays.
+    #[error("the store failed during a checkpoint and must be reopened")]
+    Poisoned,
     /// A batch that cannot be stored (dangling index, too many metrics).
     #[error("invalid batch: {0}")]
     InvalidBatch(String),

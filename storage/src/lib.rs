@@ -1,23 +1,40 @@
-//! The node's time-series store on the fjall LSM engine.
+//! The node's embedded time-series engine on the fjall LSM store.
 //!
-//! One sample is (GPU, metric, timestamp, value); GPU attributes are stored once per GPU. Keys are
-//! `(gpu id, metric id, bucket start, offset in bucket)` big-endian, so a GPU's history is one
-//! contiguous range and a series' buckets are adjacent. Writes are idempotent: the same
-//! (GPU, metric, timestamp) is one key, and the last write wins.
+//! A series is one metric of one GPU. Samples first land in the series' in-memory **head**
+//! (strictly time-ordered, last write wins). A **checkpoint** ([`Store::checkpoint`], due every
+//! few seconds or when writes pause) turns heads into compressed **chunks** keyed
+//! `(gpu, metric, bucket start, generation)` and commits them, with the catalog and the sample
+//! count, in one atomic fjall batch followed by an fsync. The newest bucket of a series holds
+//! tiered parts; older buckets hold one sealed chunk each ([`flush`](self) has the rules).
 //!
-//! The interface is deliberately narrow ([`Store::write`], [`Store::range`], [`Store::gpus`],
-//! [`Store::gpu`]) so the engine underneath can change without touching its callers.
+//! Crash safety comes from the broker: a collector commits its broker offset only once
+//! [`Store::durable_generation`] covers what it wrote, so the broker log is the write-ahead log of
+//! the heads, and a restart replays it. Writes are idempotent, so the replay is harmless.
+//!
+//! Chunks are Gorilla-style: delta-of-delta timestamps, values as scaled-integer deltas when they
+//! are fixed-decimal (most DCGM fields) or XOR otherwise, whichever is shorter ([`codec`]).
 #![deny(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+mod bits;
+mod bucket;
+mod catalog;
+pub mod codec;
 mod error;
+mod flush;
 mod keys;
 mod model;
+mod read;
 mod store;
 
 pub use error::{Result, StorageError};
+pub use flush::TIER_FANOUT;
 pub use model::{
     BatchBuilder, BatchSample, GpuDetail, GpuInfo, Point, SampleBatch, Timestamp,
-    MAX_BATCH_DECODE_BYTES,
+    MAX_BATCH_DECODE_BYTES, MAX_NAME_BYTES,
 };
-pub use store::{Page, RangeCursor, RangeQuery, Store, StoreOptions, WriteStats, BUCKET_WIDTH_MS};
+pub use read::{Page, RangeCursor, RangeQuery};
+pub use store::{
+    Store, StoreOptions, WriteStats, DEFAULT_BUCKET_WIDTH, DEFAULT_CHECKPOINT_INTERVAL,
+    DEFAULT_MAX_HEAD_SAMPLES, IDLE_CHECKPOINT,
+};

@@ -9,6 +9,9 @@ use crate::{Result, StorageError};
 /// Milliseconds since the Unix epoch (UTC).
 pub type Timestamp = i64;
 
+/// Longest GPU UUID or metric name accepted (they become storage keys).
+pub const MAX_NAME_BYTES: usize = 1024;
+
 /// Upper bound on the decoded size of one batch: a corrupt length prefix is refused, not allocated.
 pub const MAX_BATCH_DECODE_BYTES: usize = 64 << 20;
 
@@ -35,6 +38,22 @@ pub struct GpuInfo {
     pub pod: Option<String>,
     /// Kubernetes namespace of that pod, when DCGM reported one.
     pub namespace: Option<String>,
+}
+
+impl GpuInfo {
+    /// An empty record, standing in for an id gap while the catalog loads.
+    pub(crate) fn placeholder() -> Self {
+        Self {
+            uuid: String::new(),
+            hostname: String::new(),
+            gpu_index: 0,
+            device: String::new(),
+            model: String::new(),
+            container: None,
+            pod: None,
+            namespace: None,
+        }
+    }
 }
 
 /// One sample inside a [`SampleBatch`]; GPU and metric are indexes into the batch's dictionaries.
@@ -97,8 +116,19 @@ impl SampleBatch {
         Ok(batch)
     }
 
-    /// Checks that every sample's indexes point into the dictionaries.
+    /// Checks that every sample's indexes point into the dictionaries and that UUIDs and metric
+    /// names are non-empty and at most [`MAX_NAME_BYTES`] long.
     pub fn validate(&self) -> Result<()> {
+        let names = self.gpus.iter().map(|g| &g.uuid).chain(&self.metrics);
+        if let Some(bad) = names
+            .into_iter()
+            .find(|n| n.is_empty() || n.len() > MAX_NAME_BYTES)
+        {
+            return Err(StorageError::InvalidBatch(format!(
+                "GPU UUIDs and metric names must be 1 to {MAX_NAME_BYTES} bytes, got {} bytes",
+                bad.len()
+            )));
+        }
         let (g, m) = (self.gpus.len(), self.metrics.len());
         match self
             .samples
@@ -182,8 +212,8 @@ impl BatchBuilder {
 pub struct Point {
     /// Sample time.
     pub timestamp: Timestamp,
-    /// Metric name.
-    pub metric: String,
+    /// Metric name (shared by all points of the series).
+    pub metric: std::sync::Arc<str>,
     /// Sample value.
     pub value: f64,
 }
@@ -246,6 +276,12 @@ mod tests {
             }],
         };
         assert!(SampleBatch::decode(&bad.encode()).is_err());
+        let mut empty_uuid = BatchBuilder::default();
+        empty_uuid.push(&gpu(""), "T", 1, 1.0);
+        assert!(SampleBatch::decode(&empty_uuid.take().encode()).is_err());
+        let mut long_metric = BatchBuilder::default();
+        long_metric.push(&gpu("a"), &"M".repeat(MAX_NAME_BYTES + 1), 1, 1.0);
+        assert!(SampleBatch::decode(&long_metric.take().encode()).is_err());
         let mut trailing = SampleBatch::default().encode();
         trailing.push(0);
         assert!(SampleBatch::decode(&trailing).is_err());

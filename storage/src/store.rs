@@ -1,31 +1,59 @@
-//! The store: fjall keyspaces plus an in-memory catalog of GPUs, metrics and series extents.
+//! The store: fjall keyspaces, the catalog, per-series heads, and the write and checkpoint paths.
 
-use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Mutex, RwLock};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
-use crate::keys::{sample_key, sample_key_ts, series_key, SAMPLE_KEY_LEN};
-use crate::model::{GpuDetail, GpuInfo, Point, SampleBatch, Timestamp};
-use crate::{Result, StorageError};
+use crate::bucket::read_bucket;
+use crate::catalog::Catalog;
+use crate::codec::Sample;
+use crate::keys::{bucket_of, SeriesId};
+use crate::model::SampleBatch;
+use crate::{Result, StorageError, Timestamp};
 
-pub use crate::keys::BUCKET_WIDTH_MS;
+/// Default width of a time bucket: one chunk per series per bucket once sealed.
+pub const DEFAULT_BUCKET_WIDTH: Duration = Duration::from_secs(3600);
+/// Default longest time between checkpoints while data arrives.
+pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+/// A checkpoint is also due once no write came for this long.
+pub const IDLE_CHECKPOINT: Duration = Duration::from_millis(250);
+/// Default bound of samples held in heads; a write that reaches it checkpoints at once.
+pub const DEFAULT_MAX_HEAD_SAMPLES: usize = 4 << 20;
 
-const COUNT_KEY: &[u8] = b"samples_stored";
+const FORMAT: u8 = 2;
+const META_FORMAT: &[u8] = b"format";
+const META_COUNT: &[u8] = b"samples_stored";
+const META_GENERATION: &[u8] = b"generation";
+const META_WIDTH: &[u8] = b"bucket_width_ms";
 
-/// Tuning of the underlying engine.
+/// Tuning of the store.
 #[derive(Debug, Clone)]
 pub struct StoreOptions {
     /// Block cache size in bytes.
     pub cache_bytes: u64,
+    /// Bucket width; `None` keeps the stored one (or the default for a new store). Fixed once
+    /// the store exists: a different width is refused at open.
+    pub bucket_width: Option<Duration>,
+    /// Longest time between checkpoints while data arrives (see [`Store::maybe_checkpoint`]).
+    pub checkpoint_interval: Duration,
+    /// Bound of samples held in heads before a write forces a checkpoint.
+    pub max_head_samples: usize,
+    /// Buckets that ended more than this long ago (wall clock) are dropped; `None` keeps all.
+    pub retention: Option<Duration>,
 }
 
 impl Default for StoreOptions {
     fn default() -> Self {
         Self {
             cache_bytes: 64 << 20,
+            bucket_width: None,
+            checkpoint_interval: DEFAULT_CHECKPOINT_INTERVAL,
+            max_head_samples: DEFAULT_MAX_HEAD_SAMPLES,
+            retention: None,
         }
     }
 }
@@ -35,77 +63,68 @@ impl Default for StoreOptions {
 pub struct WriteStats {
     /// Samples that were not stored before (the rest overwrote an existing sample).
     pub new_samples: u64,
+    /// The checkpoint generation that makes this write durable (see [`Store::durable_generation`]).
+    pub generation: u64,
 }
 
-/// Position after the last point of a page: the next page starts strictly after it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RangeCursor {
-    /// Timestamp of the last point returned.
-    pub timestamp: Timestamp,
-    /// Metric of the last point returned (points are ordered by time, then metric name).
-    pub metric: String,
+/// The keyspaces of the store.
+pub(crate) struct Keyspaces {
+    pub samples: Keyspace,
+    pub gpus: Keyspace,
+    pub metrics: Keyspace,
+    pub series: Keyspace,
+    pub meta: Keyspace,
 }
 
-/// A range read: one GPU, some metrics, an inclusive time window, a page size and a cursor.
-#[derive(Debug, Clone)]
-pub struct RangeQuery<'a> {
-    /// GPU UUID.
-    pub uuid: &'a str,
-    /// Metric names to read; empty means all metrics of the GPU.
-    pub metrics: &'a [String],
-    /// Inclusive start.
-    pub start: Timestamp,
-    /// Inclusive end.
-    pub end: Timestamp,
-    /// Maximum points returned.
-    pub limit: usize,
-    /// Resume after this point.
-    pub cursor: Option<RangeCursor>,
+/// Everything behind the store's lock.
+pub(crate) struct Inner {
+    pub catalog: Catalog,
+    /// Slots of series whose head is not empty.
+    pub dirty: Vec<u32>,
+    /// The generation the next checkpoint commits.
+    pub generation: u64,
+    /// Samples held in heads.
+    pub head_samples: usize,
+    /// Distinct samples on disk.
+    pub disk_count: u64,
+    /// Distinct samples only in heads.
+    pub head_new: u64,
+    /// Latest sample time ever written.
+    pub high_water: Option<Timestamp>,
+    pub last_checkpoint: Instant,
+    pub last_write: Instant,
+    /// Retention cutoff already applied.
+    pub expired_before: Option<Timestamp>,
 }
 
-/// One page of a range read.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Page {
-    /// Points ordered by (timestamp, metric).
-    pub points: Vec<Point>,
-    /// Where the next page starts; `None` when this page is the last.
-    pub next: Option<RangeCursor>,
-}
-
-#[derive(Default)]
-struct Catalog {
-    gpus: HashMap<String, (u32, GpuInfo)>,
-    metric_ids: HashMap<String, u16>,
-    metric_names: Vec<String>,
-    /// (gpu id, metric id) → (first, last) timestamp.
-    series: BTreeMap<(u32, u16), (Timestamp, Timestamp)>,
-    samples_stored: u64,
-}
-
-/// The node's time-series store. Cheap to share behind an `Arc`; all methods take `&self`.
+/// The node's time-series store. Share it behind an `Arc`; all methods take `&self`.
 pub struct Store {
-    db: Database,
-    samples: Keyspace,
-    gpus_ks: Keyspace,
-    metrics_ks: Keyspace,
-    series_ks: Keyspace,
-    meta_ks: Keyspace,
-    catalog: RwLock<Catalog>,
-    /// Serialises writers so id assignment and the distinct-sample count stay exact.
-    write_lock: Mutex<()>,
+    pub(crate) db: Database,
+    pub(crate) ks: Keyspaces,
+    pub(crate) width: i64,
+    opts: StoreOptions,
+    pub(crate) inner: Mutex<Inner>,
+    /// Serialises checkpoints, including their fsync.
+    checkpoint_lock: Mutex<()>,
+    durable: AtomicU64,
+    poisoned: AtomicBool,
 }
 
-fn corrupt(what: &'static str, detail: impl ToString) -> StorageError {
-    StorageError::Corrupt {
+fn be_u64(v: &[u8], what: &'static str) -> Result<u64> {
+    let a: [u8; 8] = v.try_into().map_err(|_| StorageError::Corrupt {
         what,
-        detail: detail.to_string(),
-    }
+        detail: "bad length".into(),
+    })?;
+    Ok(u64::from_be_bytes(a))
 }
 
-fn be_u64(bytes: &[u8], what: &'static str) -> Result<u64> {
-    Ok(u64::from_be_bytes(
-        bytes.try_into().map_err(|_| corrupt(what, "bad length"))?,
-    ))
+fn width_ms(d: Duration) -> Result<i64> {
+    match i64::try_from(d.as_millis()) {
+        Ok(ms) if ms >= 1 => Ok(ms),
+        _ => Err(StorageError::Config(format!(
+            "bucket width {d:?} must be between 1 ms and i64::MAX ms"
+        ))),
+    }
 }
 
 impl Store {
@@ -115,312 +134,362 @@ impl Store {
             .cache_size(opts.cache_bytes)
             .open()?;
         let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
-        let store = Self {
+        let ks = Keyspaces {
             samples: ks("samples")?,
-            gpus_ks: ks("gpus")?,
-            metrics_ks: ks("metrics")?,
-            series_ks: ks("series")?,
-            meta_ks: ks("meta")?,
-            db,
-            catalog: RwLock::default(),
-            write_lock: Mutex::default(),
+            gpus: ks("gpus")?,
+            metrics: ks("metrics")?,
+            series: ks("series")?,
+            meta: ks("meta")?,
         };
-        store.load_catalog()?;
-        Ok(store)
-    }
-
-    fn load_catalog(&self) -> Result<()> {
-        let mut cat = Catalog::default();
-        for kv in self.gpus_ks.iter() {
-            let (k, v) = kv.into_inner()?;
-            let uuid = String::from_utf8(k.to_vec()).map_err(|e| corrupt("gpu", e))?;
-            let ((id, info), _): ((u32, GpuInfo), usize) =
-                bincode::decode_from_slice(&v, bincode::config::standard())
-                    .map_err(|e| corrupt("gpu", e))?;
-            cat.gpus.insert(uuid, (id, info));
-        }
-        let mut metrics: Vec<(u16, String)> = Vec::new();
-        for kv in self.metrics_ks.iter() {
-            let (k, v) = kv.into_inner()?;
-            let name = String::from_utf8(k.to_vec()).map_err(|e| corrupt("metric", e))?;
-            let id: [u8; 2] = (*v).try_into().map_err(|_| corrupt("metric", "bad id"))?;
-            metrics.push((u16::from_be_bytes(id), name));
-        }
-        metrics.sort();
-        for (expected, (id, name)) in metrics.into_iter().enumerate() {
-            if usize::from(id) != expected {
-                return Err(corrupt("metric", format!("ids not dense at {id}")));
+        match ks.meta.get(META_FORMAT)? {
+            Some(v) if *v == [FORMAT] => {}
+            Some(v) => {
+                return Err(StorageError::Config(format!(
+                    "store format {v:?} is not {FORMAT}: written by another version"
+                )))
             }
-            cat.metric_ids.insert(name.clone(), id);
-            cat.metric_names.push(name);
-        }
-        for kv in self.series_ks.iter() {
-            let (k, v) = kv.into_inner()?;
-            let k: [u8; 6] = (*k).try_into().map_err(|_| corrupt("series", "key"))?;
-            let gpu = u32::from_be_bytes([k[0], k[1], k[2], k[3]]);
-            let metric = u16::from_be_bytes([k[4], k[5]]);
-            let first = be_u64(v.get(0..8).unwrap_or_default(), "series")? as i64;
-            let last = be_u64(v.get(8..16).unwrap_or_default(), "series")? as i64;
-            cat.series.insert((gpu, metric), (first, last));
-        }
-        if let Some(v) = self.meta_ks.get(COUNT_KEY)? {
-            cat.samples_stored = be_u64(&v, "meta")?;
-        }
-        *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = cat;
-        Ok(())
-    }
-
-    /// Writes a batch atomically; same (GPU, metric, timestamp) overwrites (last write wins).
-    ///
-    /// Not durable until [`Store::persist`] returns.
-    pub fn write(&self, batch: &SampleBatch) -> Result<WriteStats> {
-        batch.validate()?;
-        let _writer = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let cat = self.catalog.read().unwrap_or_else(|e| e.into_inner());
-        let mut wb = self.db.batch();
-
-        // Resolve ids, staging new catalog entries until the batch is committed.
-        let mut new_gpus: Vec<(String, u32, GpuInfo)> = Vec::new();
-        let mut gpu_ids = Vec::with_capacity(batch.gpus.len());
-        let mut next_gpu = cat.gpus.len() as u32;
-        for info in &batch.gpus {
-            let id = match cat.gpus.get(&info.uuid) {
-                Some((id, stored)) if stored == info => *id,
-                Some((id, _)) => *id,
-                None => {
-                    next_gpu += 1;
-                    next_gpu - 1
-                }
-            };
-            if cat
-                .gpus
-                .get(&info.uuid)
-                .is_none_or(|(_, stored)| stored != info)
-            {
-                let value = bincode::encode_to_vec((id, info), bincode::config::standard())
-                    .map_err(|e| StorageError::InvalidBatch(e.to_string()))?;
-                wb.insert(&self.gpus_ks, info.uuid.as_bytes(), value);
-                new_gpus.push((info.uuid.clone(), id, info.clone()));
+            None if !ks.samples.is_empty()? || !ks.gpus.is_empty()? => {
+                return Err(StorageError::Config(
+                    "store was written by an older version (one key per sample); \
+                     remove its directory or export its data first"
+                        .into(),
+                ))
             }
-            gpu_ids.push(id);
+            None => ks.meta.insert(META_FORMAT, [FORMAT])?,
         }
-        let mut new_metrics: Vec<(String, u16)> = Vec::new();
-        let mut metric_ids = Vec::with_capacity(batch.metrics.len());
-        for name in &batch.metrics {
-            let id = match cat.metric_ids.get(name) {
-                Some(id) => *id,
-                None => match new_metrics.iter().find(|(n, _)| n == name) {
-                    Some((_, id)) => *id,
-                    None => {
-                        let id = u16::try_from(cat.metric_names.len() + new_metrics.len())
-                            .map_err(|_| StorageError::InvalidBatch("too many metrics".into()))?;
-                        wb.insert(&self.metrics_ks, name.as_bytes(), id.to_be_bytes());
-                        new_metrics.push((name.clone(), id));
-                        id
+        let width = match (ks.meta.get(META_WIDTH)?, opts.bucket_width) {
+            (Some(v), wanted) => {
+                let stored = be_u64(&v, "meta")? as i64;
+                if let Some(w) = wanted.map(width_ms).transpose()? {
+                    if w != stored {
+                        return Err(StorageError::Config(format!(
+                            "store was created with a bucket width of {stored} ms; {w} ms asked: \
+                             the width cannot change once data is stored"
+                        )));
                     }
-                },
-            };
-            metric_ids.push(id);
-        }
-
-        // Last write wins inside the batch too: stable sort, keep the last of equal keys.
-        let mut rows: Vec<([u8; SAMPLE_KEY_LEN], f64, u32, u16, Timestamp)> = batch
-            .samples
-            .iter()
-            .map(|s| {
-                let (g, m) = (gpu_ids[s.gpu as usize], metric_ids[s.metric as usize]);
-                (sample_key(g, m, s.timestamp), s.value, g, m, s.timestamp)
-            })
-            .collect();
-        rows.sort_by_key(|r| r.0);
-        let mut new_samples = 0u64;
-        let mut extents: BTreeMap<(u32, u16), (Timestamp, Timestamp)> = BTreeMap::new();
-        for (i, (key, value, g, m, ts)) in rows.iter().enumerate() {
-            if rows.get(i + 1).is_some_and(|next| next.0 == *key) {
-                continue;
-            }
-            if !self.samples.contains_key(key)? {
-                new_samples += 1;
-            }
-            wb.insert(&self.samples, key.to_vec(), value.to_le_bytes());
-            let e = extents
-                .entry((*g, *m))
-                .or_insert_with(|| cat.series.get(&(*g, *m)).copied().unwrap_or((*ts, *ts)));
-            e.0 = e.0.min(*ts);
-            e.1 = e.1.max(*ts);
-        }
-        extents.retain(|k, v| cat.series.get(k) != Some(v));
-        for ((g, m), (first, last)) in &extents {
-            let mut v = [0u8; 16];
-            v[..8].copy_from_slice(&(*first as u64).to_be_bytes());
-            v[8..].copy_from_slice(&(*last as u64).to_be_bytes());
-            wb.insert(&self.series_ks, series_key(*g, *m), v);
-        }
-        let total = cat.samples_stored + new_samples;
-        wb.insert(&self.meta_ks, COUNT_KEY, total.to_be_bytes());
-        drop(cat);
-        wb.commit()?;
-
-        let mut cat = self.catalog.write().unwrap_or_else(|e| e.into_inner());
-        for (uuid, id, info) in new_gpus {
-            cat.gpus.insert(uuid, (id, info));
-        }
-        for (name, id) in new_metrics {
-            cat.metric_ids.insert(name.clone(), id);
-            cat.metric_names.push(name);
-        }
-        cat.series.extend(extents);
-        cat.samples_stored = total;
-        Ok(WriteStats { new_samples })
-    }
-
-    /// Makes every write so far durable (fsync of the journal).
-    pub fn persist(&self) -> Result<()> {
-        self.db.persist(PersistMode::SyncAll)?;
-        Ok(())
-    }
-
-    /// Reads one page of a GPU's samples ordered by (time, metric); `None` if the GPU is unknown.
-    pub fn range(&self, q: &RangeQuery<'_>) -> Result<Option<Page>> {
-        let cat = self.catalog.read().unwrap_or_else(|e| e.into_inner());
-        let Some((gpu_id, _)) = cat.gpus.get(q.uuid) else {
-            return Ok(None);
-        };
-        let gpu_id = *gpu_id;
-        let mut series: Vec<(String, u16)> = cat
-            .series
-            .range((gpu_id, 0)..=(gpu_id, u16::MAX))
-            .filter_map(|(&(_, m), _)| {
-                let name = cat.metric_names.get(usize::from(m))?;
-                (q.metrics.is_empty() || q.metrics.contains(name)).then(|| (name.clone(), m))
-            })
-            .collect();
-        drop(cat);
-        series.sort();
-
-        let from = match &q.cursor {
-            Some(c) => q.start.max(c.timestamp),
-            None => q.start,
-        };
-        let mut points = Vec::new();
-        if from > q.end || q.limit == 0 {
-            return Ok(Some(Page { points, next: None }));
-        }
-        let mut iters: Vec<_> = series
-            .iter()
-            .map(|(_, m)| {
-                self.samples
-                    .range(sample_key(gpu_id, *m, from)..=sample_key(gpu_id, *m, q.end))
-            })
-            .collect();
-        let mut heap = BinaryHeap::new();
-        for (rank, it) in iters.iter_mut().enumerate() {
-            if let Some(p) = next_point(it)? {
-                heap.push(Reverse((p.0, rank, p.1.to_bits())));
-            }
-        }
-        let mut more = false;
-        while let Some(Reverse((ts, rank, bits))) = heap.pop() {
-            if let Some(p) = next_point(&mut iters[rank])? {
-                heap.push(Reverse((p.0, rank, p.1.to_bits())));
-            }
-            let metric = &series[rank].0;
-            if let Some(c) = &q.cursor {
-                if ts == c.timestamp && metric.as_str() <= c.metric.as_str() {
-                    continue;
                 }
+                stored
             }
-            if points.len() == q.limit {
-                more = true;
-                break;
+            (None, wanted) => {
+                let w = width_ms(wanted.unwrap_or(DEFAULT_BUCKET_WIDTH))?;
+                ks.meta.insert(META_WIDTH, (w as u64).to_be_bytes())?;
+                w
             }
-            points.push(Point {
-                timestamp: ts,
-                metric: metric.clone(),
-                value: f64::from_bits(bits),
-            });
-        }
-        let next = if more {
-            points.last().map(|p| RangeCursor {
-                timestamp: p.timestamp,
-                metric: p.metric.clone(),
-            })
-        } else {
-            None
         };
-        Ok(Some(Page { points, next }))
-    }
-
-    /// All GPUs, sorted by UUID.
-    pub fn gpus(&self) -> Vec<GpuInfo> {
-        let cat = self.catalog.read().unwrap_or_else(|e| e.into_inner());
-        let mut v: Vec<GpuInfo> = cat.gpus.values().map(|(_, i)| i.clone()).collect();
-        v.sort_by(|a, b| a.uuid.cmp(&b.uuid));
-        v
-    }
-
-    /// One GPU with its metric names and the span of its samples.
-    pub fn gpu(&self, uuid: &str) -> Option<GpuDetail> {
-        let cat = self.catalog.read().unwrap_or_else(|e| e.into_inner());
-        let (id, info) = cat.gpus.get(uuid)?;
-        let mut metrics = Vec::new();
-        let (mut first, mut last) = (None::<Timestamp>, None::<Timestamp>);
-        for (&(_, m), &(f, l)) in cat.series.range((*id, 0)..=(*id, u16::MAX)) {
-            if let Some(name) = cat.metric_names.get(usize::from(m)) {
-                metrics.push(name.clone());
-            }
-            first = Some(first.map_or(f, |x| x.min(f)));
-            last = Some(last.map_or(l, |x| x.max(l)));
-        }
-        metrics.sort();
-        Some(GpuDetail {
-            info: info.clone(),
-            metrics,
-            first_timestamp: first,
-            last_timestamp: last,
+        let generation = match ks.meta.get(META_GENERATION)? {
+            Some(v) => be_u64(&v, "meta")?,
+            None => 0,
+        };
+        let disk_count = match ks.meta.get(META_COUNT)? {
+            Some(v) => be_u64(&v, "meta")?,
+            None => 0,
+        };
+        db.persist(PersistMode::SyncAll)?;
+        let catalog = load_catalog(&ks, width)?;
+        let high_water = catalog
+            .series
+            .iter()
+            .filter_map(|s| s.extent.map(|e| e.1))
+            .max();
+        Ok(Self {
+            db,
+            ks,
+            width,
+            opts,
+            inner: Mutex::new(Inner {
+                catalog,
+                dirty: Vec::new(),
+                generation: generation + 1,
+                head_samples: 0,
+                disk_count,
+                head_new: 0,
+                high_water,
+                last_checkpoint: Instant::now(),
+                last_write: Instant::now(),
+                expired_before: None,
+            }),
+            checkpoint_lock: Mutex::new(()),
+            durable: AtomicU64::new(generation),
+            poisoned: AtomicBool::new(false),
         })
     }
 
-    /// Metric names with at least one stored sample, sorted.
-    pub fn metrics(&self) -> Vec<String> {
-        let cat = self.catalog.read().unwrap_or_else(|e| e.into_inner());
-        let mut v = cat.metric_names.clone();
-        v.sort();
-        v
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn check_poisoned(&self) -> Result<()> {
+        if self.poisoned.load(Ordering::Acquire) {
+            return Err(StorageError::Poisoned);
+        }
+        Ok(())
+    }
+
+    /// Bucket width in milliseconds.
+    pub fn bucket_width_ms(&self) -> i64 {
+        self.width
+    }
+
+    /// Writes a batch; the same (GPU, metric, timestamp) overwrites (last write wins).
+    ///
+    /// The samples are readable at once and durable once [`Store::durable_generation`] reaches
+    /// the returned generation.
+    pub fn write(&self, batch: &SampleBatch) -> Result<WriteStats> {
+        batch.validate()?;
+        self.check_poisoned()?;
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let cat = &mut inner.catalog;
+        if cat.metric_names.len() + cat.unknown_metrics(batch.metrics.iter()) > 1 << 16 {
+            return Err(StorageError::InvalidBatch("more than 65536 metrics".into()));
+        }
+        let gpu_ids: Vec<u32> = batch.gpus.iter().map(|g| cat.gpu_id(g)).collect();
+        let metric_ids: Vec<u16> = batch
+            .metrics
+            .iter()
+            .map(|m| cat.metric_id(m).unwrap_or(u16::MAX))
+            .collect();
+
+        // Slots of the batch's (gpu, metric) pairs, resolved once per batch.
+        let mut slots: HashMap<(u32, u32), u32> = HashMap::new();
+        let mut late: Vec<(u32, Sample)> = Vec::new();
+        let mut new_samples = 0u64;
+        let mut high = inner.high_water;
+        for s in &batch.samples {
+            let slot = *slots.entry((s.gpu, s.metric)).or_insert_with(|| {
+                cat.series_slot(SeriesId {
+                    gpu: gpu_ids[s.gpu as usize],
+                    metric: metric_ids[s.metric as usize],
+                })
+            });
+            let series = &mut cat.series[slot as usize];
+            match series.extent {
+                Some((_, last)) if s.timestamp <= last => late.push((slot, (s.timestamp, s.value))),
+                _ => {
+                    if series.head.is_empty() {
+                        inner.dirty.push(slot);
+                    }
+                    series.head.push((s.timestamp, s.value));
+                    series.extend(s.timestamp);
+                    new_samples += 1;
+                    inner.head_samples += 1;
+                    high = high.max(Some(s.timestamp));
+                }
+            }
+        }
+        inner.high_water = high;
+
+        // Samples at or before a series' last time: overwrite in the head, or check the disk.
+        if !late.is_empty() {
+            let snapshot = self.db.snapshot();
+            let mut decoded: HashMap<(u32, i64), Vec<Sample>> = HashMap::new();
+            for (slot, (ts, v)) in late {
+                let series = &mut cat.series[slot as usize];
+                let at = match series.head.binary_search_by_key(&ts, |x| x.0) {
+                    Ok(i) => {
+                        series.head[i].1 = v;
+                        continue;
+                    }
+                    Err(i) => i,
+                };
+                let on_disk = match series.disk_last {
+                    Some(dl) if ts <= dl => {
+                        let bucket = bucket_of(ts, self.width);
+                        let samples = match decoded.entry((slot, bucket)) {
+                            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                            std::collections::hash_map::Entry::Vacant(e) => e.insert(
+                                read_bucket(&snapshot, &self.ks.samples, series.id, bucket)?.0,
+                            ),
+                        };
+                        samples.binary_search_by_key(&ts, |x| x.0).is_ok()
+                    }
+                    _ => false,
+                };
+                if series.head.is_empty() {
+                    inner.dirty.push(slot);
+                }
+                series.head.insert(at, (ts, v));
+                series.extend(ts);
+                inner.head_samples += 1;
+                new_samples += u64::from(!on_disk);
+            }
+        }
+        inner.head_new += new_samples;
+        inner.last_write = Instant::now();
+        let full = inner.head_samples >= self.opts.max_head_samples;
+        let generation = inner.generation;
+        drop(guard);
+        if full {
+            self.checkpoint()?;
+        }
+        Ok(WriteStats {
+            new_samples,
+            generation,
+        })
+    }
+
+    /// The newest checkpoint generation that is durable on disk.
+    pub fn durable_generation(&self) -> u64 {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// Checkpoints if one is due: heads are non-empty and the last checkpoint is older than the
+    /// checkpoint interval, or no write came for [`IDLE_CHECKPOINT`]; or retention has buckets to
+    /// drop. Returns the durable generation.
+    pub fn maybe_checkpoint(&self) -> Result<u64> {
+        let due = {
+            let inner = self.lock();
+            let pending = !inner.dirty.is_empty();
+            (pending
+                && (inner.last_checkpoint.elapsed() >= self.opts.checkpoint_interval
+                    || inner.last_write.elapsed() >= IDLE_CHECKPOINT))
+                || self.retention_cutoff().is_some_and(|c| {
+                    inner
+                        .expired_before
+                        .is_none_or(|done| bucket_of(c, self.width) > done)
+                })
+        };
+        if due {
+            self.checkpoint()
+        } else {
+            Ok(self.durable_generation())
+        }
+    }
+
+    /// Writes every head into chunks, applies retention, and makes it all durable (fsync).
+    /// Returns the durable generation. An I/O error here poisons the store: restart the node,
+    /// and the broker replays whatever was not durable.
+    pub fn checkpoint(&self) -> Result<u64> {
+        self.checkpoint_with(self.retention_cutoff(), false)
+    }
+
+    /// Same as [`Store::checkpoint`]: every write so far is durable when it returns.
+    pub fn persist(&self) -> Result<()> {
+        self.checkpoint().map(|_| ())
+    }
+
+    /// Checkpoints and drops every bucket that ends at or before `cutoff` (ms since the epoch).
+    pub fn expire(&self, cutoff: Timestamp) -> Result<u64> {
+        self.checkpoint_with(Some(cutoff), true)
+    }
+
+    fn retention_cutoff(&self) -> Option<Timestamp> {
+        let keep = i64::try_from(self.opts.retention?.as_millis()).ok()?;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .ok()?;
+        Some(i64::try_from(now.as_millis()).ok()?.saturating_sub(keep))
+    }
+
+    /// `force` applies the cutoff even when an equal or later one was applied already.
+    fn checkpoint_with(&self, cutoff: Option<Timestamp>, force: bool) -> Result<u64> {
+        self.check_poisoned()?;
+        let _one = self
+            .checkpoint_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let res = self.checkpoint_locked(cutoff, force);
+        if res.is_err() {
+            self.poisoned.store(true, Ordering::Release);
+        }
+        res
+    }
+
+    fn checkpoint_locked(&self, cutoff: Option<Timestamp>, force: bool) -> Result<u64> {
+        let mut compact = false;
+        let generation = {
+            let mut inner = self.lock();
+            let expire = cutoff
+                .map(|c| bucket_of(c, self.width))
+                .filter(|c| force || inner.expired_before.is_none_or(|done| *c > done));
+            let catalog_dirty =
+                !inner.catalog.dirty_gpus.is_empty() || !inner.catalog.dirty_metrics.is_empty();
+            if inner.dirty.is_empty() && !catalog_dirty && expire.is_none() {
+                inner.last_checkpoint = Instant::now();
+                return Ok(self.durable_generation());
+            }
+            let generation = inner.generation;
+            let mut batch = self.db.batch();
+            inner.flush(self, &mut batch, generation)?;
+            batch.insert(&self.ks.meta, META_GENERATION, generation.to_be_bytes());
+            batch.insert(&self.ks.meta, META_COUNT, inner.disk_count.to_be_bytes());
+            batch.commit()?;
+            if let Some(before) = expire {
+                let mut batch = self.db.batch();
+                let removed = inner.expire(self, &mut batch, before)?;
+                batch.insert(&self.ks.meta, META_COUNT, inner.disk_count.to_be_bytes());
+                batch.commit()?;
+                inner.expired_before = inner.expired_before.max(Some(before));
+                compact = removed > 0;
+            }
+            inner.generation = generation + 1;
+            inner.last_checkpoint = Instant::now();
+            generation
+        };
+        self.db.persist(PersistMode::SyncAll)?;
+        self.durable.store(generation, Ordering::Release);
+        if compact {
+            // Dropped chunks leave tombstones; a major compaction gives the disk space back.
+            self.ks.samples.major_compact()?;
+        }
+        Ok(generation)
+    }
+
+    /// Writes memtables out as disk tables and waits, so [`Store::disk_space`] counts all data.
+    pub fn flush_tables(&self) -> Result<()> {
+        for ks in self.keyspaces() {
+            ks.rotate_memtable_and_wait()?;
+        }
+        Ok(())
+    }
+
+    fn keyspaces(&self) -> [&Keyspace; 5] {
+        [
+            &self.ks.samples,
+            &self.ks.gpus,
+            &self.ks.metrics,
+            &self.ks.series,
+            &self.ks.meta,
+        ]
     }
 
     /// Distinct samples stored (a sample written twice counts once).
     pub fn samples_stored(&self) -> u64 {
-        self.catalog
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .samples_stored
+        let inner = self.lock();
+        inner.disk_count + inner.head_new
     }
 
     /// Bytes on disk of the flushed tables of all keyspaces (the journal is not counted: it is
     /// preallocated and recycled, so it says nothing about the size of the data).
     pub fn disk_space(&self) -> u64 {
-        [
-            &self.samples,
-            &self.gpus_ks,
-            &self.metrics_ks,
-            &self.series_ks,
-            &self.meta_ks,
-        ]
-        .iter()
-        .map(|ks| ks.disk_space())
-        .sum()
+        self.keyspaces().iter().map(|ks| ks.disk_space()).sum()
     }
 }
 
-fn next_point(it: &mut fjall::Iter) -> Result<Option<(Timestamp, f64)>> {
-    let Some(guard) = it.next() else {
-        return Ok(None);
-    };
-    let (k, v) = guard.into_inner()?;
-    let ts = sample_key_ts(&k).ok_or_else(|| corrupt("sample", "key length"))?;
-    let bytes: [u8; 8] = (*v)
-        .try_into()
-        .map_err(|_| corrupt("sample", "value length"))?;
-    Ok(Some((ts, f64::from_le_bytes(bytes))))
+fn load_catalog(ks: &Keyspaces, width: i64) -> Result<Catalog> {
+    let mut cat = Catalog::default();
+    for kv in ks.gpus.iter() {
+        let (k, v) = kv.into_inner()?;
+        cat.load_gpu(&k, &v)?;
+    }
+    cat.check_gpus()?;
+    let mut metrics = Vec::new();
+    for kv in ks.metrics.iter() {
+        let (k, v) = kv.into_inner()?;
+        let name = String::from_utf8(k.to_vec()).map_err(|e| StorageError::Corrupt {
+            what: "metric",
+            detail: e.to_string(),
+        })?;
+        let id: [u8; 2] = (*v).try_into().map_err(|_| StorageError::Corrupt {
+            what: "metric",
+            detail: "bad id".into(),
+        })?;
+        metrics.push((u16::from_be_bytes(id), name));
+    }
+    cat.load_metrics(metrics)?;
+    for kv in ks.series.iter() {
+        let (k, v) = kv.into_inner()?;
+        cat.load_series(&k, &v, width)?;
+    }
+    Ok(cat)
 }

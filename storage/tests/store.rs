@@ -1,6 +1,8 @@
-//! The store against a `BTreeMap` model: idempotence, ordering, pagination, restarts.
+//! The store against a `BTreeMap` model: random interleavings of writes (duplicates, disorder,
+//! late samples into sealed buckets), checkpoints, clean restarts, crashes and retention.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use proptest::prelude::*;
 use telemetry_storage::{
@@ -26,14 +28,25 @@ const METRICS: [&str; 3] = [
     "DCGM_FI_DEV_POWER_USAGE",
 ];
 const GPUS: [&str; 2] = ["GPU-a", "GPU-b"];
+/// A small bucket width, so a test crosses many buckets, seals and tiers.
+const WIDTH_MS: i64 = 1000;
 
+/// (gpu, timestamp, metric) → value.
 type Model = BTreeMap<(String, i64, String), f64>;
+
+fn options(max_head_samples: usize) -> StoreOptions {
+    StoreOptions {
+        bucket_width: Some(Duration::from_millis(WIDTH_MS as u64)),
+        max_head_samples,
+        ..StoreOptions::default()
+    }
+}
 
 fn read_all(
     store: &Store,
     uuid: &str,
-    start: i64,
-    end: i64,
+    metrics: &[String],
+    (start, end): (i64, i64),
     limit: usize,
 ) -> Vec<(i64, String, f64)> {
     let mut out = Vec::new();
@@ -41,7 +54,7 @@ fn read_all(
     loop {
         let q = RangeQuery {
             uuid,
-            metrics: &[],
+            metrics,
             start,
             end,
             limit,
@@ -49,7 +62,11 @@ fn read_all(
         };
         let Page { points, next } = store.range(&q).expect("range").expect("known gpu");
         assert!(points.len() <= limit);
-        out.extend(points.into_iter().map(|p| (p.timestamp, p.metric, p.value)));
+        out.extend(
+            points
+                .into_iter()
+                .map(|p| (p.timestamp, p.metric.to_string(), p.value)),
+        );
         match next {
             Some(c) => cursor = Some(c),
             None => return out,
@@ -57,50 +74,131 @@ fn read_all(
     }
 }
 
-fn expected(model: &Model, uuid: &str, start: i64, end: i64) -> Vec<(i64, String, f64)> {
+fn expected(
+    model: &Model,
+    uuid: &str,
+    metrics: &[String],
+    (start, end): (i64, i64),
+) -> Vec<(i64, String, f64)> {
     model
         .iter()
-        .filter(|((g, t, _), _)| g == uuid && *t >= start && *t <= end)
+        .filter(|((g, t, m), _)| {
+            g == uuid && *t >= start && *t <= end && (metrics.is_empty() || metrics.contains(m))
+        })
         .map(|((_, t, m), v)| (*t, m.clone(), *v))
         .collect()
 }
 
+fn check(store: &Store, model: &Model, limit: usize, window: (i64, i64)) {
+    assert_eq!(store.samples_stored(), model.len() as u64, "distinct count");
+    for uuid in GPUS {
+        let in_model = model.keys().any(|(g, _, _)| g == uuid);
+        let Some(detail) = store.gpu(uuid) else {
+            assert!(!in_model, "{uuid} missing");
+            continue;
+        };
+        let times: Vec<i64> = model
+            .keys()
+            .filter(|(g, _, _)| g == uuid)
+            .map(|k| k.1)
+            .collect();
+        assert_eq!(detail.first_timestamp, times.iter().min().copied());
+        assert_eq!(detail.last_timestamp, times.iter().max().copied());
+        let all = (i64::MIN / 2, i64::MAX / 2);
+        assert_eq!(
+            read_all(store, uuid, &[], all, limit),
+            expected(model, uuid, &[], all)
+        );
+        assert_eq!(
+            read_all(store, uuid, &[], window, limit),
+            expected(model, uuid, &[], window)
+        );
+        let one = [METRICS[1].to_string()];
+        assert_eq!(
+            read_all(store, uuid, &one, window, limit),
+            expected(model, uuid, &one, window)
+        );
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// Samples at `clock + offset`: mostly new, some late, some duplicates.
+    Write(Vec<(usize, usize, i64, u8)>),
+    Checkpoint,
+    /// Checkpoint, close, reopen.
+    Restart,
+    /// Close without a checkpoint: the heads are lost, as after kill -9.
+    Crash,
+    /// Drop buckets that end at or before `clock - age`.
+    Expire(i64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        6 => prop::collection::vec((0..2usize, 0..3usize, -2500i64..400, 0u8..4), 1..30).prop_map(Op::Write),
+        2 => Just(Op::Checkpoint),
+        1 => Just(Op::Restart),
+        1 => Just(Op::Crash),
+        1 => (0i64..6000).prop_map(Op::Expire),
+    ]
+}
+
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(24))]
+    #![proptest_config(ProptestConfig::with_cases(48))]
     #[test]
     fn behaves_like_a_btreemap(
-        batches in prop::collection::vec(
-            prop::collection::vec((0..2usize, 0..3usize, -5_000_000i64..9_000_000, -1e6f64..1e6), 1..40),
-            1..6),
-        reopen_after in 0..6usize,
+        ops in prop::collection::vec(op(), 1..40),
+        max_head in prop_oneof![Just(1_000_000usize), 5..40usize],
         limit in 1..17usize,
-        window in (-6_000_000i64..9_000_000, 0i64..8_000_000),
+        window in (-3000i64..12_000, 0i64..6000),
     ) {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut store = Store::open(dir.path(), StoreOptions::default()).expect("open");
+        let mut store = Store::open(dir.path(), options(max_head)).expect("open");
         let mut model = Model::new();
-        for (i, batch) in batches.iter().enumerate() {
-            let mut b = BatchBuilder::default();
-            for &(g, m, t, v) in batch {
-                b.push(&gpu(GPUS[g], "host"), METRICS[m], t, v);
-                model.insert((GPUS[g].to_string(), t, METRICS[m].to_string()), v);
+        let mut durable = Model::new();
+        let mut clock = 0i64;
+        for op in ops {
+            match op {
+                Op::Write(samples) => {
+                    let before = store.durable_generation();
+                    let mut b = BatchBuilder::default();
+                    for (g, m, offset, v) in samples {
+                        let ts = clock + offset;
+                        let value = f64::from(v) * 0.5 + ts as f64 / 1000.0;
+                        b.push(&gpu(GPUS[g], "host"), METRICS[m], ts, value);
+                        model.insert((GPUS[g].to_string(), ts, METRICS[m].to_string()), value);
+                    }
+                    store.write(&b.take()).expect("write");
+                    if store.durable_generation() != before {
+                        // The write filled the heads and checkpointed everything so far.
+                        durable = model.clone();
+                    }
+                    clock += 250;
+                }
+                Op::Checkpoint => {
+                    store.checkpoint().expect("checkpoint");
+                    durable = model.clone();
+                }
+                Op::Restart => {
+                    store.persist().expect("persist");
+                    durable = model.clone();
+                    drop(store);
+                    store = Store::open(dir.path(), options(max_head)).expect("reopen");
+                }
+                Op::Crash => {
+                    drop(store);
+                    store = Store::open(dir.path(), options(max_head)).expect("reopen after crash");
+                    model = durable.clone();
+                }
+                Op::Expire(age) => {
+                    let cutoff = clock - age;
+                    store.expire(cutoff).expect("expire");
+                    model.retain(|(_, t, _), _| t.div_euclid(WIDTH_MS) * WIDTH_MS + WIDTH_MS > cutoff);
+                    durable = model.clone();
+                }
             }
-            store.write(&b.take()).expect("write");
-            if i == reopen_after {
-                store.persist().expect("persist");
-                drop(store);
-                store = Store::open(dir.path(), StoreOptions::default()).expect("reopen");
-            }
-        }
-        prop_assert_eq!(store.samples_stored(), model.len() as u64);
-        let (start, len) = window;
-        for uuid in GPUS {
-            if store.gpu(uuid).is_none() {
-                prop_assert!(!model.keys().any(|(g, _, _)| g == uuid));
-                continue;
-            }
-            prop_assert_eq!(read_all(&store, uuid, i64::MIN / 2, i64::MAX / 2, limit), expected(&model, uuid, i64::MIN, i64::MAX));
-            prop_assert_eq!(read_all(&store, uuid, start, start + len, limit), expected(&model, uuid, start, start + len));
+            check(&store, &model, limit, (window.0, window.0 + window.1));
         }
     }
 }
@@ -124,22 +222,35 @@ fn metadata_once_per_gpu_and_detail() {
     assert_eq!((d.first_timestamp, d.last_timestamp), (Some(5), Some(20)));
     assert!(store.gpu("GPU-zzz").is_none());
     assert_eq!(store.metrics(), ["M1", "M2"]);
-    // Only listed metrics are read.
-    let q = RangeQuery {
-        uuid: "GPU-a",
-        metrics: &["M2".to_string()],
-        start: 0,
-        end: 100,
-        limit: 10,
-        cursor: None,
-    };
-    let page = store.range(&q).expect("range").expect("known");
-    assert_eq!(page.points.len(), 1);
-    assert_eq!(page.points[0].metric, "M2");
     // A hostname change rewrites the GPU's attributes, it does not add a GPU.
     let mut b = BatchBuilder::default();
     b.push(&gpu("GPU-a", "h9"), "M1", 30, 1.0);
     store.write(&b.take()).expect("write");
     assert_eq!(store.gpus().len(), 2);
     assert_eq!(store.gpu("GPU-a").expect("known").info.hostname, "h9");
+    // The catalog is persisted with the checkpoint.
+    store.persist().expect("persist");
+    drop(store);
+    let store = Store::open(dir.path(), StoreOptions::default()).expect("reopen");
+    assert_eq!(store.gpu("GPU-a").expect("known").info.hostname, "h9");
+    assert_eq!(store.samples_stored(), 4);
+}
+
+#[test]
+fn bucket_width_is_fixed_once_created() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    drop(Store::open(dir.path(), options(100)).expect("open"));
+    let err = Store::open(
+        dir.path(),
+        StoreOptions {
+            bucket_width: Some(Duration::from_secs(60)),
+            ..StoreOptions::default()
+        },
+    )
+    .err()
+    .expect("a different width is refused");
+    assert!(err.to_string().contains("bucket width"), "{err}");
+    // Without an explicit width the stored one is used.
+    let store = Store::open(dir.path(), StoreOptions::default()).expect("stored width");
+    assert_eq!(store.bucket_width_ms(), WIDTH_MS);
 }

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::io::Read;
 
 use chrono::DateTime;
-use telemetry_storage::{GpuInfo, Timestamp};
+use telemetry_storage::{GpuInfo, Timestamp, MAX_NAME_BYTES};
 
 /// Columns a DCGM CSV must have; a file without any of them is refused at start-up.
 pub const REQUIRED_COLUMNS: [&str; 8] = [
@@ -137,9 +137,21 @@ impl RowParser {
         if uuid.is_empty() {
             return Err(reject("missing_uuid", "empty uuid"));
         }
+        if uuid.len() > MAX_NAME_BYTES {
+            return Err(reject(
+                "uuid_too_long",
+                format!("uuid of {} bytes", uuid.len()),
+            ));
+        }
         let metric = field(c.metric);
         if metric.is_empty() {
             return Err(reject("missing_metric", "empty metric_name"));
+        }
+        if metric.len() > MAX_NAME_BYTES {
+            return Err(reject(
+                "metric_too_long",
+                format!("metric_name of {} bytes", metric.len()),
+            ));
         }
         let raw = field(c.value);
         let value: f64 = raw
@@ -277,6 +289,16 @@ mod tests {
                 )),
             ]
         );
+    }
+
+    #[test]
+    fn overlong_names_are_rejected_per_row() {
+        let long = "G".repeat(MAX_NAME_BYTES + 1);
+        let got = rows(&format!(
+            "2025-07-18T20:42:34Z,M,0,nvidia0,{long},H100,h,,,,1,\n\
+             2025-07-18T20:42:34Z,{long},0,nvidia0,GPU-1,H100,h,,,,1,\n"
+        ));
+        assert_eq!(got, vec![Err("uuid_too_long"), Err("metric_too_long")]);
     }
 
     #[test]

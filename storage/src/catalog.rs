@@ -1,0 +1,227 @@
+//! The in-memory catalog: GPUs, metric names, and the state of every series.
+//!
+//! It mirrors the `gpus`, `metrics` and `series` keyspaces, which are written only at checkpoints
+//! (together with the chunks they describe), so after a crash the catalog and the chunks agree.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::codec::Sample;
+use crate::keys::{parse_series_key, SeriesId};
+use crate::model::GpuInfo;
+use crate::{Result, StorageError, Timestamp};
+
+/// A tiered part of an open bucket: the chunk written at `generation`, at `level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    /// Generation of the checkpoint that wrote the chunk (its key suffix).
+    pub generation: u64,
+    /// Tier level ([`crate::codec::LEVEL_SEALED`] for a sealed bucket).
+    pub level: u8,
+}
+
+/// The newest bucket of a series on disk, the only one that may hold several chunks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenBucket {
+    /// Bucket start.
+    pub bucket: Timestamp,
+    /// Its chunks, oldest first; `None` until read from disk (after a restart).
+    pub parts: Option<Vec<Part>>,
+}
+
+/// One series: its extent, its head (samples since the last checkpoint) and its open bucket.
+#[derive(Debug)]
+pub struct Series {
+    /// Catalog ids.
+    pub id: SeriesId,
+    /// First and last sample time, head included; `None` when the series holds nothing.
+    pub extent: Option<(Timestamp, Timestamp)>,
+    /// Last sample time on disk; samples after it can only be in the head.
+    pub disk_last: Option<Timestamp>,
+    /// Samples written since the last checkpoint, strictly increasing in time.
+    pub head: Vec<Sample>,
+    /// The newest bucket on disk.
+    pub open: Option<OpenBucket>,
+}
+
+impl Series {
+    fn new(id: SeriesId) -> Self {
+        Self {
+            id,
+            extent: None,
+            disk_last: None,
+            head: Vec::new(),
+            open: None,
+        }
+    }
+
+    /// Widens the extent to include `ts`.
+    pub fn extend(&mut self, ts: Timestamp) {
+        self.extent = Some(match self.extent {
+            Some((f, l)) => (f.min(ts), l.max(ts)),
+            None => (ts, ts),
+        });
+    }
+}
+
+/// GPUs, metrics and series.
+#[derive(Debug, Default)]
+pub struct Catalog {
+    gpu_ids: HashMap<String, u32>,
+    /// GPU attributes by id.
+    pub gpus: Vec<GpuInfo>,
+    /// Series slots of each GPU, by GPU id.
+    pub gpu_series: Vec<Vec<u32>>,
+    metric_ids: HashMap<String, u16>,
+    /// Metric names by id.
+    pub metric_names: Vec<Arc<str>>,
+    series_slots: HashMap<SeriesId, u32>,
+    /// Every series, by slot.
+    pub series: Vec<Series>,
+    /// GPUs whose attributes the next checkpoint persists.
+    pub dirty_gpus: Vec<u32>,
+    /// Metrics the next checkpoint persists.
+    pub dirty_metrics: Vec<u16>,
+}
+
+fn corrupt(what: &'static str, detail: impl ToString) -> StorageError {
+    StorageError::Corrupt {
+        what,
+        detail: detail.to_string(),
+    }
+}
+
+impl Catalog {
+    /// The id of a GPU, adding it (or updating changed attributes) as needed.
+    pub fn gpu_id(&mut self, info: &GpuInfo) -> u32 {
+        if let Some(&id) = self.gpu_ids.get(&info.uuid) {
+            if let Some(stored) = self.gpus.get_mut(id as usize) {
+                if stored != info {
+                    *stored = info.clone();
+                    self.dirty_gpus.push(id);
+                }
+            }
+            return id;
+        }
+        let id = self.gpus.len() as u32;
+        self.gpu_ids.insert(info.uuid.clone(), id);
+        self.gpus.push(info.clone());
+        self.gpu_series.push(Vec::new());
+        self.dirty_gpus.push(id);
+        id
+    }
+
+    /// The id of a known GPU.
+    pub fn find_gpu(&self, uuid: &str) -> Option<u32> {
+        self.gpu_ids.get(uuid).copied()
+    }
+
+    /// Number of metric names that would be new.
+    pub fn unknown_metrics<'a>(&self, names: impl Iterator<Item = &'a String>) -> usize {
+        names.filter(|n| !self.metric_ids.contains_key(*n)).count()
+    }
+
+    /// The id of a metric, adding it as needed; `None` past `u16::MAX` metrics.
+    pub fn metric_id(&mut self, name: &str) -> Option<u16> {
+        if let Some(&id) = self.metric_ids.get(name) {
+            return Some(id);
+        }
+        let id = u16::try_from(self.metric_names.len()).ok()?;
+        self.metric_ids.insert(name.to_string(), id);
+        self.metric_names.push(Arc::from(name));
+        self.dirty_metrics.push(id);
+        Some(id)
+    }
+
+    /// The slot of a series, adding it as needed.
+    pub fn series_slot(&mut self, id: SeriesId) -> u32 {
+        if let Some(&slot) = self.series_slots.get(&id) {
+            return slot;
+        }
+        let slot = self.series.len() as u32;
+        self.series.push(Series::new(id));
+        self.series_slots.insert(id, slot);
+        if let Some(list) = self.gpu_series.get_mut(id.gpu as usize) {
+            list.push(slot);
+        }
+        slot
+    }
+
+    /// Loads a GPU record of the `gpus` keyspace.
+    pub fn load_gpu(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
+        let uuid = std::str::from_utf8(key).map_err(|e| corrupt("gpu", e))?;
+        let ((id, info), _): ((u32, GpuInfo), usize) =
+            bincode::decode_from_slice(value, bincode::config::standard())
+                .map_err(|e| corrupt("gpu", e))?;
+        if info.uuid != uuid {
+            return Err(corrupt("gpu", format!("key {uuid} holds {}", info.uuid)));
+        }
+        let slot = id as usize;
+        if self.gpus.len() <= slot {
+            self.gpus.resize_with(slot + 1, GpuInfo::placeholder);
+            self.gpu_series.resize_with(slot + 1, Vec::new);
+        }
+        self.gpu_ids.insert(info.uuid.clone(), id);
+        self.gpus[slot] = info;
+        Ok(())
+    }
+
+    /// Checks that GPU ids are dense after loading (a gap means a damaged catalog).
+    pub fn check_gpus(&self) -> Result<()> {
+        if self.gpu_ids.len() != self.gpus.len() {
+            return Err(corrupt("gpu", "ids are not dense"));
+        }
+        Ok(())
+    }
+
+    /// Loads the `metrics` keyspace's records (name → id), which must form dense ids.
+    pub fn load_metrics(&mut self, mut records: Vec<(u16, String)>) -> Result<()> {
+        records.sort();
+        for (expected, (id, name)) in records.into_iter().enumerate() {
+            if usize::from(id) != expected {
+                return Err(corrupt("metric", format!("ids not dense at {id}")));
+            }
+            self.metric_ids.insert(name.clone(), id);
+            self.metric_names.push(Arc::from(name));
+        }
+        Ok(())
+    }
+
+    /// Loads a record of the `series` keyspace: its extent, all of it on disk.
+    pub fn load_series(&mut self, key: &[u8], value: &[u8], width: i64) -> Result<()> {
+        let id = parse_series_key(key).ok_or_else(|| corrupt("series", "key length"))?;
+        let (first, last) = decode_extent(value)?;
+        if id.gpu as usize >= self.gpus.len() || usize::from(id.metric) >= self.metric_names.len() {
+            return Err(corrupt(
+                "series",
+                format!("{id:?} refers to no GPU or metric"),
+            ));
+        }
+        let slot = self.series_slot(id);
+        let s = &mut self.series[slot as usize];
+        s.extent = Some((first, last));
+        s.disk_last = Some(last);
+        s.open = Some(OpenBucket {
+            bucket: crate::keys::bucket_of(last, width),
+            parts: None,
+        });
+        Ok(())
+    }
+}
+
+/// Encodes a series extent for the `series` keyspace.
+pub fn encode_extent(first: Timestamp, last: Timestamp) -> [u8; 16] {
+    let mut v = [0u8; 16];
+    v[..8].copy_from_slice(&first.to_be_bytes());
+    v[8..].copy_from_slice(&last.to_be_bytes());
+    v
+}
+
+fn decode_extent(v: &[u8]) -> Result<(Timestamp, Timestamp)> {
+    let v: &[u8; 16] = v.try_into().map_err(|_| corrupt("series", "extent"))?;
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&v[..8]);
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&v[8..]);
+    Ok((i64::from_be_bytes(a), i64::from_be_bytes(b)))
+}
