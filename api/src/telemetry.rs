@@ -120,10 +120,14 @@ pub async fn get_telemetry(
         gpu: uuid,
         items: page
             .points
-            .into_iter()
+            .iter()
             .map(|pt| TelemetryPoint {
                 timestamp: format_time(pt.timestamp),
-                metric: pt.metric.to_string(),
+                metric: page
+                    .metrics
+                    .get(usize::from(pt.metric))
+                    .map(|m| m.to_string())
+                    .unwrap_or_default(),
                 value: pt.value,
             })
             .collect(),

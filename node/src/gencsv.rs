@@ -130,8 +130,32 @@ fn uuid(rng: &mut StdRng) -> String {
     )
 }
 
-/// Writes the CSV to `out`.
-pub fn generate(args: &GenCsvArgs, out: &mut impl Write) -> anyhow::Result<u64> {
+/// One generated row, before it is formatted as CSV.
+#[derive(Debug, Clone, Copy)]
+pub struct GenRow<'a> {
+    /// Scrape time, milliseconds since the epoch.
+    pub timestamp_ms: i64,
+    /// Scrape time as written in the CSV (RFC 3339).
+    pub timestamp: &'a str,
+    /// DCGM field name.
+    pub metric: &'a str,
+    /// Host name.
+    pub host: &'a str,
+    /// GPU index inside the host.
+    pub gpu_index: u32,
+    /// GPU UUID.
+    pub uuid: &'a str,
+    /// Model name.
+    pub model: &'a str,
+    /// Value as DCGM prints it.
+    pub value: &'a str,
+}
+
+/// Calls `f` for every row the options describe, in file order; returns the row count.
+pub fn for_each_row(
+    args: &GenCsvArgs,
+    mut f: impl FnMut(GenRow<'_>) -> anyhow::Result<()>,
+) -> anyhow::Result<u64> {
     let start: DateTime<Utc> = DateTime::parse_from_rfc3339(&args.start)
         .with_context(|| format!("--start {:?} is not RFC 3339", args.start))?
         .with_timezone(&Utc);
@@ -156,33 +180,55 @@ pub fn generate(args: &GenCsvArgs, out: &mut impl Write) -> anyhow::Result<u64> 
             });
         }
     }
-    writeln!(out, "{HEADER}")?;
     let mut rows = 0u64;
-    let mut line = String::with_capacity(512);
     for s in 0..scrapes {
-        let ts = (start + chrono::Duration::seconds(s as i64 * i64::from(args.interval_secs)))
-            .to_rfc3339_opts(SecondsFormat::Secs, true);
+        let at = start + chrono::Duration::seconds(s as i64 * i64::from(args.interval_secs));
+        let ts = at.to_rfc3339_opts(SecondsFormat::Secs, true);
         for g in gpus.iter_mut() {
             g.step(&mut rng);
         }
         for metric in METRICS {
             for g in &gpus {
                 let value = g.value(metric, &mut rng);
-                line.clear();
-                let _ = write!(
-                    line,
-                    "\"{ts}\",\"{metric}\",\"{idx}\",\"nvidia{idx}\",\"{uuid}\",\"{MODEL}\",\"{host}\",\"\",\"\",\"\",\"{value}\",\
-                     \"DCGM_FI_DRIVER_VERSION=\"\"535.129.03\"\",Hostname=\"\"{host}\"\",UUID=\"\"{uuid}\"\",__name__=\"\"{metric}\"\",\
-                     device=\"\"nvidia{idx}\"\",gpu=\"\"{idx}\"\",instance=\"\"{host}:9400\"\",job=\"\"dgx_dcgm_exporter\"\",modelName=\"\"{MODEL}\"\"\"",
-                    idx = g.index,
-                    uuid = g.uuid,
-                    host = g.host,
-                );
-                writeln!(out, "{line}")?;
+                f(GenRow {
+                    timestamp_ms: at.timestamp_millis(),
+                    timestamp: &ts,
+                    metric,
+                    host: &g.host,
+                    gpu_index: g.index,
+                    uuid: &g.uuid,
+                    model: MODEL,
+                    value: &value,
+                })?;
                 rows += 1;
             }
         }
     }
+    Ok(rows)
+}
+
+/// Writes the CSV to `out`.
+pub fn generate(args: &GenCsvArgs, out: &mut impl Write) -> anyhow::Result<u64> {
+    writeln!(out, "{HEADER}")?;
+    let mut line = String::with_capacity(512);
+    let rows = for_each_row(args, |r| {
+        line.clear();
+        let _ = write!(
+            line,
+            "\"{ts}\",\"{metric}\",\"{idx}\",\"nvidia{idx}\",\"{uuid}\",\"{model}\",\"{host}\",\"\",\"\",\"\",\"{value}\",\
+             \"DCGM_FI_DRIVER_VERSION=\"\"535.129.03\"\",Hostname=\"\"{host}\"\",UUID=\"\"{uuid}\"\",__name__=\"\"{metric}\"\",\
+             device=\"\"nvidia{idx}\"\",gpu=\"\"{idx}\"\",instance=\"\"{host}:9400\"\",job=\"\"dgx_dcgm_exporter\"\",modelName=\"\"{model}\"\"\"",
+            ts = r.timestamp,
+            metric = r.metric,
+            idx = r.gpu_index,
+            uuid = r.uuid,
+            model = r.model,
+            host = r.host,
+            value = r.value,
+        );
+        writeln!(out, "{line}")?;
+        Ok(())
+    })?;
     out.flush()?;
     Ok(rows)
 }

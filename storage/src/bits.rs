@@ -54,8 +54,11 @@ impl BitWriter {
 #[derive(Debug)]
 pub struct BitReader<'a> {
     data: &'a [u8],
-    /// Position in bits.
-    pos: usize,
+    /// Next byte to load into `buf`.
+    next: usize,
+    /// Unread bits, left-aligned; bits past `avail` are either the stream's next bits or zero.
+    buf: u64,
+    avail: u32,
 }
 
 fn truncated() -> StorageError {
@@ -68,35 +71,40 @@ fn truncated() -> StorageError {
 impl<'a> BitReader<'a> {
     /// A reader over `data`, starting at its first bit.
     pub fn new(data: &'a [u8]) -> Self {
-        Self { data, pos: 0 }
-    }
-
-    /// The next 56 bits, left-aligned in the returned word (zeros past the end).
-    #[inline]
-    fn window(&self) -> u64 {
-        let byte = self.pos / 8;
-        let w = match self.data.get(byte..byte + 8) {
-            Some(s) => {
-                let mut a = [0u8; 8];
-                a.copy_from_slice(s);
-                u64::from_be_bytes(a)
-            }
-            None => {
-                let mut a = [0u8; 8];
-                let tail = self.data.get(byte..).unwrap_or_default();
-                a[..tail.len()].copy_from_slice(tail);
-                u64::from_be_bytes(a)
-            }
-        };
-        w << (self.pos % 8)
-    }
-
-    #[inline]
-    fn check(&self, n: u32) -> Result<()> {
-        if self.pos + n as usize > self.data.len() * 8 {
-            return Err(truncated());
+        Self {
+            data,
+            next: 0,
+            buf: 0,
+            avail: 0,
         }
-        Ok(())
+    }
+
+    /// Tops `buf` up to at least 57 bits while data remains.
+    #[inline]
+    fn refill(&mut self) {
+        if let Some(chunk) = self.data.get(self.next..self.next + 8) {
+            let mut a = [0u8; 8];
+            a.copy_from_slice(chunk);
+            self.buf |= u64::from_be_bytes(a) >> self.avail;
+            let bytes = (63 - self.avail) / 8;
+            self.next += bytes as usize;
+            self.avail += bytes * 8;
+        } else {
+            while self.avail <= 56 {
+                let Some(&b) = self.data.get(self.next) else {
+                    break;
+                };
+                self.buf |= u64::from(b) << (56 - self.avail);
+                self.next += 1;
+                self.avail += 8;
+            }
+        }
+    }
+
+    #[inline]
+    fn consume(&mut self, n: u32) {
+        self.buf <<= n;
+        self.avail -= n;
     }
 
     /// Reads `n` bits (`n` ≤ 56).
@@ -106,9 +114,14 @@ impl<'a> BitReader<'a> {
         if n == 0 {
             return Ok(0);
         }
-        self.check(n)?;
-        let v = self.window() >> (64 - n);
-        self.pos += n as usize;
+        if self.avail < n {
+            self.refill();
+            if self.avail < n {
+                return Err(truncated());
+            }
+        }
+        let v = self.buf >> (64 - n);
+        self.consume(n);
         Ok(v)
     }
 
@@ -123,14 +136,18 @@ impl<'a> BitReader<'a> {
         Ok((hi << 32) | lo)
     }
 
-    /// Counts (and consumes) up to `max` leading one bits and the zero that ends them, if any.
+    /// Counts (and consumes) up to `max` (≤ 8) leading one bits and the zero that ends them.
     #[inline]
     pub fn ones(&mut self, max: u32) -> Result<u32> {
-        let w = self.window();
-        let n = w.leading_ones().min(max);
+        if self.avail <= max {
+            self.refill();
+        }
+        let n = self.buf.leading_ones().min(max);
         let consumed = if n < max { n + 1 } else { n };
-        self.check(consumed)?;
-        self.pos += consumed as usize;
+        if consumed > self.avail {
+            return Err(truncated());
+        }
+        self.consume(consumed);
         Ok(n)
     }
 }

@@ -2,7 +2,7 @@
 
 use fjall::{Keyspace, Readable};
 
-use crate::codec::{decode_into, Sample};
+use crate::codec::{decode_window, Sample};
 use crate::keys::{bucket_prefix, SeriesId};
 use crate::{Result, StorageError};
 
@@ -51,7 +51,19 @@ pub fn decode_chunk(
     bucket: i64,
     out: &mut Vec<Sample>,
 ) -> Result<()> {
-    decode_into(value, out)
+    decode_chunk_window(value, series, bucket, (i64::MIN, i64::MAX), out)
+}
+
+/// Decodes the part of a chunk inside `window` (inclusive), naming the series and bucket when
+/// it is damaged.
+pub fn decode_chunk_window(
+    value: &[u8],
+    series: SeriesId,
+    bucket: i64,
+    (from, end): (i64, i64),
+    out: &mut Vec<Sample>,
+) -> Result<()> {
+    decode_window(value, from, end, out)
         .map(|_| ())
         .map_err(|e| StorageError::Corrupt {
             what: "chunk",

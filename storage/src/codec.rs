@@ -312,7 +312,21 @@ pub fn header(bytes: &[u8]) -> Result<ChunkHeader> {
 
 /// Decodes a chunk, appending its samples to `out`; any inconsistency is an error.
 pub fn decode_into(bytes: &[u8], out: &mut Vec<Sample>) -> Result<ChunkHeader> {
+    decode_window(bytes, Timestamp::MIN, Timestamp::MAX, out)
+}
+
+/// Decodes the samples of a chunk inside `[from, end]`, appending them to `out`. A chunk whose
+/// header shows no overlap is not decoded, and decoding stops at the first sample after `end`.
+pub fn decode_window(
+    bytes: &[u8],
+    from: Timestamp,
+    end: Timestamp,
+    out: &mut Vec<Sample>,
+) -> Result<ChunkHeader> {
     let h = header(bytes)?;
+    if h.last < from || h.first > end {
+        return Ok(h);
+    }
     let body = bytes.get(h.body..).unwrap_or_default();
     // Every sample after the first takes at least two bits, so a lying count cannot over-allocate.
     let plausible = (body.len() * 4 + 1).min(h.count as usize);
@@ -336,13 +350,23 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<Sample>) -> Result<ChunkHeader> {
         ts = t;
         Ok(t)
     };
+    let mut push = |t: Timestamp, v: f64| {
+        if t >= from {
+            out.push((t, v));
+        }
+    };
+    let mut complete = true;
     match h.coding {
         Coding::Xor => {
             let mut prev = r.read_wide(64)?;
-            out.push((h.first, f64::from_bits(prev)));
+            push(h.first, f64::from_bits(prev));
             let (mut lead, mut len) = (0u32, 0u32);
             for _ in 1..h.count {
                 let t = next_ts(&mut r)?;
+                if t > end {
+                    complete = false;
+                    break;
+                }
                 match r.ones(2)? {
                     0 => {}
                     1 if len > 0 => prev ^= r.read_wide(len)? << (64 - lead - len),
@@ -357,7 +381,7 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<Sample>) -> Result<ChunkHeader> {
                         prev ^= r.read_wide(len)? << (64 - lead - len);
                     }
                 }
-                out.push((t, f64::from_bits(prev)));
+                push(t, f64::from_bits(prev));
             }
         }
         Coding::Scaled(d) => {
@@ -375,14 +399,18 @@ pub fn decode_into(bytes: &[u8], out: &mut Vec<Sample>) -> Result<ChunkHeader> {
                 prev = prev.wrapping_add(unzigzag(zz));
                 Ok(prev)
             };
-            out.push((h.first, unscaled(next_int(&mut r)?, d)));
+            push(h.first, unscaled(next_int(&mut r)?, d));
             for _ in 1..h.count {
                 let t = next_ts(&mut r)?;
-                out.push((t, unscaled(next_int(&mut r)?, d)));
+                if t > end {
+                    complete = false;
+                    break;
+                }
+                push(t, unscaled(next_int(&mut r)?, d));
             }
         }
     }
-    if ts != h.last {
+    if complete && ts != h.last {
         return Err(corrupt("last timestamp does not match the header"));
     }
     Ok(h)
@@ -435,6 +463,20 @@ mod tests {
             }).collect();
             let bytes = round_trip(&samples);
             prop_assert!(matches!(header(&bytes).expect("header").coding, Coding::Scaled(_)));
+        }
+
+        #[test]
+        fn windowed_decoding_is_a_filter(
+            steps in prop::collection::vec((1i64..3000, -50i64..50), 1..200),
+            from in 0i64..300_000, len in 0i64..300_000,
+        ) {
+            let mut t = 0;
+            let samples: Vec<Sample> = steps.iter().map(|&(dt, v)| { t += dt; (t, v as f64) }).collect();
+            let bytes = encode(&samples, 0);
+            let mut out = Vec::new();
+            decode_window(&bytes, from, from + len, &mut out).expect("decodes");
+            let want: Vec<Sample> = samples.iter().copied().filter(|s| s.0 >= from && s.0 <= from + len).collect();
+            prop_assert_eq!(out, want);
         }
 
         #[test]

@@ -208,12 +208,12 @@ impl BatchBuilder {
 }
 
 /// One point of a range read.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Point {
     /// Sample time.
     pub timestamp: Timestamp,
-    /// Metric name (shared by all points of the series).
-    pub metric: std::sync::Arc<str>,
+    /// Index of the metric name in the page's `metrics`.
+    pub metric: u16,
     /// Sample value.
     pub value: f64,
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use fjall::{Iter, Readable};
 
-use crate::bucket::{decode_chunk, merge_newer};
+use crate::bucket::{decode_chunk_window, merge_newer};
 use crate::codec::Sample;
 use crate::keys::{bucket_of, chunk_key, parse_chunk_key, SeriesId};
 use crate::model::{GpuDetail, GpuInfo, Point};
@@ -41,6 +41,8 @@ pub struct RangeQuery<'a> {
 /// One page of a range read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Page {
+    /// Names of the metrics the points refer to, sorted.
+    pub metrics: Vec<Arc<str>>,
     /// Points ordered by (timestamp, metric).
     pub points: Vec<Point>,
     /// Where the next page starts; `None` when this page is the last.
@@ -103,11 +105,12 @@ impl SeriesReader {
                     self.peeked = Some((b, v));
                     break;
                 }
+                let window = (self.from, self.end);
                 if self.buf.is_empty() {
-                    decode_chunk(&v, self.id, b, &mut self.buf)?;
+                    decode_chunk_window(&v, self.id, b, window, &mut self.buf)?;
                 } else {
                     self.scratch.clear();
-                    decode_chunk(&v, self.id, b, &mut self.scratch)?;
+                    decode_chunk_window(&v, self.id, b, window, &mut self.scratch)?;
                     self.buf = merge_newer(std::mem::take(&mut self.buf), &self.scratch);
                 }
             }
@@ -155,6 +158,7 @@ impl Store {
             };
             if from > q.end || q.limit == 0 {
                 return Ok(Some(Page {
+                    metrics: Vec::new(),
                     points: Vec::new(),
                     next: None,
                 }));
@@ -196,6 +200,7 @@ impl Store {
             (readers, snapshot)
         };
         readers.sort_by(|a, b| a.metric.cmp(&b.metric));
+        let metrics: Vec<Arc<str>> = readers.iter().map(|r| r.metric.clone()).collect();
         let mut active = Vec::with_capacity(readers.len());
         for r in &mut readers {
             active.push(if r.fill()? { r.current() } else { None });
@@ -204,7 +209,7 @@ impl Store {
         let mut more = false;
         'outer: while let Some(ts) = active.iter().flatten().map(|s| s.0).min() {
             // Every series at this timestamp, in metric order.
-            for (r, cur) in readers.iter_mut().zip(active.iter_mut()) {
+            for (rank, (r, cur)) in readers.iter_mut().zip(active.iter_mut()).enumerate() {
                 let Some((t, v)) = *cur else { continue };
                 if t != ts {
                     continue;
@@ -221,7 +226,7 @@ impl Store {
                 }
                 points.push(Point {
                     timestamp: t,
-                    metric: r.metric.clone(),
+                    metric: rank as u16,
                     value: v,
                 });
             }
@@ -230,11 +235,18 @@ impl Store {
         let next = match (more, points.last()) {
             (true, Some(p)) => Some(RangeCursor {
                 timestamp: p.timestamp,
-                metric: p.metric.to_string(),
+                metric: metrics
+                    .get(usize::from(p.metric))
+                    .map(|m| m.to_string())
+                    .unwrap_or_default(),
             }),
             _ => None,
         };
-        Ok(Some(Page { points, next }))
+        Ok(Some(Page {
+            metrics,
+            points,
+            next,
+        }))
     }
 
     /// All GPUs, sorted by UUID (read from the catalog, never from the samples).

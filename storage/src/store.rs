@@ -443,6 +443,15 @@ impl Store {
         Ok(())
     }
 
+    /// Flushes and fully compacts every keyspace (space of dropped chunks is given back).
+    pub fn compact(&self) -> Result<()> {
+        self.flush_tables()?;
+        for ks in self.keyspaces() {
+            ks.major_compact()?;
+        }
+        Ok(())
+    }
+
     fn keyspaces(&self) -> [&Keyspace; 5] {
         [
             &self.ks.samples,

@@ -60,13 +60,19 @@ fn read_all(
             limit,
             cursor: cursor.clone(),
         };
-        let Page { points, next } = store.range(&q).expect("range").expect("known gpu");
+        let Page {
+            metrics,
+            points,
+            next,
+        } = store.range(&q).expect("range").expect("known gpu");
         assert!(points.len() <= limit);
-        out.extend(
-            points
-                .into_iter()
-                .map(|p| (p.timestamp, p.metric.to_string(), p.value)),
-        );
+        out.extend(points.into_iter().map(|p| {
+            (
+                p.timestamp,
+                metrics[usize::from(p.metric)].to_string(),
+                p.value,
+            )
+        }));
         match next {
             Some(c) => cursor = Some(c),
             None => return out,

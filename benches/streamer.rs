@@ -1,14 +1,10 @@
-//! Hot paths in isolation: CSV row parsing, batch encode/decode, store writes and range reads.
-//! Run with `cargo bench -p telemetry-benches`.
+//! The streamer's hot paths: CSV row parsing and batch encode/decode (the broker's payload).
+//! Run with `cargo bench -p telemetry-benches --bench streamer`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use telemetry_actors::streamer::dcgm::{open_reader, RowParser};
-use telemetry_storage::{BatchBuilder, GpuInfo, RangeQuery, SampleBatch, Store, StoreOptions};
-
-const SHARED_CSV: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/data/dcgm_metrics_20250718_134233.csv"
-);
+use telemetry_benches::SHARED_CSV;
+use telemetry_storage::{BatchBuilder, GpuInfo, SampleBatch};
 
 fn gpu(i: u32) -> GpuInfo {
     GpuInfo {
@@ -75,35 +71,5 @@ fn codec(c: &mut Criterion) {
     g.finish();
 }
 
-fn store(c: &mut Criterion) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path(), StoreOptions::default()).expect("open");
-    let mut g = c.benchmark_group("store");
-    g.throughput(Throughput::Elements(4000));
-    let mut t0 = 0i64;
-    g.bench_function("write_4000", |x| {
-        x.iter(|| {
-            t0 += 10_000;
-            store.write(&batch(t0)).expect("write")
-        })
-    });
-    g.throughput(Throughput::Elements(100));
-    let uuid = gpu(3).uuid;
-    g.bench_function("range_one_gpu_100", |x| {
-        x.iter(|| {
-            let q = RangeQuery {
-                uuid: &uuid,
-                metrics: &[],
-                start: 0,
-                end: i64::MAX / 2,
-                limit: 100,
-                cursor: None,
-            };
-            store.range(&q).expect("range")
-        })
-    });
-    g.finish();
-}
-
-criterion_group!(benches, parse, codec, store);
+criterion_group!(benches, parse, codec);
 criterion_main!(benches);
