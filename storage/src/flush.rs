@@ -230,6 +230,7 @@ impl Inner {
         self.disk_count += self.head_new;
         self.head_new = 0;
         self.head_samples = 0;
+        self.head_min = None;
         Ok(())
     }
 

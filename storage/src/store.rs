@@ -91,6 +91,8 @@ pub(crate) struct Inner {
     pub head_new: u64,
     /// Latest sample time ever written.
     pub high_water: Option<Timestamp>,
+    /// Earliest sample time written since the last checkpoint.
+    pub head_min: Option<Timestamp>,
     pub last_checkpoint: Instant,
     pub last_write: Instant,
     /// Retention cutoff already applied.
@@ -124,6 +126,15 @@ fn width_ms(d: Duration) -> Result<i64> {
         _ => Err(StorageError::Config(format!(
             "bucket width {d:?} must be between 1 ms and i64::MAX ms"
         ))),
+    }
+}
+
+impl Inner {
+    /// Whether buckets before `before` may hold data: the cutoff moved on, or a write since the
+    /// last checkpoint went behind it.
+    fn retention_due(&self, before: Timestamp) -> bool {
+        self.expired_before.is_none_or(|done| before > done)
+            || self.head_min.is_some_and(|t| t < before)
     }
 }
 
@@ -204,6 +215,7 @@ impl Store {
                 disk_count,
                 head_new: 0,
                 high_water,
+                head_min: None,
                 last_checkpoint: Instant::now(),
                 last_write: Instant::now(),
                 expired_before: None,
@@ -278,6 +290,11 @@ impl Store {
             }
         }
         inner.high_water = high;
+        let batch_min = batch.samples.iter().map(|s| s.timestamp).min();
+        inner.head_min = match (inner.head_min, batch_min) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
 
         // Samples at or before a series' last time: overwrite in the head, or check the disk.
         if !late.is_empty() {
@@ -343,11 +360,9 @@ impl Store {
             (pending
                 && (inner.last_checkpoint.elapsed() >= self.opts.checkpoint_interval
                     || inner.last_write.elapsed() >= IDLE_CHECKPOINT))
-                || self.retention_cutoff().is_some_and(|c| {
-                    inner
-                        .expired_before
-                        .is_none_or(|done| bucket_of(c, self.width) > done)
-                })
+                || self
+                    .retention_cutoff()
+                    .is_some_and(|c| inner.retention_due(bucket_of(c, self.width)))
         };
         if due {
             self.checkpoint()
@@ -401,7 +416,7 @@ impl Store {
             let mut inner = self.lock();
             let expire = cutoff
                 .map(|c| bucket_of(c, self.width))
-                .filter(|c| force || inner.expired_before.is_none_or(|done| *c > done));
+                .filter(|c| force || inner.retention_due(*c));
             let catalog_dirty =
                 !inner.catalog.dirty_gpus.is_empty() || !inner.catalog.dirty_metrics.is_empty();
             if inner.dirty.is_empty() && !catalog_dirty && expire.is_none() {
@@ -421,6 +436,9 @@ impl Store {
                 batch.commit()?;
                 inner.expired_before = inner.expired_before.max(Some(before));
                 compact = removed > 0;
+                if removed > 0 {
+                    tracing::info!(removed, before, "retention dropped expired buckets");
+                }
             }
             inner.generation = generation + 1;
             inner.last_checkpoint = Instant::now();
@@ -429,7 +447,9 @@ impl Store {
         self.db.persist(PersistMode::SyncAll)?;
         self.durable.store(generation, Ordering::Release);
         if compact {
-            // Dropped chunks leave tombstones; a major compaction gives the disk space back.
+            // Dropped chunks leave tombstones (some still in the memtable): flushing them and
+            // compacting everything gives the disk space back.
+            self.ks.samples.rotate_memtable_and_wait()?;
             self.ks.samples.major_compact()?;
         }
         Ok(generation)

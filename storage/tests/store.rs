@@ -260,3 +260,57 @@ fn bucket_width_is_fixed_once_created() {
     let store = Store::open(dir.path(), StoreOptions::default()).expect("stored width");
     assert_eq!(store.bucket_width_ms(), WIDTH_MS);
 }
+
+#[test]
+fn retention_drops_whole_buckets_and_gives_disk_space_back() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let opts = || StoreOptions {
+        bucket_width: Some(Duration::from_secs(60)),
+        ..StoreOptions::default()
+    };
+    let store = Store::open(dir.path(), opts()).expect("open");
+    let t0 = 1_752_871_320_000i64; // a minute boundary
+    let mut n = 0u64;
+    for second in 0..3600i64 {
+        let mut b = BatchBuilder::default();
+        for g in 0..20u32 {
+            let info = gpu(&format!("GPU-{g}"), "h");
+            for (m, metric) in METRICS.iter().enumerate() {
+                let noise = (second * 7919 + i64::from(g) * 104_729 + m as i64 * 31) % 100_000;
+                b.push(&info, metric, t0 + second * 1000, noise as f64 / 1000.0);
+                n += 1;
+            }
+        }
+        store.write(&b.take()).expect("write");
+    }
+    store.checkpoint().expect("checkpoint");
+    store.flush_tables().expect("flush");
+    let full = store.disk_space();
+    assert_eq!(store.samples_stored(), n);
+
+    // Buckets ending at or before the cutoff go; the bucket holding it stays whole.
+    let cutoff = t0 + 30 * 60_000 + 30_000;
+    store.expire(cutoff).expect("expire");
+    assert_eq!(store.samples_stored(), n / 2);
+    let d = store.gpu("GPU-3").expect("known");
+    assert_eq!(d.first_timestamp, Some(t0 + 30 * 60_000));
+    assert_eq!(d.last_timestamp, Some(t0 + 3_599_000));
+    store.flush_tables().expect("flush");
+    let half = store.disk_space();
+    assert!(half < full * 7 / 10, "{half} bytes left of {full}");
+
+    store.expire(t0 + 7_200_000).expect("expire all");
+    assert_eq!(store.samples_stored(), 0);
+    let d = store.gpu("GPU-3").expect("GPU metadata stays");
+    assert!(d.metrics.is_empty() && d.first_timestamp.is_none());
+    assert!(store.metrics().is_empty());
+    drop(store);
+    let store = Store::open(dir.path(), opts()).expect("reopen");
+    assert_eq!(store.samples_stored(), 0);
+    store.flush_tables().expect("flush");
+    assert!(
+        store.disk_space() < full / 10,
+        "{} bytes left of {full}",
+        store.disk_space()
+    );
+}
