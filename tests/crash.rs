@@ -34,6 +34,22 @@ fn epoch_ms(rfc3339: &str) -> i64 {
         .timestamp_millis()
 }
 
+/// Waits until the node acknowledged at least `at_least` samples, then kills it with SIGKILL;
+/// returns how many were acknowledged just before.
+async fn kill_after_acked(node: &Node, at_least: u64) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let c = node.ok("/api/v1/cluster").await;
+        let acked = c["members"][0]["samples_acked"].as_u64().unwrap_or(0);
+        if acked >= at_least {
+            node.signal("KILL");
+            return acked;
+        }
+        assert!(Instant::now() < deadline, "no progress: {c}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until the collectors have replayed the broker logs after a restart.
 async fn wait_replayed(node: &Node) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -47,13 +63,15 @@ async fn wait_replayed(node: &Node) -> serde_json::Value {
     }
 }
 
-/// Every stored point of every GPU, through cursor pages: (uuid, metric, ms) → value.
+/// Every stored point of every GPU, through cursor pages: (uuid, metric, ms) → value. Asserts
+/// that each GPU's points come strictly ordered by (time, metric), hence without duplicates.
 async fn stored_points(node: &Node) -> HashMap<(String, String, i64), f64> {
     let gpus = node.ok("/api/v1/gpus?limit=10000").await;
     let mut out = HashMap::new();
     for g in gpus["items"].as_array().expect("items") {
         let uuid = g["uuid"].as_str().expect("uuid");
         let mut cursor = String::new();
+        let mut last: Option<(i64, String)> = None;
         loop {
             let page = node
                 .ok(&format!(
@@ -61,11 +79,13 @@ async fn stored_points(node: &Node) -> HashMap<(String, String, i64), f64> {
                 ))
                 .await;
             for it in page["items"].as_array().expect("items") {
-                let key = (
-                    uuid.to_string(),
-                    it["metric"].as_str().expect("metric").to_string(),
-                    epoch_ms(it["timestamp"].as_str().expect("timestamp")),
-                );
+                let metric = it["metric"].as_str().expect("metric").to_string();
+                let ts = epoch_ms(it["timestamp"].as_str().expect("timestamp"));
+                if let Some(prev) = &last {
+                    assert!(*prev < (ts, metric.clone()), "disorder at {ts} {metric}");
+                }
+                last = Some((ts, metric.clone()));
+                let key = (uuid.to_string(), metric, ts);
                 let v = it["value"].as_f64().expect("value");
                 assert!(out.insert(key.clone(), v).is_none(), "duplicate {key:?}");
             }
@@ -100,30 +120,12 @@ async fn kill_9_loses_no_acknowledged_sample() {
     let node = Node::start(&data, &args);
 
     // Let it ingest a while, note what was acknowledged, then kill -9 while it still streams.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let acked = loop {
-        let c = node.ok("/api/v1/cluster").await;
-        let acked = c["members"][0]["samples_acked"].as_u64().unwrap_or(0);
-        if acked >= total_rows / 4 {
-            break acked;
-        }
-        assert!(Instant::now() < deadline, "no progress: {c}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    node.signal("KILL");
+    let acked = kill_after_acked(&node, total_rows / 4).await;
     drop(node);
 
     let node = Node::start(&data, &["--no-stream", "--partitions", "8"]);
     // The collectors replay the broker logs from their committed offsets.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let cluster = loop {
-        let c = node.ok("/api/v1/cluster").await;
-        if c["members"][0]["broker_lag_records"].as_u64() == Some(0) {
-            break c;
-        }
-        assert!(Instant::now() < deadline, "replay did not finish: {c}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let cluster = wait_replayed(&node).await;
     let stored = cluster["samples_stored"].as_u64().expect("count");
     assert!(
         stored >= acked,
@@ -133,38 +135,8 @@ async fn kill_9_loses_no_acknowledged_sample() {
         stored < total_rows,
         "the kill came after the end of the stream ({stored}); test proves nothing"
     );
-
-    // No duplicates: per GPU, every (timestamp, metric) appears once and the count adds up.
-    let gpus = node.ok("/api/v1/gpus?limit=10000").await;
-    let mut counted = 0u64;
-    for g in gpus["items"].as_array().expect("items") {
-        let uuid = g["uuid"].as_str().expect("uuid");
-        let mut cursor = String::new();
-        let mut last: Option<(String, String)> = None;
-        loop {
-            let page = node
-                .ok(&format!(
-                    "/api/v1/gpus/{uuid}/telemetry?limit=10000{cursor}"
-                ))
-                .await;
-            for it in page["items"].as_array().expect("items") {
-                let key = (
-                    it["timestamp"].as_str().unwrap_or("").to_string(),
-                    it["metric"].as_str().unwrap_or("").to_string(),
-                );
-                if let Some(prev) = &last {
-                    assert!(*prev < key, "duplicate or disorder at {key:?}");
-                }
-                last = Some(key);
-                counted += 1;
-            }
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = format!("&cursor={c}"),
-                None => break,
-            }
-        }
-    }
-    assert_eq!(counted, stored);
+    // No duplicates, order kept, and the count adds up.
+    assert_eq!(stored_points(&node).await.len() as u64, stored);
     node.stop();
 }
 
@@ -208,17 +180,7 @@ async fn kill_9_during_rewrites_keeps_values_and_count_exact() {
     ];
     args.extend(store_flags);
     let node = Node::start(&data, &args);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let acked = loop {
-        let c = node.ok("/api/v1/cluster").await;
-        let acked = c["members"][0]["samples_acked"].as_u64().unwrap_or(0);
-        if acked >= rows * 3 / 2 {
-            break acked;
-        }
-        assert!(Instant::now() < deadline, "no progress: {c}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    node.signal("KILL");
+    let acked = kill_after_acked(&node, rows * 3 / 2).await;
     drop(node);
     assert!(
         acked < rows * 3,
