@@ -70,6 +70,9 @@ pub enum CollectorMsg {
     Drain(RpcReplyPort<Result<u64, String>>),
 }
 
+// Local only: never crosses nodes (the cluster endpoint carries bytes instead).
+impl ractor::Message for CollectorMsg {}
+
 impl State {
     fn broker(&self) -> Option<ActorRef<BrokerMsg>> {
         self.registry.get(self.partition)

@@ -103,6 +103,9 @@ pub enum SupervisorMsg {
     WaitStreamed(RpcReplyPort<()>),
 }
 
+// Local only: never crosses nodes (the cluster endpoint carries bytes instead).
+impl ractor::Message for SupervisorMsg {}
+
 /// Opaque identity of a supervised child.
 #[derive(Debug, Clone, Copy)]
 pub struct ChildKey(Child);

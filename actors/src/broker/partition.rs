@@ -128,6 +128,9 @@ pub enum BrokerMsg {
     FetchExpired(u64),
 }
 
+// Local only: never crosses nodes (the cluster endpoint carries bytes instead).
+impl ractor::Message for BrokerMsg {}
+
 /// The consumer name the node's collector commits under.
 pub const COLLECTOR_CONSUMER: &str = "collector";
 

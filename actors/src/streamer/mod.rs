@@ -77,6 +77,9 @@ pub enum StreamerMsg {
     WaitDone(RpcReplyPort<()>),
 }
 
+// Local only: never crosses nodes (the cluster endpoint carries bytes instead).
+impl ractor::Message for StreamerMsg {}
+
 impl State {
     fn send(&mut self, myself: &ActorRef<StreamerMsg>, id: u64) {
         let Some((out, _)) = self.inflight.get(&id) else {

@@ -1,0 +1,475 @@
+//! The membership view: who is in the cluster, who is up, whom to dial, and who owns what.
+//!
+//! Pure and IO-free: time comes in as milliseconds, events come in as values, and every answer is
+//! computed from the view alone, so every node that sees the same members computes the same
+//! owners. The node's transport feeds it (a peer answered, a session dropped, a tick) and acts on
+//! what it returns (dial these addresses, drop that session, start and stop these partitions).
+
+use std::collections::BTreeMap;
+
+use crate::routing::owned_by;
+
+/// First redial delay after a failure; doubles up to [`REDIAL_MAX_MS`].
+pub const REDIAL_MIN_MS: u64 = 100;
+/// Longest delay between two dials of one address.
+pub const REDIAL_MAX_MS: u64 = 5_000;
+
+/// What a node says about itself (in its hello and every pong).
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct NodeInfo {
+    /// Unique node name (a StatefulSet pod name).
+    pub name: String,
+    /// host:port peers dial for the cluster transport.
+    pub cluster_addr: String,
+    /// host:port of its REST API.
+    pub http_addr: String,
+}
+
+/// Whether a peer answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Answered within the liveness timeout.
+    Up,
+    /// Silent for longer than the liveness timeout, or its session dropped.
+    Down,
+}
+
+impl Status {
+    /// `up` or `down`, as the REST API shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Up => "up",
+            Status::Down => "down",
+        }
+    }
+}
+
+/// A peer as the view knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Peer {
+    /// What it said about itself.
+    pub info: NodeInfo,
+    /// Up or down.
+    pub status: Status,
+    /// When it last answered (ms).
+    pub last_seen: u64,
+}
+
+/// A dial target with its backoff.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Target {
+    next_dial: u64,
+    delay: u64,
+}
+
+/// Something that happened to the cluster, as the transport reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// A peer answered a hello or a ping at `at`.
+    Heard {
+        /// What it said about itself.
+        from: NodeInfo,
+        /// When (ms).
+        at: u64,
+    },
+    /// The session to a peer dropped.
+    Disconnected {
+        /// Its name.
+        name: String,
+    },
+    /// Time passed; peers silent for longer than the liveness timeout go down.
+    Tick {
+        /// Now (ms).
+        now: u64,
+    },
+    /// A dial of an address failed (or gave nothing) at `at`; back off before the next.
+    DialFailed {
+        /// The address.
+        addr: String,
+        /// When (ms).
+        at: u64,
+    },
+}
+
+/// What an event changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Change {
+    /// Peers that came up.
+    pub up: Vec<String>,
+    /// Peers that went down (their sessions should be dropped).
+    pub down: Vec<String>,
+}
+
+impl Change {
+    /// True when the set of live members changed, so ownership must be recomputed.
+    pub fn members_changed(&self) -> bool {
+        !self.up.is_empty() || !self.down.is_empty()
+    }
+}
+
+/// The membership view of one node.
+#[derive(Debug, Clone)]
+pub struct Membership {
+    me: NodeInfo,
+    liveness_timeout: u64,
+    peers: BTreeMap<String, Peer>,
+    /// Addresses to keep connected: seeds and every peer learned, by address.
+    targets: BTreeMap<String, Target>,
+}
+
+impl Membership {
+    /// A view with only this node, which will dial `seeds`.
+    pub fn new(me: NodeInfo, seeds: &[String], liveness_timeout_ms: u64) -> Self {
+        let targets = seeds
+            .iter()
+            .filter(|s| **s != me.cluster_addr)
+            .map(|s| {
+                (
+                    s.clone(),
+                    Target {
+                        next_dial: 0,
+                        delay: REDIAL_MIN_MS,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            me,
+            liveness_timeout: liveness_timeout_ms,
+            peers: BTreeMap::new(),
+            targets,
+        }
+    }
+
+    /// This node.
+    pub fn me(&self) -> &NodeInfo {
+        &self.me
+    }
+
+    /// Every peer ever heard of, by name.
+    pub fn peers(&self) -> impl Iterator<Item = &Peer> {
+        self.peers.values()
+    }
+
+    /// Applies an event.
+    pub fn apply(&mut self, event: Event) -> Change {
+        let mut change = Change::default();
+        match event {
+            Event::Heard { from, at } => {
+                if from.name == self.me.name {
+                    return change;
+                }
+                self.targets
+                    .entry(from.cluster_addr.clone())
+                    .and_modify(|t| t.delay = REDIAL_MIN_MS)
+                    .or_insert(Target {
+                        next_dial: at,
+                        delay: REDIAL_MIN_MS,
+                    });
+                let name = from.name.clone();
+                match self.peers.get_mut(&name) {
+                    Some(p) => {
+                        if p.status == Status::Down {
+                            change.up.push(name);
+                        }
+                        p.status = Status::Up;
+                        p.last_seen = p.last_seen.max(at);
+                        p.info = from;
+                    }
+                    None => {
+                        change.up.push(name.clone());
+                        self.peers.insert(
+                            name,
+                            Peer {
+                                info: from,
+                                status: Status::Up,
+                                last_seen: at,
+                            },
+                        );
+                    }
+                }
+            }
+            Event::Disconnected { name } => {
+                if let Some(p) = self.peers.get_mut(&name) {
+                    if p.status == Status::Up {
+                        p.status = Status::Down;
+                        change.down.push(name);
+                    }
+                }
+            }
+            Event::Tick { now } => {
+                for (name, p) in self.peers.iter_mut() {
+                    if p.status == Status::Up
+                        && now.saturating_sub(p.last_seen) > self.liveness_timeout
+                    {
+                        p.status = Status::Down;
+                        change.down.push(name.clone());
+                    }
+                }
+            }
+            Event::DialFailed { addr, at } => {
+                if let Some(t) = self.targets.get_mut(&addr) {
+                    t.next_dial = at + t.delay;
+                    t.delay = (t.delay * 2).min(REDIAL_MAX_MS);
+                }
+            }
+        }
+        change
+    }
+
+    /// Addresses to dial now: targets with no live peer behind them whose backoff has expired.
+    /// The caller reports each failure with [`Event::DialFailed`].
+    pub fn to_dial(&mut self, now: u64) -> Vec<String> {
+        let live: Vec<&str> = self
+            .peers
+            .values()
+            .filter(|p| p.status == Status::Up)
+            .map(|p| p.info.cluster_addr.as_str())
+            .collect();
+        let mut out = Vec::new();
+        for (addr, t) in self.targets.iter_mut() {
+            if live.contains(&addr.as_str()) || t.next_dial > now {
+                continue;
+            }
+            // Until it answers, the next attempt waits its backoff.
+            t.next_dial = now + t.delay;
+            t.delay = (t.delay * 2).min(REDIAL_MAX_MS);
+            out.push(addr.clone());
+        }
+        out
+    }
+
+    /// Names of the live members, this node included, sorted.
+    pub fn live(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .peers
+            .values()
+            .filter(|p| p.status == Status::Up)
+            .map(|p| p.info.name.clone())
+            .chain(std::iter::once(self.me.name.clone()))
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// The peer of a live member, if it is one.
+    pub fn live_peer(&self, name: &str) -> Option<&Peer> {
+        self.peers.get(name).filter(|p| p.status == Status::Up)
+    }
+
+    /// The partitions this node owns among the live members.
+    pub fn owned(&self, partitions: u32) -> Vec<u32> {
+        owned_by(&self.me.name, partitions, &self.live())
+    }
+}
+
+/// Partitions to start (owned now, not before) and to stop (owned before, not now).
+pub fn ownership_diff(before: &[u32], after: &[u32]) -> (Vec<u32>, Vec<u32>) {
+    let start = after
+        .iter()
+        .filter(|p| !before.contains(p))
+        .copied()
+        .collect();
+    let stop = before
+        .iter()
+        .filter(|p| !after.contains(p))
+        .copied()
+        .collect();
+    (start, stop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(n: u32) -> NodeInfo {
+        NodeInfo {
+            name: format!("telemetry-{n}"),
+            cluster_addr: format!("10.0.0.{n}:4697"),
+            http_addr: format!("10.0.0.{n}:8080"),
+        }
+    }
+
+    fn view() -> Membership {
+        Membership::new(
+            info(0),
+            &["10.0.0.0:4697".into(), "10.0.0.1:4697".into()],
+            3000,
+        )
+    }
+
+    #[test]
+    fn events_move_peers_up_and_down() {
+        let mut m = view();
+        // (event, peers that come up, peers that go down, live members after)
+        let table: Vec<(Event, &[&str], &[&str], &[&str])> = vec![
+            (
+                Event::Heard {
+                    from: info(1),
+                    at: 0,
+                },
+                &["telemetry-1"],
+                &[],
+                &["telemetry-0", "telemetry-1"],
+            ),
+            (
+                Event::Heard {
+                    from: info(2),
+                    at: 500,
+                },
+                &["telemetry-2"],
+                &[],
+                &["telemetry-0", "telemetry-1", "telemetry-2"],
+            ),
+            (
+                Event::Heard {
+                    from: info(1),
+                    at: 1000,
+                },
+                &[],
+                &[],
+                &["telemetry-0", "telemetry-1", "telemetry-2"],
+            ),
+            // 3,000 ms of silence is tolerated, a moment more is not.
+            (
+                Event::Tick { now: 3500 },
+                &[],
+                &[],
+                &["telemetry-0", "telemetry-1", "telemetry-2"],
+            ),
+            (
+                Event::Tick { now: 3501 },
+                &[],
+                &["telemetry-2"],
+                &["telemetry-0", "telemetry-1"],
+            ),
+            (
+                Event::Tick { now: 9000 },
+                &[],
+                &["telemetry-1"],
+                &["telemetry-0"],
+            ),
+            (
+                Event::Heard {
+                    from: info(2),
+                    at: 9100,
+                },
+                &["telemetry-2"],
+                &[],
+                &["telemetry-0", "telemetry-2"],
+            ),
+            (
+                Event::Disconnected {
+                    name: "telemetry-2".into(),
+                },
+                &[],
+                &["telemetry-2"],
+                &["telemetry-0"],
+            ),
+            (
+                Event::Disconnected {
+                    name: "telemetry-2".into(),
+                },
+                &[],
+                &[],
+                &["telemetry-0"],
+            ),
+            // This node's own hello (a seed list that names it) is not a peer.
+            (
+                Event::Heard {
+                    from: info(0),
+                    at: 9200,
+                },
+                &[],
+                &[],
+                &["telemetry-0"],
+            ),
+        ];
+        for (i, (event, up, down, live)) in table.into_iter().enumerate() {
+            let c = m.apply(event);
+            assert_eq!(c.up, up, "row {i}");
+            assert_eq!(c.down, down, "row {i}");
+            assert_eq!(m.live(), live, "row {i}");
+        }
+    }
+
+    #[test]
+    fn dials_seeds_and_learned_peers_with_backoff() {
+        let mut m = view();
+        // The seed list names this node too: it is not dialled.
+        assert_eq!(m.to_dial(0), ["10.0.0.1:4697"]);
+        assert!(m.to_dial(50).is_empty(), "backoff");
+        assert_eq!(m.to_dial(100), ["10.0.0.1:4697"]);
+        m.apply(Event::DialFailed {
+            addr: "10.0.0.1:4697".into(),
+            at: 100,
+        });
+        assert!(m.to_dial(399).is_empty());
+        assert_eq!(m.to_dial(500), ["10.0.0.1:4697"]);
+        // A peer learned through another is dialled too; a live one is not.
+        m.apply(Event::Heard {
+            from: info(1),
+            at: 600,
+        });
+        m.apply(Event::Heard {
+            from: info(2),
+            at: 600,
+        });
+        assert!(m.to_dial(10_000).is_empty());
+        m.apply(Event::Disconnected {
+            name: "telemetry-2".into(),
+        });
+        assert_eq!(m.to_dial(10_000), ["10.0.0.2:4697"]);
+        // Backoff is capped.
+        for t in 0..20 {
+            m.apply(Event::DialFailed {
+                addr: "10.0.0.2:4697".into(),
+                at: 10_000 + t,
+            });
+        }
+        assert!(m.to_dial(10_019 + REDIAL_MAX_MS - 1).is_empty());
+        assert_eq!(m.to_dial(10_019 + REDIAL_MAX_MS), ["10.0.0.2:4697"]);
+    }
+
+    #[test]
+    fn ownership_follows_live_members_and_moves_about_one_nth() {
+        let mut m = view();
+        let alone = m.owned(64);
+        assert_eq!(alone.len(), 64);
+        m.apply(Event::Heard {
+            from: info(1),
+            at: 0,
+        });
+        m.apply(Event::Heard {
+            from: info(2),
+            at: 0,
+        });
+        let three = m.owned(64);
+        let (start, stop) = ownership_diff(&alone, &three);
+        assert!(start.is_empty());
+        assert!((14..=30).contains(&three.len()), "{}", three.len());
+        assert_eq!(stop.len(), 64 - three.len());
+        // A fourth member takes only partitions from the others, about a quarter.
+        m.apply(Event::Heard {
+            from: info(3),
+            at: 0,
+        });
+        let four = m.owned(64);
+        let (start, stop) = ownership_diff(&three, &four);
+        assert!(
+            start.is_empty(),
+            "a join never gives an old member new partitions"
+        );
+        assert!(stop.len() <= three.len());
+        let joiner = owned_by("telemetry-3", 64, &m.live());
+        assert!((8..=24).contains(&joiner.len()), "{}", joiner.len());
+        // Every node computes the same owners from the same members.
+        let mut all: Vec<u32> = m
+            .live()
+            .iter()
+            .flat_map(|n| owned_by(n, 64, &m.live()))
+            .collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..64).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,2 @@
+//! The cluster: membership (pure, in [`membership`]) and, around it, the transport that feeds it.
+pub mod membership;
