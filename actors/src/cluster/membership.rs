@@ -298,11 +298,18 @@ mod tests {
         )
     }
 
+    /// An event, the peers it brings up, the peers it takes down, the live members after it.
+    type Row = (
+        Event,
+        &'static [&'static str],
+        &'static [&'static str],
+        &'static [&'static str],
+    );
+
     #[test]
     fn events_move_peers_up_and_down() {
         let mut m = view();
-        // (event, peers that come up, peers that go down, live members after)
-        let table: Vec<(Event, &[&str], &[&str], &[&str])> = vec![
+        let table: Vec<Row> = vec![
             (
                 Event::Heard {
                     from: info(1),
