@@ -1,2 +1,3 @@
 //! The cluster: membership (pure, in [`membership`]) and, around it, the transport that feeds it.
 pub mod membership;
+pub mod protocol;
