@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod collector;
 mod error;
 pub mod registry;
+pub mod router;
 pub mod routing;
 pub mod stats;
 pub mod streamer;

@@ -1,6 +1,9 @@
 //! Where each running broker partition of this node is: the local half of routing.
+//!
+//! A partition being handed over (its ownership moved away) keeps running until its collector
+//! has consumed what its log holds, but no longer accepts appends: [`PartitionRegistry::retire`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::RwLock;
 
 use ractor::ActorRef;
@@ -11,6 +14,7 @@ use crate::broker::BrokerMsg;
 #[derive(Default)]
 pub struct PartitionRegistry {
     brokers: RwLock<HashMap<u32, ActorRef<BrokerMsg>>>,
+    retiring: RwLock<HashSet<u32>>,
 }
 
 impl PartitionRegistry {
@@ -23,12 +27,37 @@ impl PartitionRegistry {
             .cloned()
     }
 
-    /// Records a started partition.
+    /// The actor of a running partition that accepts appends (not being handed over).
+    pub fn for_append(&self, partition: u32) -> Option<ActorRef<BrokerMsg>> {
+        if self
+            .retiring
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&partition)
+        {
+            return None;
+        }
+        self.get(partition)
+    }
+
+    /// Records a started partition (accepting appends).
     pub fn insert(&self, partition: u32, actor: ActorRef<BrokerMsg>) {
+        self.retiring
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&partition);
         self.brokers
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .insert(partition, actor);
+    }
+
+    /// Stops accepting appends for a partition whose ownership moved away.
+    pub fn retire(&self, partition: u32) {
+        self.retiring
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(partition);
     }
 
     /// Forgets a partition whose actor stopped.

@@ -12,8 +12,13 @@
 //! [`RESTART_WINDOW`] fail the supervisor, which stops the node rather than flapping forever.
 //! Shutdown is ordered by [`SupervisorMsg::Drain`]: streamers stop reading and wait for their
 //! acknowledgements, collectors consume what is durable and commit, then partitions stop.
+//!
+//! In a cluster the supervisor follows the membership view: partitions this node comes to own
+//! are started; a partition it no longer owns stops accepting appends at once (producers re-route
+//! to the new owner), its collector consumes everything the log already holds, and only then are
+//! both actors stopped ([`SupervisorMsg::Released`]).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -24,10 +29,14 @@ use ractor::{
     Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
 };
 use telemetry_storage::Store;
+use tokio::sync::watch;
 
 use crate::broker::{BrokerMsg, BrokerPartition, BrokerPartitionArgs, LogConfig};
 use crate::collector::{Collector, CollectorArgs, CollectorMsg};
+use crate::cluster::transport::ClusterView;
 use crate::registry::PartitionRegistry;
+use crate::router::Router;
+use crate::routing::owned_by;
 use crate::stats::PipelineStats;
 use crate::streamer::{SourceConfig, Streamer, StreamerArgs, StreamerMsg};
 
@@ -37,6 +46,8 @@ pub const MAX_RESTARTS: usize = 5;
 pub const RESTART_WINDOW: Duration = Duration::from_secs(60);
 /// How long a drain waits for streamers' outstanding acknowledgements.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a partition handed over waits for its pending fsyncs before its last drain.
+pub const HANDOVER_SETTLE: Duration = Duration::from_secs(5);
 
 /// What the pipeline runs.
 #[derive(Debug, Clone)]
@@ -64,6 +75,14 @@ pub struct SupervisorArgs {
     pub registry: Arc<PartitionRegistry>,
     /// Node-wide counters.
     pub stats: Arc<PipelineStats>,
+    /// Routes the streamers' appends.
+    pub router: Router,
+    /// This node's name and the partition count, to compute ownership from the view.
+    pub me: String,
+    /// Partition count of the cluster.
+    pub partitions: u32,
+    /// The cluster view to follow; `None` for a node alone.
+    pub view: Option<watch::Receiver<Arc<ClusterView>>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -82,6 +101,12 @@ pub struct State {
     failures: HashMap<Child, VecDeque<Instant>>,
     stop_reading: Arc<AtomicBool>,
     draining: bool,
+    /// Partitions this node owns now.
+    owned: BTreeSet<u32>,
+    /// Partitions handed over whose collectors are consuming what their logs hold.
+    retiring: HashSet<u32>,
+    /// Children stopped on purpose (not restarted).
+    stopping: HashSet<Child>,
 }
 
 /// What a drain achieved.
@@ -101,6 +126,10 @@ pub enum SupervisorMsg {
     Drain(RpcReplyPort<DrainReport>),
     /// Answered once every streamer finished all passes (tests and benchmarks wait on it).
     WaitStreamed(RpcReplyPort<()>),
+    /// The live members changed: recompute ownership.
+    Members(Vec<String>),
+    /// A handed-over partition has consumed its log: stop it (unless owned again meanwhile).
+    Released(u32),
 }
 
 // Local only: never crosses nodes (the cluster endpoint carries bytes instead).
@@ -150,7 +179,7 @@ impl State {
                     .ok_or_else(|| format!("no streamer {i}"))?;
                 let args = StreamerArgs {
                     source,
-                    registry: a.registry.clone(),
+                    router: a.router.clone(),
                     stats: a.stats.clone(),
                     stop: self.stop_reading.clone(),
                 };
@@ -171,6 +200,52 @@ impl State {
             }
             Child::Streamer(i) => {
                 self.streamers.remove(&i);
+            }
+        }
+    }
+
+    /// Starts the partitions this node now owns and hands over those it no longer owns.
+    async fn follow(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        live: &[String],
+    ) -> Result<(), ActorProcessingErr> {
+        let now: BTreeSet<u32> = owned_by(&self.args.me, self.args.partitions, live)
+            .into_iter()
+            .collect();
+        let gained: Vec<u32> = now.difference(&self.owned).copied().collect();
+        let lost: Vec<u32> = self.owned.difference(&now).copied().collect();
+        if gained.is_empty() && lost.is_empty() {
+            return Ok(());
+        }
+        tracing::info!(members = ?live, gained = gained.len(), lost = lost.len(), "ownership changed");
+        self.owned = now;
+        for p in gained {
+            if self.retiring.contains(&p) {
+                continue; // still running; Released puts it back to work
+            }
+            self.spawn(myself, Child::Broker(p)).await?;
+            self.spawn(myself, Child::Collector(p)).await?;
+        }
+        for p in lost {
+            self.args.registry.retire(p);
+            self.retiring.insert(p);
+            let broker = self.args.registry.get(p);
+            let collector = self.collectors.get(&p).cloned();
+            let me = myself.clone();
+            tokio::spawn(async move {
+                hand_over(p, broker, collector).await;
+                let _ = me.cast(SupervisorMsg::Released(p));
+            });
+        }
+        Ok(())
+    }
+
+    fn stop_children(&mut self, p: u32) {
+        for (child, cell) in self.children.values() {
+            if matches!(child, Child::Broker(q) | Child::Collector(q) if *q == p) {
+                self.stopping.insert(*child);
+                cell.stop(Some("ownership moved".into()));
             }
         }
     }
@@ -203,6 +278,17 @@ impl Actor for PipelineSupervisor {
     ) -> Result<Self::State, ActorProcessingErr> {
         let owned = args.config.owned.clone();
         let streamers = args.config.streamers.len();
+        if let Some(mut view) = args.view.clone() {
+            let me = myself.clone();
+            tokio::spawn(async move {
+                while view.changed().await.is_ok() {
+                    let live = view.borrow_and_update().live.clone();
+                    if me.cast(SupervisorMsg::Members(live)).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
         let mut state = State {
             args,
             children: HashMap::new(),
@@ -211,6 +297,9 @@ impl Actor for PipelineSupervisor {
             failures: HashMap::new(),
             stop_reading: Arc::new(AtomicBool::new(false)),
             draining: false,
+            owned: owned.iter().copied().collect(),
+            retiring: HashSet::new(),
+            stopping: HashSet::new(),
         };
         for p in &owned {
             state.spawn(&myself, Child::Broker(*p)).await?;
@@ -257,7 +346,13 @@ impl Actor for PipelineSupervisor {
     ) -> Result<(), ActorProcessingErr> {
         match message {
             SupervisorMsg::Restart(ChildKey(child)) => {
-                if !state.draining {
+                let partition = match child {
+                    Child::Broker(p) | Child::Collector(p) => Some(p),
+                    Child::Streamer(_) => None,
+                };
+                let wanted = partition
+                    .is_none_or(|p| state.owned.contains(&p) || state.retiring.contains(&p));
+                if !state.draining && wanted {
                     tracing::info!(?child, "restarting");
                     if let Err(e) = state.spawn(&myself, child).await {
                         tracing::error!(?child, error = %e, "restart failed");
@@ -296,6 +391,23 @@ impl Actor for PipelineSupervisor {
                 state.draining = true;
                 let _ = reply.send(report);
             }
+            SupervisorMsg::Members(live) => {
+                if !state.draining {
+                    state.follow(&myself, &live).await?;
+                }
+            }
+            SupervisorMsg::Released(p) => {
+                state.retiring.remove(&p);
+                if state.owned.contains(&p) {
+                    // Owned again while handing over: take appends again.
+                    if let Some(b) = state.args.registry.get(p) {
+                        state.args.registry.insert(p, b);
+                    }
+                } else {
+                    tracing::info!(partition = p, "partition handed over");
+                    state.stop_children(p);
+                }
+            }
             SupervisorMsg::WaitStreamed(reply) => {
                 let streamers: Vec<_> = state.streamers.values().cloned().collect();
                 tokio::spawn(async move {
@@ -324,7 +436,7 @@ impl Actor for PipelineSupervisor {
             return Ok(());
         };
         state.forget(child);
-        if state.draining {
+        if state.draining || state.stopping.remove(&child) {
             return Ok(());
         }
         let reason = failure.unwrap_or_else(|| "stopped unexpectedly".to_string());
@@ -332,6 +444,33 @@ impl Actor for PipelineSupervisor {
         let backoff = state.note_failure(child)?;
         myself.send_after(backoff, move || SupervisorMsg::Restart(ChildKey(child)));
         Ok(())
+    }
+}
+
+/// Lets a partition that stopped accepting appends settle (every append fsynced), then has its
+/// collector consume and commit everything the log holds.
+async fn hand_over(
+    p: u32,
+    broker: Option<ActorRef<BrokerMsg>>,
+    collector: Option<ActorRef<CollectorMsg>>,
+) {
+    if let Some(b) = &broker {
+        let deadline = Instant::now() + HANDOVER_SETTLE;
+        while Instant::now() < deadline {
+            match partition_status(b, Duration::from_secs(2)).await {
+                Some(s) if s.durable_offset >= s.next_offset => break,
+                Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                None => break,
+            }
+        }
+    }
+    if let Some(c) = collector {
+        match c.call(CollectorMsg::Drain, Some(DRAIN_TIMEOUT)).await {
+            Ok(CallResult::Success(Ok(offset))) => {
+                tracing::debug!(partition = p, offset, "handed-over partition drained");
+            }
+            other => tracing::warn!(partition = p, ?other, "handed-over partition did not drain; its log keeps the rest"),
+        }
     }
 }
 

@@ -5,10 +5,14 @@ use std::time::Duration;
 use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
+use std::collections::HashMap;
+
+use telemetry_actors::cluster::protocol::{MemberStatus, PartitionPosition, Request, Response};
+use telemetry_actors::cluster::transport::call_endpoint;
 use telemetry_actors::supervisor::partition_status;
 use utoipa::ToSchema;
 
-use crate::context::AppState;
+use crate::context::{AppState, NodeContext};
 use crate::error::{ApiError, ErrorBody};
 
 /// How long `/api/v1/cluster` waits for one partition's numbers.
@@ -21,7 +25,7 @@ pub struct Member {
     pub name: String,
     /// API address.
     pub address: String,
-    /// `up` or `down`.
+    /// `up` or `down` (counts are 0 for a member that did not answer).
     pub status: String,
     /// Distinct samples stored on the node.
     pub samples_stored: u64,
@@ -63,8 +67,14 @@ pub struct ClusterView {
     pub members: Vec<Member>,
     /// Partition count.
     pub partitions: u32,
-    /// Distinct samples stored, summed over members.
+    /// Distinct samples stored, summed over the members that answered.
     pub samples_stored: u64,
+    /// Names of the live members (this node's view), which own the partitions.
+    pub live: Vec<String>,
+    /// True when some member did not answer: the sums may be incomplete.
+    pub partial: bool,
+    /// Members that did not answer.
+    pub unavailable_nodes: Vec<String>,
     /// Ownership and queue position per partition.
     pub ownership: Vec<PartitionInfo>,
 }
@@ -76,43 +86,136 @@ pub struct Health {
     pub status: String,
 }
 
+/// This node's numbers, as peers receive them in answer to [`Request::Status`].
+pub async fn local_status(node: &NodeContext) -> MemberStatus {
+    let mut partitions = Vec::new();
+    for (p, broker) in node.registry.running() {
+        if let Some(s) = partition_status(&broker, STATUS_TIMEOUT).await {
+            partitions.push(PartitionPosition {
+                partition: p,
+                next_offset: s.next_offset,
+                committed_offset: s.committed_offset,
+            });
+        }
+    }
+    MemberStatus {
+        name: node.info.name.clone(),
+        address: node.info.http_addr.clone(),
+        samples_stored: node.store.samples_stored(),
+        storage_bytes: node.store.disk_space(),
+        partitions,
+        samples_acked: node.stats.samples_acked.get(),
+        rows_read: node.stats.rows_read.get(),
+        rows_rejected: node.stats.rows_rejected.get(),
+    }
+}
+
+/// Every member's numbers: this node's, and each live peer's within [`STATUS_TIMEOUT`].
+/// Peers that are down or do not answer come back as `Err(name, address, status)`.
+async fn gather(node: &NodeContext) -> Vec<Result<MemberStatus, (String, String, &'static str)>> {
+    let view = node.cluster_view();
+    let mut calls = tokio::task::JoinSet::new();
+    let mut out = vec![Ok(local_status(node).await)];
+    for peer in &view.peers {
+        let name = peer.info.name.clone();
+        let address = peer.info.http_addr.clone();
+        let status = peer.status.as_str();
+        match &peer.endpoint {
+            Some(endpoint) => {
+                let endpoint = endpoint.clone();
+                calls.spawn(async move {
+                    match call_endpoint(&endpoint, &Request::Status, STATUS_TIMEOUT).await {
+                        Some(Response::Status(s)) => Ok(s),
+                        _ => Err((name, address, status)),
+                    }
+                });
+            }
+            None => out.push(Err((name, address, status))),
+        }
+    }
+    while let Some(res) = calls.join_next().await {
+        if let Ok(r) = res {
+            out.push(r);
+        }
+    }
+    out
+}
+
 /// The cluster's members and partitions.
 #[utoipa::path(get, path = "/api/v1/cluster", tag = "cluster",
     responses((status = 200, description = "Members, ownership, sample counts and broker lag", body = ClusterView)))]
 pub async fn get_cluster(State(node): State<AppState>) -> Json<ClusterView> {
-    let mut ownership = Vec::with_capacity(node.owned.len());
-    for &p in &node.owned {
-        let status = match node.registry.get(p) {
-            Some(b) => partition_status(&b, STATUS_TIMEOUT).await,
-            None => None,
-        };
-        let s = status.clone().unwrap_or_default();
-        ownership.push(PartitionInfo {
-            partition: p,
-            owner: node.name.clone(),
-            running: status.is_some(),
-            next_offset: s.next_offset,
-            committed_offset: s.committed_offset,
-            lag_records: s.next_offset.saturating_sub(s.committed_offset),
-        });
+    let view = node.cluster_view();
+    let owners: Vec<String> = (0..node.partitions).map(|p| node.router.owner(p)).collect();
+    let mut members = Vec::new();
+    let mut unavailable = Vec::new();
+    let mut positions: HashMap<(String, u32), PartitionPosition> = HashMap::new();
+    for m in gather(&node).await {
+        match m {
+            Ok(s) => {
+                let lag: u64 = s
+                    .partitions
+                    .iter()
+                    .map(|p| p.next_offset.saturating_sub(p.committed_offset))
+                    .sum();
+                for p in &s.partitions {
+                    positions.insert((s.name.clone(), p.partition), p.clone());
+                }
+                members.push(Member {
+                    status: "up".into(),
+                    partitions_owned: owners.iter().filter(|o| **o == s.name).count(),
+                    broker_lag_records: lag,
+                    name: s.name,
+                    address: s.address,
+                    samples_stored: s.samples_stored,
+                    storage_bytes: s.storage_bytes,
+                    samples_acked: s.samples_acked,
+                    rows_read: s.rows_read,
+                    rows_rejected: s.rows_rejected,
+                });
+            }
+            Err((name, address, status)) => {
+                unavailable.push(name.clone());
+                members.push(Member {
+                    partitions_owned: owners.iter().filter(|o| **o == name).count(),
+                    name,
+                    address,
+                    status: status.into(),
+                    samples_stored: 0,
+                    storage_bytes: 0,
+                    broker_lag_records: 0,
+                    samples_acked: 0,
+                    rows_read: 0,
+                    rows_rejected: 0,
+                });
+            }
+        }
     }
-    let samples = node.store.samples_stored();
-    let member = Member {
-        name: node.name.clone(),
-        address: node.address.clone(),
-        status: "up".into(),
-        samples_stored: samples,
-        storage_bytes: node.store.disk_space(),
-        partitions_owned: node.owned.len(),
-        broker_lag_records: ownership.iter().map(|o| o.lag_records).sum(),
-        samples_acked: node.stats.samples_acked.get(),
-        rows_read: node.stats.rows_read.get(),
-        rows_rejected: node.stats.rows_rejected.get(),
-    };
+    // This node first, then peers by name.
+    members[1..].sort_by(|a, b| a.name.cmp(&b.name));
+    unavailable.sort();
+    let ownership = owners
+        .into_iter()
+        .enumerate()
+        .map(|(p, owner)| {
+            let pos = positions.get(&(owner.clone(), p as u32));
+            PartitionInfo {
+                partition: p as u32,
+                running: pos.is_some(),
+                next_offset: pos.map_or(0, |x| x.next_offset),
+                committed_offset: pos.map_or(0, |x| x.committed_offset),
+                lag_records: pos.map_or(0, |x| x.next_offset.saturating_sub(x.committed_offset)),
+                owner,
+            }
+        })
+        .collect();
     Json(ClusterView {
-        members: vec![member],
+        samples_stored: members.iter().map(|m| m.samples_stored).sum(),
+        members,
         partitions: node.partitions,
-        samples_stored: samples,
+        live: view.live.clone(),
+        partial: !unavailable.is_empty(),
+        unavailable_nodes: unavailable,
         ownership,
     })
 }

@@ -1,33 +1,67 @@
 //! What the handlers need from the node.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use telemetry_actors::cluster::membership::NodeInfo;
+use telemetry_actors::cluster::transport::ClusterView;
 use telemetry_actors::registry::PartitionRegistry;
+use telemetry_actors::router::Router;
 use telemetry_actors::stats::PipelineStats;
 use telemetry_storage::Store;
+use tokio::sync::watch;
 
 /// The node as the API sees it.
 pub struct NodeContext {
-    /// Node name (unique in the cluster).
-    pub name: String,
-    /// Address the node's API is reachable at.
-    pub address: String,
+    /// This node: name (unique in the cluster), cluster and API addresses.
+    pub info: NodeInfo,
     /// Partition count of the cluster.
     pub partitions: u32,
-    /// Partitions this node owns.
-    pub owned: Vec<u32>,
     /// The node's store.
     pub store: Arc<Store>,
     /// Running broker partitions.
     pub registry: Arc<PartitionRegistry>,
     /// Pipeline counters.
     pub stats: Arc<PipelineStats>,
+    /// Partition owners.
+    pub router: Router,
+    /// The cluster view; `None` for a node alone.
+    pub view: Option<watch::Receiver<Arc<ClusterView>>>,
+    /// Set once the node has joined (at once for a node alone).
+    pub joined: AtomicBool,
 }
 
 impl NodeContext {
-    /// Ready once every owned partition is running.
+    /// Node name.
+    pub fn name(&self) -> &str {
+        &self.info.name
+    }
+
+    /// The partitions this node owns now.
+    pub fn owned(&self) -> Vec<u32> {
+        (0..self.partitions)
+            .filter(|p| self.router.owner(*p) == self.info.name)
+            .collect()
+    }
+
+    /// The current cluster view (this node alone when not clustered).
+    pub fn cluster_view(&self) -> Arc<ClusterView> {
+        match &self.view {
+            Some(v) => v.borrow().clone(),
+            None => Arc::new(ClusterView {
+                peers: Vec::new(),
+                live: vec![self.info.name.clone()],
+            }),
+        }
+    }
+
+    /// Ready once joined and every owned partition is running and taking appends.
     pub fn ready(&self) -> bool {
-        self.owned.iter().all(|p| self.registry.get(*p).is_some())
+        self.joined.load(Ordering::Acquire)
+            && self
+                .owned()
+                .iter()
+                .all(|p| self.registry.for_append(*p).is_some())
     }
 }
 

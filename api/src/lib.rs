@@ -6,6 +6,7 @@ mod context;
 mod error;
 mod gpus;
 mod params;
+mod peer;
 mod telemetry;
 
 use axum::routing::get;
@@ -15,6 +16,7 @@ use utoipa_swagger_ui::SwaggerUi;
 
 pub use context::{AppState, NodeContext};
 pub use error::ApiError;
+pub use peer::PeerHandler;
 pub use gpus::{DEFAULT_GPU_LIMIT, MAX_GPU_LIMIT};
 pub use telemetry::{decode_cursor, encode_cursor, DEFAULT_TELEMETRY_LIMIT, MAX_TELEMETRY_LIMIT};
 

@@ -60,7 +60,15 @@ pub struct RunArgs {
     /// Address of the cluster transport (used once the node joins a cluster).
     #[arg(long, env = "TELEMETRY_CLUSTER_ADDR", default_value = "0.0.0.0:4697")]
     pub cluster_addr: SocketAddr,
-    /// Seed nodes `host:port,...`; empty runs a single node that owns every partition.
+    /// host:port peers dial to reach this node's cluster transport (default: --cluster-addr,
+    /// which must then name a concrete interface).
+    #[arg(long, env = "TELEMETRY_ADVERTISE_ADDR")]
+    pub advertise_addr: Option<String>,
+    /// A peer silent for longer than this is marked down and its session dropped.
+    #[arg(long, env = "TELEMETRY_LIVENESS_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
+    pub liveness_timeout: Duration,
+    /// Seed nodes `host:port,...` (the cluster transport); empty runs a single node that owns
+    /// every partition. A seed that is this node itself is skipped.
     #[arg(long, env = "TELEMETRY_SEEDS", value_delimiter = ',')]
     pub seeds: Vec<String>,
     /// Shared secret of the cluster transport.

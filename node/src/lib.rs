@@ -15,7 +15,15 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use ractor::rpc::CallResult;
 use ractor::Actor;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
 use telemetry_actors::broker::LogConfig;
+use telemetry_actors::cluster::membership::NodeInfo;
+use telemetry_actors::cluster::transport::{
+    Cluster, ClusterArgs, ClusterConfig, ClusterHandle, ClusterView,
+};
+use telemetry_actors::router::Router;
 use telemetry_actors::registry::PartitionRegistry;
 use telemetry_actors::routing::owned_by;
 use telemetry_actors::stats::PipelineStats;
@@ -23,9 +31,10 @@ use telemetry_actors::streamer::{dcgm, SourceConfig, TimestampMode};
 use telemetry_actors::supervisor::{
     PipelineConfig, PipelineSupervisor, SupervisorArgs, SupervisorMsg, DRAIN_TIMEOUT,
 };
-use telemetry_api::NodeContext;
+use telemetry_api::{NodeContext, PeerHandler};
 use telemetry_storage::{Store, StoreOptions};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 use crate::config::{RunArgs, Timestamps};
 
@@ -96,15 +105,97 @@ fn sample_file(data_dir: &Path) -> anyhow::Result<PathBuf> {
     Ok(path)
 }
 
+/// The cluster address peers should dial.
+fn advertised(args: &RunArgs) -> anyhow::Result<String> {
+    match &args.advertise_addr {
+        Some(a) => Ok(a.clone()),
+        None if args.cluster_addr.ip().is_unspecified() && !args.seeds.is_empty() => bail!(
+            "--cluster-addr {} listens on every interface: give --advertise-addr host:port \
+             that peers can dial (in Kubernetes, the pod's stable DNS name)",
+            args.cluster_addr
+        ),
+        None => Ok(args.cluster_addr.to_string()),
+    }
+}
+
+/// Longest wait at start-up for the seeds to answer before running with whoever answered.
+pub const JOIN_WAIT: Duration = Duration::from_secs(3);
+
+/// Starts the cluster actor and waits (up to [`JOIN_WAIT`]) until a peer answers, so a node
+/// does not claim every partition for a moment before learning its peers.
+async fn join(
+    args: &RunArgs,
+    me: NodeInfo,
+    cookie: String,
+    ctx: Arc<NodeContext>,
+    view_tx: watch::Sender<Arc<ClusterView>>,
+    mut view: watch::Receiver<Arc<ClusterView>>,
+) -> anyhow::Result<ClusterHandle> {
+    let seeds: Vec<String> = args
+        .seeds
+        .iter()
+        .filter(|s| **s != me.cluster_addr)
+        .cloned()
+        .collect();
+    let config = ClusterConfig {
+        me,
+        listen_ip: args.cluster_addr.ip(),
+        listen_port: args.cluster_addr.port(),
+        cookie,
+        seeds: seeds.clone(),
+        liveness_timeout: args.liveness_timeout,
+    };
+    let (actor, _) = Actor::spawn(
+        None,
+        Cluster,
+        ClusterArgs {
+            config,
+            handler: PeerHandler::new(ctx),
+            view: view_tx,
+        },
+    )
+    .await
+    .with_context(|| format!("starting the cluster transport on {}", args.cluster_addr))?;
+    if !seeds.is_empty() {
+        let joined = tokio::time::timeout(JOIN_WAIT, async {
+            while view.borrow_and_update().live.len() < 2 {
+                if view.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await;
+        if joined.is_err() {
+            tracing::warn!(?seeds, "no seed answered yet; running with the members known so far");
+        }
+    }
+    Ok(ClusterHandle {
+        actor,
+        view: view.clone(),
+    })
+}
+
 /// Runs a node on `listener` until `shutdown` completes, then drains and stops in order.
 pub async fn run(
     args: RunArgs,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    if !args.seeds.is_empty() {
-        bail!("--seeds given, but this version runs a single node that owns every partition; clustering is not available yet");
-    }
+    let local = listener.local_addr()?;
+    let me = NodeInfo {
+        name: args.node_name.clone(),
+        cluster_addr: advertised(&args)?,
+        http_addr: local.to_string(),
+    };
+    let clustered = !args.seeds.is_empty();
+    let cookie = match (&args.cluster_cookie, clustered) {
+        (Some(c), _) if !c.is_empty() => Some(c.clone()),
+        (_, true) => bail!(
+            "--seeds given without --cluster-cookie: nodes of a cluster authenticate each other \
+             with a shared cookie (set it, or TELEMETRY_CLUSTER_COOKIE, on every node)"
+        ),
+        (_, false) => None,
+    };
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let files = if args.no_stream {
@@ -129,7 +220,31 @@ pub async fn run(
     let store = Arc::new(store);
     let registry = Arc::new(PartitionRegistry::default());
     let stats = Arc::new(PipelineStats::default());
-    let owned = owned_by(&args.node_name, args.partitions, &[args.node_name.as_str()]);
+    let (view_tx, view_rx) = watch::channel(Arc::new(ClusterView {
+        peers: Vec::new(),
+        live: vec![me.name.clone()],
+    }));
+    let view = clustered.then_some(view_rx);
+    let router = match &view {
+        Some(v) => Router::clustered(me.name.clone(), registry.clone(), v.clone()),
+        None => Router::single(me.name.clone(), registry.clone()),
+    };
+    let ctx = Arc::new(NodeContext {
+        info: me.clone(),
+        partitions: args.partitions,
+        store: store.clone(),
+        registry: registry.clone(),
+        stats: stats.clone(),
+        router: router.clone(),
+        view: view.clone(),
+        joined: AtomicBool::new(!clustered),
+    });
+    let cluster = match (&view, cookie) {
+        (Some(v), Some(cookie)) => Some(join(&args, me.clone(), cookie, ctx.clone(), view_tx, v.clone()).await?),
+        _ => None,
+    };
+    let live = ctx.cluster_view().live.clone();
+    let owned = owned_by(&args.node_name, args.partitions, &live);
     let streamers = if files.is_empty() {
         Vec::new()
     } else {
@@ -161,21 +276,16 @@ pub async fn run(
             store: store.clone(),
             registry: registry.clone(),
             stats: stats.clone(),
+            router,
+            me: me.name.clone(),
+            partitions: args.partitions,
+            view,
         },
     )
     .await
     .context("starting the pipeline")?;
+    ctx.joined.store(true, Ordering::Release);
 
-    let local = listener.local_addr()?;
-    let ctx = Arc::new(NodeContext {
-        name: args.node_name.clone(),
-        address: local.to_string(),
-        partitions: args.partitions,
-        owned,
-        store: store.clone(),
-        registry,
-        stats,
-    });
     let app = auth::layer(telemetry_api::router(ctx), args.api_token.clone());
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
@@ -215,6 +325,9 @@ pub async fn run(
     }
     let _ = supervisor.stop_and_wait(None, Some(DRAIN_TIMEOUT)).await;
     let _ = supervisor_done.await;
+    if let Some(c) = cluster {
+        let _ = c.actor.stop_and_wait(None, Some(Duration::from_secs(5))).await;
+    }
     let _ = stop_http.send(());
     let _ = server.await;
     tokio::task::spawn_blocking(move || store.persist())

@@ -20,6 +20,8 @@ pub enum Request {
     Hello(NodeInfo),
     /// Liveness probe, carrying the sender; answered with [`Response::Hello`].
     Ping(NodeInfo),
+    /// This node's numbers for `/api/v1/cluster`; answered with [`Response::Status`].
+    Status,
     /// Append an encoded sample batch to a partition this node owns.
     Append {
         /// Partition.
@@ -49,11 +51,45 @@ pub enum AppendOutcome {
     Failed(String),
 }
 
+/// One partition running on a member, with its queue position.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
+pub struct PartitionPosition {
+    /// Partition number.
+    pub partition: u32,
+    /// Offset of the next append.
+    pub next_offset: u64,
+    /// Offset up to which the collector committed.
+    pub committed_offset: u64,
+}
+
+/// A member's numbers, as `/api/v1/cluster` shows them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
+pub struct MemberStatus {
+    /// Node name.
+    pub name: String,
+    /// API address.
+    pub address: String,
+    /// Distinct samples stored.
+    pub samples_stored: u64,
+    /// Disk space of the store's flushed tables.
+    pub storage_bytes: u64,
+    /// Partitions it runs, with their queue positions.
+    pub partitions: Vec<PartitionPosition>,
+    /// Samples its streamers had acknowledged.
+    pub samples_acked: u64,
+    /// CSV rows its streamers read.
+    pub rows_read: u64,
+    /// CSV rows its streamers rejected.
+    pub rows_rejected: u64,
+}
+
 /// What a node answers.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub enum Response {
     /// The answering node.
     Hello(NodeInfo),
+    /// The answering node's numbers.
+    Status(MemberStatus),
     /// The outcome of an append.
     Append(AppendOutcome),
     /// Too many requests in flight at the answering node; retry later.
@@ -123,6 +159,7 @@ mod tests {
         for req in [
             Request::Hello(node()),
             Request::Ping(node()),
+            Request::Status,
             Request::Append {
                 partition: 7,
                 payload: vec![1, 2, 3],

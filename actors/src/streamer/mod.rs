@@ -20,8 +20,8 @@ pub use source::{
     Outgoing, SourceConfig, TimestampMode, BATCH_LINGER, BATCH_MAX_SAMPLES, SOURCE_QUEUE_BATCHES,
 };
 
-use crate::broker::{AppendRefusal, AppendReply, BrokerMsg};
-use crate::registry::PartitionRegistry;
+use crate::broker::{AppendRefusal, AppendReply};
+use crate::router::Router;
 use crate::stats::PipelineStats;
 
 /// Unacknowledged batches per partition.
@@ -38,8 +38,8 @@ pub struct Streamer;
 pub struct StreamerArgs {
     /// What to stream.
     pub source: SourceConfig,
-    /// Where partitions run.
-    pub registry: Arc<PartitionRegistry>,
+    /// Where partitions run (locally or on their owners).
+    pub router: Router,
     /// Node-wide counters.
     pub stats: Arc<PipelineStats>,
     /// Set to stop reading; batches already read are still delivered.
@@ -49,7 +49,7 @@ pub struct StreamerArgs {
 /// State of a running streamer.
 pub struct State {
     rx: mpsc::Receiver<Outgoing>,
-    registry: Arc<PartitionRegistry>,
+    router: Router,
     stats: Arc<PipelineStats>,
     inflight: HashMap<u64, (Outgoing, u32)>,
     per_partition: HashMap<u32, usize>,
@@ -85,32 +85,13 @@ impl State {
         let Some((out, _)) = self.inflight.get(&id) else {
             return;
         };
-        let Some(broker) = self.registry.get(out.partition) else {
-            let _ = myself.cast(StreamerMsg::AppendDone {
-                id,
-                result: Err(format!("partition {} has no running owner", out.partition)),
-            });
-            return;
-        };
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let msg = BrokerMsg::Append {
-            payload: out.payload.clone(),
-            reply: RpcReplyPort::from(tx),
-        };
-        if broker.cast(msg).is_err() {
-            let _ = myself.cast(StreamerMsg::AppendDone {
-                id,
-                result: Err("partition actor stopped".into()),
-            });
-            return;
-        }
+        // The owner is looked up at every attempt, so a retry follows an ownership change.
+        let append = self
+            .router
+            .append(out.partition, out.payload.clone(), APPEND_TIMEOUT);
         let me = myself.clone();
         tokio::spawn(async move {
-            let result = match tokio::time::timeout(APPEND_TIMEOUT, rx).await {
-                Ok(Ok(reply)) => Ok(reply),
-                Ok(Err(_)) => Err("partition dropped the append".to_string()),
-                Err(_) => Err("append timed out".to_string()),
-            };
+            let result = append.await;
             let _ = me.cast(StreamerMsg::AppendDone { id, result });
         });
     }
@@ -163,7 +144,7 @@ impl Actor for Streamer {
         myself.cast(StreamerMsg::Pull)?;
         Ok(State {
             rx,
-            registry: args.registry,
+            router: args.router,
             stats: args.stats,
             inflight: HashMap::new(),
             per_partition: HashMap::new(),

@@ -1,0 +1,353 @@
+//! The cluster actor: runs ractor_cluster's `NodeServer` and this node's [`Endpoint`], and does
+//! what ractor_cluster 0.16 leaves to its user: it dials the seeds and every peer it learns,
+//! redials them with backoff after any disconnect or restart, pings every peer's endpoint on a
+//! timer, marks a peer down when it stays silent past the liveness timeout, and drops that
+//! peer's session so a frozen node cannot linger in the process groups.
+//!
+//! The current view is published on a `watch` channel ([`ClusterHandle::view`]); whoever needs
+//! members or owners (routing, supervisor, REST API) reads it from there.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use ractor::rpc::CallResult;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
+use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
+use tokio::sync::watch;
+
+use super::endpoint::{Endpoint, EndpointMsg, RequestHandler, ENDPOINT_GROUP};
+use super::membership::{Event, Membership, NodeInfo, Status};
+use super::protocol::{decode, encode, Request, Response};
+
+/// Default silence after which a peer is down.
+pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(3);
+/// How often peers are pinged and addresses redialled.
+pub const PING_INTERVAL: Duration = Duration::from_millis(500);
+
+/// How this node joins the cluster.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// This node: name, advertised cluster address, API address.
+    pub me: NodeInfo,
+    /// Interface the cluster transport listens on.
+    pub listen_ip: IpAddr,
+    /// Port the cluster transport listens on.
+    pub listen_port: u16,
+    /// Shared secret; nodes with another cookie are refused.
+    pub cookie: String,
+    /// Addresses to dial first.
+    pub seeds: Vec<String>,
+    /// Silence after which a peer is down.
+    pub liveness_timeout: Duration,
+}
+
+/// A member as the rest of the node sees it.
+#[derive(Debug, Clone)]
+pub struct MemberView {
+    /// What it says about itself.
+    pub info: NodeInfo,
+    /// Up or down.
+    pub status: Status,
+    /// Its endpoint, while up.
+    pub endpoint: Option<ActorRef<EndpointMsg>>,
+}
+
+/// The cluster as this node sees it now.
+#[derive(Debug, Clone, Default)]
+pub struct ClusterView {
+    /// Peers (this node excluded), sorted by name.
+    pub peers: Vec<MemberView>,
+    /// Names of the live members, this node included, sorted.
+    pub live: Vec<String>,
+}
+
+/// What the node keeps of the cluster actor.
+#[derive(Clone)]
+pub struct ClusterHandle {
+    /// The cluster actor.
+    pub actor: ActorRef<ClusterMsg>,
+    /// The current view.
+    pub view: watch::Receiver<Arc<ClusterView>>,
+}
+
+/// The cluster actor.
+pub struct Cluster;
+
+/// State of the cluster actor.
+pub struct State {
+    cfg: ClusterConfig,
+    membership: Membership,
+    started: Instant,
+    node_server: ActorRef<NodeServerMessage>,
+    /// Peer endpoints by peer name.
+    endpoints: HashMap<String, ActorRef<EndpointMsg>>,
+    view: watch::Sender<Arc<ClusterView>>,
+}
+
+/// Messages of the cluster actor.
+pub enum ClusterMsg {
+    /// Ping, redial, expire; re-sent every [`PING_INTERVAL`].
+    Tick,
+    /// A peer's endpoint answered.
+    Heard(NodeInfo, ActorRef<EndpointMsg>),
+    /// A dial failed.
+    DialFailed(String),
+    /// ractor_cluster closed a session of this peer (by node name); it may have another.
+    SessionClosed(String),
+    /// No session to this peer remains.
+    Gone(String),
+}
+
+// Local only: the cluster actor is never called from another node.
+impl ractor::Message for ClusterMsg {}
+
+/// Start-up arguments of the [`Cluster`] actor.
+pub struct ClusterArgs {
+    /// How to join.
+    pub config: ClusterConfig,
+    /// What to do with requests from other nodes.
+    pub handler: Arc<dyn RequestHandler>,
+    /// Where to publish the view.
+    pub view: watch::Sender<Arc<ClusterView>>,
+}
+
+/// Turns ractor_cluster's session events into messages (and logs refused connections).
+struct Events {
+    cluster: ActorRef<ClusterMsg>,
+    authenticated: Mutex<std::collections::HashSet<u64>>,
+}
+
+fn node_name(ses: &NodeServerSessionInformation) -> Option<String> {
+    let full = &ses.peer_name.as_ref()?.name;
+    Some(full.split('@').next().unwrap_or(full).to_string())
+}
+
+impl NodeEventSubscription for Events {
+    fn node_session_opened(&self, _ses: NodeServerSessionInformation) {}
+
+    fn node_session_disconnected(&self, ses: NodeServerSessionInformation) {
+        let was_authenticated = self
+            .authenticated
+            .lock()
+            .map(|mut s| s.remove(&ses.node_id))
+            .unwrap_or(true);
+        if !was_authenticated {
+            tracing::warn!(peer = %ses.peer_addr, "cluster connection closed before it authenticated (wrong --cluster-cookie?); not a member");
+            return;
+        }
+        if let Some(name) = node_name(&ses) {
+            let _ = self.cluster.cast(ClusterMsg::SessionClosed(name));
+        }
+    }
+
+    fn node_session_authenticated(&self, ses: NodeServerSessionInformation) {
+        if let Ok(mut s) = self.authenticated.lock() {
+            s.insert(ses.node_id);
+        }
+    }
+}
+
+impl State {
+    fn now(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn publish(&self) {
+        let peers = self
+            .membership
+            .peers()
+            .map(|p| MemberView {
+                info: p.info.clone(),
+                status: p.status,
+                endpoint: (p.status == Status::Up)
+                    .then(|| self.endpoints.get(&p.info.name).cloned())
+                    .flatten(),
+            })
+            .collect();
+        self.view.send_replace(Arc::new(ClusterView {
+            peers,
+            live: self.membership.live(),
+        }));
+    }
+
+    /// Drops the sessions of peers that went silent, so their actors leave the process groups.
+    fn drop_sessions(&self, names: Vec<String>) {
+        if names.is_empty() {
+            return;
+        }
+        let server = self.node_server.clone();
+        tokio::spawn(async move {
+            let Ok(CallResult::Success(sessions)) = server
+                .call(NodeServerMessage::GetSessions, Some(Duration::from_secs(2)))
+                .await
+            else {
+                return;
+            };
+            for ses in sessions.values() {
+                if node_name(ses).is_some_and(|n| names.contains(&n)) {
+                    tracing::warn!(peer = ?node_name(ses), "peer silent past the liveness timeout: dropping its session");
+                    ses.actor.stop(Some("liveness timeout".into()));
+                }
+            }
+        });
+    }
+}
+
+/// Calls a peer's endpoint with a request; `None` on timeout or an unreadable answer.
+pub async fn call_endpoint(
+    endpoint: &ActorRef<EndpointMsg>,
+    request: &Request,
+    timeout: Duration,
+) -> Option<Response> {
+    let bytes = encode(request);
+    match endpoint
+        .call(|reply| EndpointMsg::Request(bytes, reply), Some(timeout))
+        .await
+    {
+        Ok(CallResult::Success(answer)) => match decode::<Response>(&answer) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(error = %e, "unreadable answer from a peer");
+                None
+            }
+        },
+        _ => None,
+    }
+}
+
+impl Actor for Cluster {
+    type Msg = ClusterMsg;
+    type State = State;
+    type Arguments = ClusterArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let cfg = args.config;
+        let host = cfg
+            .me
+            .cluster_addr
+            .rsplit_once(':')
+            .map_or(cfg.me.cluster_addr.clone(), |(h, _)| h.to_string());
+        let server = NodeServer::new(
+            cfg.listen_port,
+            cfg.cookie.clone(),
+            cfg.me.name.clone(),
+            host,
+            None,
+            Some(NodeConnectionMode::Transitive),
+        )
+        .with_listen_addr(cfg.listen_ip);
+        let (node_server, _) = Actor::spawn_linked(None, server, (), myself.get_cell()).await?;
+        node_server.cast(NodeServerMessage::SubscribeToEvents {
+            id: "telemetry.membership".into(),
+            subscription: Box::new(Events {
+                cluster: myself.clone(),
+                authenticated: Mutex::default(),
+            }),
+        })?;
+        Actor::spawn_linked(None, Endpoint, args.handler, myself.get_cell()).await?;
+        let membership = Membership::new(
+            cfg.me.clone(),
+            &cfg.seeds,
+            cfg.liveness_timeout.as_millis() as u64,
+        );
+        myself.cast(ClusterMsg::Tick)?;
+        let state = State {
+            cfg,
+            membership,
+            started: Instant::now(),
+            node_server,
+            endpoints: HashMap::new(),
+            view: args.view,
+        };
+        state.publish();
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let change = match message {
+            ClusterMsg::Tick => {
+                let now = state.now();
+                for addr in state.membership.to_dial(now) {
+                    let (server, me) = (state.node_server.clone(), myself.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = ractor_cluster::client_connect(&server, addr.as_str()).await {
+                            tracing::debug!(%addr, error = %e, "dial failed");
+                            let _ = me.cast(ClusterMsg::DialFailed(addr));
+                        }
+                    });
+                }
+                let ping = Request::Ping(state.cfg.me.clone());
+                let timeout = state.cfg.liveness_timeout;
+                for cell in ractor::pg::get_members(&ENDPOINT_GROUP.to_string()) {
+                    if cell.get_id().is_local() {
+                        continue;
+                    }
+                    let endpoint: ActorRef<EndpointMsg> = cell.into();
+                    let (me, ping) = (myself.clone(), ping.clone());
+                    tokio::spawn(async move {
+                        if let Some(Response::Hello(info)) =
+                            call_endpoint(&endpoint, &ping, timeout).await
+                        {
+                            let _ = me.cast(ClusterMsg::Heard(info, endpoint));
+                        }
+                    });
+                }
+                myself.send_after(PING_INTERVAL, || ClusterMsg::Tick);
+                state.membership.apply(Event::Tick { now })
+            }
+            ClusterMsg::Heard(info, endpoint) => {
+                let at = state.now();
+                state.endpoints.insert(info.name.clone(), endpoint);
+                state.membership.apply(Event::Heard { from: info, at })
+            }
+            ClusterMsg::DialFailed(addr) => {
+                let at = state.now();
+                state.membership.apply(Event::DialFailed { addr, at })
+            }
+            ClusterMsg::SessionClosed(name) => {
+                // ractor_cluster closes one of two sessions when both sides dial at once, so a
+                // closed session means "gone" only when no other session to that peer remains.
+                let (server, me) = (state.node_server.clone(), myself.clone());
+                tokio::spawn(async move {
+                    if let Ok(CallResult::Success(sessions)) = server
+                        .call(NodeServerMessage::GetSessions, Some(Duration::from_secs(2)))
+                        .await
+                    {
+                        if !sessions.values().any(|s| node_name(s).as_deref() == Some(&name)) {
+                            let _ = me.cast(ClusterMsg::Gone(name));
+                        }
+                    }
+                });
+                return Ok(());
+            }
+            ClusterMsg::Gone(name) => {
+                state.endpoints.remove(&name);
+                state.membership.apply(Event::Disconnected { name })
+            }
+        };
+        if change.members_changed() {
+            for name in &change.up {
+                tracing::info!(peer = %name, "cluster member up");
+            }
+            for name in &change.down {
+                tracing::warn!(peer = %name, "cluster member down");
+                state.endpoints.remove(name);
+            }
+            state.drop_sessions(change.down.clone());
+            state.publish();
+        }
+        Ok(())
+    }
+}

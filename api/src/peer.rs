@@ -1,0 +1,39 @@
+//! Answers requests from other nodes (the endpoint's [`RequestHandler`]): hello and ping, this
+//! node's numbers, and appends to the partitions it owns.
+
+use std::sync::Arc;
+
+use telemetry_actors::cluster::endpoint::{RequestHandler, ResponseFuture};
+use telemetry_actors::cluster::protocol::{Request, Response};
+use telemetry_actors::router::append_local;
+use telemetry_actors::streamer::APPEND_TIMEOUT;
+
+use crate::cluster::local_status;
+use crate::context::AppState;
+
+/// The node's answers to its peers.
+pub struct PeerHandler {
+    node: AppState,
+}
+
+impl PeerHandler {
+    /// A handler answering for `node`.
+    pub fn new(node: AppState) -> Arc<Self> {
+        Arc::new(Self { node })
+    }
+}
+
+impl RequestHandler for PeerHandler {
+    fn handle(&self, request: Request) -> ResponseFuture {
+        let node = self.node.clone();
+        Box::pin(async move {
+            match request {
+                Request::Hello(_) | Request::Ping(_) => Response::Hello(node.info.clone()),
+                Request::Status => Response::Status(local_status(&node).await),
+                Request::Append { partition, payload } => Response::Append(
+                    append_local(&node.registry, partition, payload, APPEND_TIMEOUT).await,
+                ),
+            }
+        })
+    }
+}
