@@ -51,8 +51,7 @@ impl Router {
             None => self.me.clone(),
             Some(v) => {
                 let view = v.borrow();
-                owner(partition, &view.live)
-                    .map_or_else(|| self.me.clone(), str::to_string)
+                owner(partition, &view.live).map_or_else(|| self.me.clone(), str::to_string)
             }
         }
     }
@@ -94,7 +93,9 @@ impl Router {
                 };
             }
             let Some(endpoint) = remote else {
-                return Err(format!("owner {owner} of partition {partition} is not reachable"));
+                return Err(format!(
+                    "owner {owner} of partition {partition} is not reachable"
+                ));
             };
             let request = Request::Append {
                 partition,
@@ -109,7 +110,10 @@ impl Router {
                     }))
                 }
                 Some(Response::Append(AppendOutcome::TooLarge { bytes, limit })) => {
-                    Ok(AppendReply::Refused(AppendRefusal::TooLarge { bytes, limit }))
+                    Ok(AppendReply::Refused(AppendRefusal::TooLarge {
+                        bytes,
+                        limit,
+                    }))
                 }
                 Some(Response::Append(AppendOutcome::Failed(e))) => Ok(AppendReply::Failed(e)),
                 Some(Response::Append(AppendOutcome::NotOwner)) => {

@@ -32,8 +32,8 @@ use telemetry_storage::Store;
 use tokio::sync::watch;
 
 use crate::broker::{BrokerMsg, BrokerPartition, BrokerPartitionArgs, LogConfig};
-use crate::collector::{Collector, CollectorArgs, CollectorMsg};
 use crate::cluster::transport::ClusterView;
+use crate::collector::{Collector, CollectorArgs, CollectorMsg};
 use crate::registry::PartitionRegistry;
 use crate::router::Router;
 use crate::routing::owned_by;
@@ -469,7 +469,11 @@ async fn hand_over(
             Ok(CallResult::Success(Ok(offset))) => {
                 tracing::debug!(partition = p, offset, "handed-over partition drained");
             }
-            other => tracing::warn!(partition = p, ?other, "handed-over partition did not drain; its log keeps the rest"),
+            other => tracing::warn!(
+                partition = p,
+                ?other,
+                "handed-over partition did not drain; its log keeps the rest"
+            ),
         }
     }
 }

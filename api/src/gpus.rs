@@ -6,9 +6,12 @@ use serde::Serialize;
 use telemetry_storage::GpuInfo;
 use utoipa::ToSchema;
 
+use telemetry_actors::cluster::protocol::{Request, Response};
+
 use crate::context::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::params::{format_time, Params};
+use crate::scatter::{gather, local_gpu, local_gpus, merge_gpu, merge_gpus};
 
 /// Default page size of the GPU list.
 pub const DEFAULT_GPU_LIMIT: usize = 1000;
@@ -76,6 +79,10 @@ pub struct GpuDetail {
     pub first_timestamp: Option<String>,
     /// Latest sample time (RFC 3339).
     pub last_timestamp: Option<String>,
+    /// True when some node did not answer: metrics and span may be incomplete.
+    pub partial: bool,
+    /// Nodes that did not answer.
+    pub unavailable_nodes: Vec<String>,
 }
 
 /// Metric names known to the cluster.
@@ -85,6 +92,8 @@ pub struct MetricList {
     pub items: Vec<String>,
     /// True when some node did not answer.
     pub partial: bool,
+    /// Nodes that did not answer.
+    pub unavailable_nodes: Vec<String>,
 }
 
 /// Lists GPUs.
@@ -104,7 +113,13 @@ pub async fn list_gpus(
     let p = Params::parse(q.as_deref());
     let limit = p.bounded("limit", DEFAULT_GPU_LIMIT, 1, MAX_GPU_LIMIT)?;
     let offset = p.bounded("offset", 0, 0, usize::MAX)?;
-    let all = node.store.gpus();
+    let local = local_gpus(&node.store);
+    let g = gather(&node, local, Request::Gpus, |r| match r {
+        Response::Gpus(v) => Some(v),
+        _ => None,
+    })
+    .await;
+    let all = merge_gpus(g.answers);
     let total = all.len();
     let items = all
         .into_iter()
@@ -115,8 +130,8 @@ pub async fn list_gpus(
     Ok(Json(GpuList {
         items,
         total,
-        partial: false,
-        unavailable_nodes: Vec::new(),
+        partial: !g.unavailable.is_empty(),
+        unavailable_nodes: g.unavailable,
     }))
 }
 
@@ -131,24 +146,53 @@ pub async fn get_gpu(
     State(node): State<AppState>,
     Path(uuid): Path<String>,
 ) -> Result<Json<GpuDetail>, ApiError> {
-    let d = node
-        .store
-        .gpu(&uuid)
-        .ok_or_else(|| ApiError::not_found(format!("unknown GPU {uuid:?}")))?;
+    let local = local_gpu(&node.store, &uuid);
+    let g = gather(&node, local, Request::Gpu(uuid.clone()), |r| match r {
+        Response::Gpu(v) => Some(v),
+        _ => None,
+    })
+    .await;
+    let Some(d) = merge_gpu(g.answers) else {
+        return Err(unknown_gpu(&uuid, &g.unavailable));
+    };
     Ok(Json(GpuDetail {
         gpu: d.info.into(),
         metrics: d.metrics,
-        first_timestamp: d.first_timestamp.map(format_time),
-        last_timestamp: d.last_timestamp.map(format_time),
+        first_timestamp: d.first.map(format_time),
+        last_timestamp: d.last.map(format_time),
+        partial: !g.unavailable.is_empty(),
+        unavailable_nodes: g.unavailable,
     }))
+}
+
+/// 404 when every member answered and none knows the GPU; 503 when some did not answer.
+pub fn unknown_gpu(uuid: &str, unavailable: &[String]) -> ApiError {
+    if unavailable.is_empty() {
+        ApiError::not_found(format!("unknown GPU {uuid:?}"))
+    } else {
+        ApiError::not_ready(format!(
+            "GPU {uuid:?} is unknown to the members that answered; {} did not answer",
+            unavailable.join(", ")
+        ))
+    }
 }
 
 /// Lists metric names.
 #[utoipa::path(get, path = "/api/v1/metrics", tag = "gpus",
     responses((status = 200, description = "Metric names", body = MetricList)))]
 pub async fn list_metrics(State(node): State<AppState>) -> Json<MetricList> {
+    let local = node.store.metrics();
+    let g = gather(&node, local, Request::Metrics, |r| match r {
+        Response::Metrics(v) => Some(v),
+        _ => None,
+    })
+    .await;
+    let mut items: Vec<String> = g.answers.into_iter().flatten().collect();
+    items.sort();
+    items.dedup();
     Json(MetricList {
-        items: node.store.metrics(),
-        partial: false,
+        items,
+        partial: !g.unavailable.is_empty(),
+        unavailable_nodes: g.unavailable,
     })
 }

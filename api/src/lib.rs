@@ -7,6 +7,7 @@ mod error;
 mod gpus;
 mod params;
 mod peer;
+mod scatter;
 mod telemetry;
 
 use axum::routing::get;
@@ -16,8 +17,9 @@ use utoipa_swagger_ui::SwaggerUi;
 
 pub use context::{AppState, NodeContext};
 pub use error::ApiError;
-pub use peer::PeerHandler;
 pub use gpus::{DEFAULT_GPU_LIMIT, MAX_GPU_LIMIT};
+pub use peer::PeerHandler;
+pub use scatter::SCATTER_TIMEOUT;
 pub use telemetry::{decode_cursor, encode_cursor, DEFAULT_TELEMETRY_LIMIT, MAX_TELEMETRY_LIMIT};
 
 /// The OpenAPI document of the REST API.

@@ -10,6 +10,7 @@ use telemetry_actors::streamer::APPEND_TIMEOUT;
 
 use crate::cluster::local_status;
 use crate::context::AppState;
+use crate::scatter::{local_gpu, local_gpus, local_telemetry};
 
 /// The node's answers to its peers.
 pub struct PeerHandler {
@@ -30,6 +31,17 @@ impl RequestHandler for PeerHandler {
             match request {
                 Request::Hello(_) | Request::Ping(_) => Response::Hello(node.info.clone()),
                 Request::Status => Response::Status(local_status(&node).await),
+                Request::Gpus => Response::Gpus(local_gpus(&node.store)),
+                Request::Gpu(uuid) => Response::Gpu(local_gpu(&node.store, &uuid)),
+                Request::Metrics => Response::Metrics(node.store.metrics()),
+                Request::Telemetry(q) => {
+                    let store = node.store.clone();
+                    match tokio::task::spawn_blocking(move || local_telemetry(&store, &q)).await {
+                        Ok(Ok(part)) => Response::Telemetry(part),
+                        Ok(Err(e)) => Response::Refused(e),
+                        Err(e) => Response::Refused(e.to_string()),
+                    }
+                }
                 Request::Append { partition, payload } => Response::Append(
                     append_local(&node.registry, partition, payload, APPEND_TIMEOUT).await,
                 ),

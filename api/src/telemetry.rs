@@ -8,12 +8,15 @@ use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Serialize;
-use telemetry_storage::{RangeCursor, RangeQuery};
+use telemetry_actors::cluster::protocol::{Request, Response, TelemetryPart, TelemetryQuery};
+use telemetry_storage::RangeCursor;
 use utoipa::ToSchema;
 
 use crate::context::AppState;
 use crate::error::{ApiError, ErrorBody};
+use crate::gpus::unknown_gpu;
 use crate::params::{format_time, Params};
+use crate::scatter::{gather, local_telemetry, merge_telemetry};
 
 /// Default page size of telemetry reads.
 pub const DEFAULT_TELEMETRY_LIMIT: usize = 1000;
@@ -100,40 +103,50 @@ pub async fn get_telemetry(
     let limit = p.bounded("limit", DEFAULT_TELEMETRY_LIMIT, 1, MAX_TELEMETRY_LIMIT)?;
     let cursor = p.get("cursor").map(decode_cursor).transpose()?;
     let metrics = p.all("metric");
+    let query = TelemetryQuery {
+        uuid: uuid.clone(),
+        metrics,
+        start,
+        end,
+        limit: limit as u32,
+        cursor: cursor.map(|c| (c.timestamp, c.metric)),
+    };
     let store = node.store.clone();
-    let uuid2 = uuid.clone();
-    let page = tokio::task::spawn_blocking(move || {
-        store.range(&RangeQuery {
-            uuid: &uuid2,
-            metrics: &metrics,
-            start,
-            end,
-            limit,
-            cursor,
-        })
+    let q = query.clone();
+    let local = tokio::task::spawn_blocking(move || local_telemetry(&store, &q))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(ApiError::internal)?;
+    let g = gather(&node, local, Request::Telemetry(query), |r| match r {
+        Response::Telemetry(v) => Some(v),
+        _ => None,
     })
-    .await
-    .map_err(|e| ApiError::internal(e.to_string()))?
-    .map_err(|e| ApiError::internal(e.to_string()))?
-    .ok_or_else(|| ApiError::not_found(format!("unknown GPU {uuid:?}")))?;
+    .await;
+    let parts: Vec<TelemetryPart> = g.answers.into_iter().flatten().collect();
+    if parts.is_empty() {
+        return Err(unknown_gpu(&uuid, &g.unavailable));
+    }
+    let (points, more) = merge_telemetry(parts, limit);
+    let next_cursor = match (more, points.last()) {
+        (true, Some(last)) => Some(encode_cursor(&RangeCursor {
+            timestamp: last.0,
+            metric: last.1.clone(),
+        })),
+        _ => None,
+    };
     Ok(Json(TelemetryPage {
         gpu: uuid,
-        items: page
-            .points
-            .iter()
-            .map(|pt| TelemetryPoint {
-                timestamp: format_time(pt.timestamp),
-                metric: page
-                    .metrics
-                    .get(usize::from(pt.metric))
-                    .map(|m| m.to_string())
-                    .unwrap_or_default(),
-                value: pt.value,
+        items: points
+            .into_iter()
+            .map(|(t, metric, value)| TelemetryPoint {
+                timestamp: format_time(t),
+                metric,
+                value,
             })
             .collect(),
-        next_cursor: page.next.as_ref().map(encode_cursor),
-        partial: false,
-        unavailable_nodes: Vec::new(),
+        next_cursor,
+        partial: !g.unavailable.is_empty(),
+        unavailable_nodes: g.unavailable,
     }))
 }
 

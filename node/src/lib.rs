@@ -23,8 +23,8 @@ use telemetry_actors::cluster::membership::NodeInfo;
 use telemetry_actors::cluster::transport::{
     Cluster, ClusterArgs, ClusterConfig, ClusterHandle, ClusterView,
 };
-use telemetry_actors::router::Router;
 use telemetry_actors::registry::PartitionRegistry;
+use telemetry_actors::router::Router;
 use telemetry_actors::routing::owned_by;
 use telemetry_actors::stats::PipelineStats;
 use telemetry_actors::streamer::{dcgm, SourceConfig, TimestampMode};
@@ -166,7 +166,10 @@ async fn join(
         })
         .await;
         if joined.is_err() {
-            tracing::warn!(?seeds, "no seed answered yet; running with the members known so far");
+            tracing::warn!(
+                ?seeds,
+                "no seed answered yet; running with the members known so far"
+            );
         }
     }
     Ok(ClusterHandle {
@@ -240,7 +243,9 @@ pub async fn run(
         joined: AtomicBool::new(!clustered),
     });
     let cluster = match (&view, cookie) {
-        (Some(v), Some(cookie)) => Some(join(&args, me.clone(), cookie, ctx.clone(), view_tx, v.clone()).await?),
+        (Some(v), Some(cookie)) => {
+            Some(join(&args, me.clone(), cookie, ctx.clone(), view_tx, v.clone()).await?)
+        }
         _ => None,
     };
     let live = ctx.cluster_view().live.clone();
@@ -326,7 +331,10 @@ pub async fn run(
     let _ = supervisor.stop_and_wait(None, Some(DRAIN_TIMEOUT)).await;
     let _ = supervisor_done.await;
     if let Some(c) = cluster {
-        let _ = c.actor.stop_and_wait(None, Some(Duration::from_secs(5))).await;
+        let _ = c
+            .actor
+            .stop_and_wait(None, Some(Duration::from_secs(5)))
+            .await;
     }
     let _ = stop_http.send(());
     let _ = server.await;

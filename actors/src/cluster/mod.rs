@@ -1,5 +1,5 @@
 //! The cluster: membership (pure, in [`membership`]) and, around it, the transport that feeds it.
+pub mod endpoint;
 pub mod membership;
 pub mod protocol;
-pub mod endpoint;
 pub mod transport;

@@ -5,6 +5,7 @@
 //! misread, and the body never depends on ractor's own serialization.
 
 use bincode::{Decode, Encode};
+use telemetry_storage::GpuInfo;
 
 use super::membership::NodeInfo;
 
@@ -22,6 +23,14 @@ pub enum Request {
     Ping(NodeInfo),
     /// This node's numbers for `/api/v1/cluster`; answered with [`Response::Status`].
     Status,
+    /// Every GPU this node stores; answered with [`Response::Gpus`].
+    Gpus,
+    /// One GPU as this node stores it; answered with [`Response::Gpu`].
+    Gpu(String),
+    /// Metric names this node stores; answered with [`Response::Metrics`].
+    Metrics,
+    /// A page of one GPU's samples from this node; answered with [`Response::Telemetry`].
+    Telemetry(TelemetryQuery),
     /// Append an encoded sample batch to a partition this node owns.
     Append {
         /// Partition.
@@ -49,6 +58,47 @@ pub enum AppendOutcome {
     NotOwner,
     /// The write failed; retry.
     Failed(String),
+}
+
+/// A telemetry page request, as the REST API received it.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct TelemetryQuery {
+    /// GPU UUID.
+    pub uuid: String,
+    /// Metric names; empty for all.
+    pub metrics: Vec<String>,
+    /// Inclusive start (ms).
+    pub start: i64,
+    /// Inclusive end (ms).
+    pub end: i64,
+    /// Page size.
+    pub limit: u32,
+    /// Resume strictly after this (timestamp, metric).
+    pub cursor: Option<(i64, String)>,
+}
+
+/// One node's page of a GPU's samples.
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct TelemetryPart {
+    /// Metric names the points refer to.
+    pub metrics: Vec<String>,
+    /// (timestamp, metric index, value), ordered by (timestamp, metric name).
+    pub points: Vec<(i64, u16, f64)>,
+    /// True when the node holds more points after the last one.
+    pub more: bool,
+}
+
+/// One node's view of a GPU.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct GpuPart {
+    /// Attributes.
+    pub info: GpuInfo,
+    /// Metric names stored for it.
+    pub metrics: Vec<String>,
+    /// Earliest sample (ms).
+    pub first: Option<i64>,
+    /// Latest sample (ms).
+    pub last: Option<i64>,
 }
 
 /// One partition running on a member, with its queue position.
@@ -90,6 +140,14 @@ pub enum Response {
     Hello(NodeInfo),
     /// The answering node's numbers.
     Status(MemberStatus),
+    /// The answering node's GPUs.
+    Gpus(Vec<GpuInfo>),
+    /// The answering node's view of a GPU; `None` if it stores nothing of it.
+    Gpu(Option<GpuPart>),
+    /// The answering node's metric names.
+    Metrics(Vec<String>),
+    /// The answering node's page; `None` if it stores nothing of the GPU.
+    Telemetry(Option<TelemetryPart>),
     /// The outcome of an append.
     Append(AppendOutcome),
     /// Too many requests in flight at the answering node; retry later.

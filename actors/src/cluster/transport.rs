@@ -282,7 +282,8 @@ impl Actor for Cluster {
                 for addr in state.membership.to_dial(now) {
                     let (server, me) = (state.node_server.clone(), myself.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = ractor_cluster::client_connect(&server, addr.as_str()).await {
+                        if let Err(e) = ractor_cluster::client_connect(&server, addr.as_str()).await
+                        {
                             tracing::debug!(%addr, error = %e, "dial failed");
                             let _ = me.cast(ClusterMsg::DialFailed(addr));
                         }
@@ -325,7 +326,10 @@ impl Actor for Cluster {
                         .call(NodeServerMessage::GetSessions, Some(Duration::from_secs(2)))
                         .await
                     {
-                        if !sessions.values().any(|s| node_name(s).as_deref() == Some(&name)) {
+                        if !sessions
+                            .values()
+                            .any(|s| node_name(s).as_deref() == Some(&name))
+                        {
                             let _ = me.cast(ClusterMsg::Gone(name));
                         }
                     }
