@@ -29,7 +29,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a node (the default).
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Print the OpenAPI document of the REST API.
     Openapi,
     /// Write a realistic synthetic DCGM CSV.
