@@ -135,7 +135,9 @@ impl NodeEventSubscription for Events {
             .map(|mut s| s.remove(&ses.node_id))
             .unwrap_or(true);
         if !was_authenticated {
-            tracing::warn!(peer = %ses.peer_addr, "cluster connection closed before it authenticated (wrong --cluster-cookie?); not a member");
+            // Also the fate of the losing half of two simultaneous dials, hence no alarm here:
+            // ractor_cluster itself logs `auth_failed` when the cookie is wrong.
+            tracing::info!(peer = %ses.peer_addr, "cluster connection closed before it authenticated (a duplicate dial, or a wrong --cluster-cookie); not a member");
             return;
         }
         if let Some(name) = node_name(&ses) {
@@ -310,8 +312,17 @@ impl Actor for Cluster {
             }
             ClusterMsg::Heard(info, endpoint) => {
                 let at = state.now();
-                state.endpoints.insert(info.name.clone(), endpoint);
-                state.membership.apply(Event::Heard { from: info, at })
+                let id = endpoint.get_id();
+                let replaced = state
+                    .endpoints
+                    .insert(info.name.clone(), endpoint)
+                    .is_some_and(|old| old.get_id() != id);
+                let change = state.membership.apply(Event::Heard { from: info, at });
+                if replaced && !change.members_changed() {
+                    // A new session carries a new remote endpoint: callers must use it.
+                    state.publish();
+                }
+                change
             }
             ClusterMsg::DialFailed(addr) => {
                 let at = state.now();
