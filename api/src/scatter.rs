@@ -16,6 +16,8 @@ use crate::context::NodeContext;
 
 /// How long a query waits for one peer.
 pub const SCATTER_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause before the one retry of a peer call that failed at once.
+const RETRY_PAUSE: Duration = Duration::from_millis(300);
 
 /// Answers from this node and the peers that answered, and the names of those that did not.
 pub struct Gathered<T> {
@@ -40,8 +42,26 @@ pub async fn gather<T: Send + 'static>(
             (Some(endpoint), Status::Up) => {
                 let (endpoint, request, name) =
                     (endpoint.clone(), request.clone(), peer.info.name.clone());
+                let view = node.view.clone();
                 calls.spawn(async move {
-                    let answer = call_endpoint(&endpoint, &request, SCATTER_TIMEOUT).await;
+                    let started = std::time::Instant::now();
+                    let mut answer = call_endpoint(&endpoint, &request, SCATTER_TIMEOUT).await;
+                    // A call that failed fast hit a session ractor_cluster just replaced (two
+                    // nodes dialled each other): retry once on the endpoint the view has now.
+                    if answer.is_none() && started.elapsed() < SCATTER_TIMEOUT / 2 {
+                        tokio::time::sleep(RETRY_PAUSE).await;
+                        let fresh = view.and_then(|v| {
+                            v.borrow()
+                                .peers
+                                .iter()
+                                .find(|p| p.info.name == name)
+                                .and_then(|p| p.endpoint.clone())
+                        });
+                        if let Some(e) = fresh {
+                            let left = SCATTER_TIMEOUT.saturating_sub(started.elapsed());
+                            answer = call_endpoint(&e, &request, left).await;
+                        }
+                    }
                     (name, answer.and_then(pick))
                 });
             }

@@ -1,0 +1,346 @@
+//! Clusters of real `telemetry-node` processes on loopback: seed-list discovery, routing by GPU,
+//! scatter-gather from any node, kill -9 and restart, a join mid-stream, a frozen node, and a
+//! stranger with the wrong cookie.
+
+mod support;
+
+use std::collections::HashSet;
+use std::net::TcpListener;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{reference_csv, Node};
+
+const COOKIE: &str = "test-cookie";
+const PARTITIONS: &str = "16";
+
+/// A free loopback port for a cluster transport.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+struct Member {
+    name: String,
+    cluster: String,
+}
+
+impl Member {
+    fn new(i: usize) -> Self {
+        Self {
+            name: format!("telemetry-{i}"),
+            cluster: format!("127.0.0.1:{}", free_port()),
+        }
+    }
+
+    /// Starts the member with the seed `seed` and `extra` flags.
+    fn start(&self, dir: &Path, seed: &str, cookie: &str, extra: &[&str]) -> Node {
+        let mut args = vec![
+            "--node-name",
+            &self.name,
+            "--cluster-addr",
+            &self.cluster,
+            "--seeds",
+            seed,
+            "--cluster-cookie",
+            cookie,
+            "--partitions",
+            PARTITIONS,
+            "--liveness-timeout",
+            "2s",
+        ];
+        args.extend(extra);
+        Node::start(&dir.join(&self.name), &args)
+    }
+}
+
+/// Waits until `node` sees `n` live members.
+async fn wait_live(node: &Node, n: usize) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let c = node.ok("/api/v1/cluster").await;
+        if c["live"].as_array().map(Vec::len) == Some(n) && c["partial"] == false {
+            return c;
+        }
+        assert!(Instant::now() < deadline, "cluster did not form: {c}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every point of every GPU as `node` answers it (cursor pages), asserting order and no duplicate.
+async fn all_points(node: &Node) -> (usize, Vec<String>) {
+    let gpus = node.ok("/api/v1/gpus?limit=10000").await;
+    assert_eq!(gpus["partial"], false, "{gpus}");
+    let mut count = 0;
+    let mut digest = Vec::new();
+    for g in gpus["items"].as_array().expect("items") {
+        let uuid = g["uuid"].as_str().expect("uuid");
+        let mut cursor = String::new();
+        let mut last: Option<(String, String)> = None;
+        loop {
+            let page = node
+                .ok(&format!(
+                    "/api/v1/gpus/{uuid}/telemetry?limit=10000{cursor}"
+                ))
+                .await;
+            assert_eq!(page["partial"], false, "{uuid}");
+            for it in page["items"].as_array().expect("items") {
+                let key = (
+                    it["timestamp"].as_str().unwrap_or("").to_string(),
+                    it["metric"].as_str().unwrap_or("").to_string(),
+                );
+                if let Some(prev) = &last {
+                    assert!(*prev < key, "duplicate or disorder at {uuid} {key:?}");
+                }
+                digest.push(format!("{uuid} {} {} {}", key.0, key.1, it["value"]));
+                last = Some(key);
+                count += 1;
+            }
+            match page["next_cursor"].as_str() {
+                Some(c) => cursor = format!("&cursor={c}"),
+                None => break,
+            }
+        }
+    }
+    (count, digest)
+}
+
+/// Waits until every streamer finished and the cluster holds at least `n` distinct samples.
+async fn wait_stored(node: &Node, n: u64, timeout: Duration) -> Value {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let c = node.ok("/api/v1/cluster").await;
+        let stored = c["samples_stored"].as_u64().unwrap_or(0);
+        let lag: u64 = c["members"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|x| x["broker_lag_records"].as_u64())
+                    .sum()
+            })
+            .unwrap_or(1);
+        if stored >= n && lag == 0 && c["partial"] == false {
+            return c;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out at {stored} of {n}: {c}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn rows(csv: &Path) -> u64 {
+    csv::Reader::from_path(csv).expect("csv").records().count() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_answer_identically_and_each_stores_a_share() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let csv = reference_csv(tmp.path());
+    let rows = rows(&csv);
+    let m: Vec<Member> = (0..3).map(Member::new).collect();
+    let seed = m[0].cluster.clone();
+    let n0 = m[0].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
+    let n1 = m[1].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
+    wait_live(&n0, 2).await;
+    let csv_arg = csv.to_str().expect("utf8");
+    let stream = [
+        "--csv",
+        csv_arg,
+        "--rate",
+        "2000",
+        "--passes",
+        "1",
+        "--timestamps",
+        "csv",
+    ];
+    let n2 = m[2].start(tmp.path(), &seed, COOKIE, &stream);
+    let nodes = [n0, n1, n2];
+    let c = wait_stored(&nodes[0], rows, Duration::from_secs(60)).await;
+    assert_eq!(c["samples_stored"].as_u64(), Some(rows), "{c}");
+    for member in c["members"].as_array().expect("members") {
+        assert_eq!(member["status"], "up");
+        assert!(
+            member["samples_stored"].as_u64() > Some(0),
+            "no share: {member}"
+        );
+    }
+    let (count, first) = all_points(&nodes[0]).await;
+    assert_eq!(count as u64, rows);
+    for node in &nodes[1..] {
+        let (_, other) = all_points(node).await;
+        assert_eq!(other, first, "{} answers differently", node.url);
+    }
+    let gpus = nodes[2].ok("/api/v1/gpus?limit=10000").await;
+    assert_eq!(gpus["total"].as_u64(), Some(rows / 10));
+    for n in nodes {
+        n.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_a_member_mid_stream_loses_nothing() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let csv = reference_csv(tmp.path());
+    let rows = rows(&csv);
+    let m: Vec<Member> = (0..3).map(Member::new).collect();
+    let seed = m[0].cluster.clone();
+    let n1 = m[1].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
+    let n2 = m[2].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
+    let csv_arg = csv.to_str().expect("utf8");
+    // 20 passes stamped with the current time: 20 × rows distinct samples, over several seconds.
+    let stream = ["--csv", csv_arg, "--rate", "10000", "--passes", "20"];
+    let n0 = m[0].start(tmp.path(), &seed, COOKIE, &stream);
+    wait_live(&n0, 3).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    n2.signal("KILL");
+    drop(n2);
+    let acked = n0.ok("/api/v1/cluster").await["members"][0]["samples_acked"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        acked < 20 * rows,
+        "the stream ended before the kill; test proves nothing"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let n2 = m[2].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
+    wait_live(&n0, 3).await;
+    let c = wait_stored(&n0, 20 * rows, Duration::from_secs(120)).await;
+    assert!(
+        c["members"][0]["samples_acked"].as_u64() == Some(20 * rows),
+        "{c}"
+    );
+    let (count, _) = all_points(&n1).await;
+    assert_eq!(count as u64, 20 * rows, "distinct samples in the cluster");
+    for n in [n0, n1, n2] {
+        n.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fourth_node_joins_mid_stream_and_takes_a_quarter() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let csv = reference_csv(tmp.path());
+    let rows = rows(&csv);
+    let m: Vec<Member> = (0..4).map(Member::new).collect();
+    let seed = m[0].cluster.clone();
+    let n1 = m[1].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
+    let n2 = m[2].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
+    let csv_arg = csv.to_str().expect("utf8");
+    let stream = ["--csv", csv_arg, "--rate", "10000", "--passes", "20"];
+    let n0 = m[0].start(tmp.path(), &seed, COOKIE, &stream);
+    wait_live(&n0, 3).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let n3 = m[3].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
+    let c = wait_live(&n3, 4).await;
+    let owned = c["members"][0]["partitions_owned"].as_u64().unwrap_or(0);
+    // Rendezvous hashing gives the joiner about 16 / 4 = 4 partitions.
+    assert!(
+        (1..=8).contains(&owned),
+        "the joiner owns {owned} of 16: {c}"
+    );
+    wait_stored(&n3, 20 * rows, Duration::from_secs(120)).await;
+    let (count, _) = all_points(&n3).await;
+    assert_eq!(count as u64, 20 * rows, "distinct samples in the cluster");
+    for n in [n0, n1, n2, n3] {
+        n.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_node_makes_answers_partial_then_rejoins() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let csv = reference_csv(tmp.path());
+    let rows = rows(&csv);
+    let m: Vec<Member> = (0..3).map(Member::new).collect();
+    let seed = m[0].cluster.clone();
+    let n0 = m[0].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
+    let n1 = m[1].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
+    wait_live(&n0, 2).await;
+    let csv_arg = csv.to_str().expect("utf8");
+    let stream = [
+        "--csv",
+        csv_arg,
+        "--rate",
+        "2000",
+        "--passes",
+        "1",
+        "--timestamps",
+        "csv",
+    ];
+    let n2 = m[2].start(tmp.path(), &seed, COOKIE, &stream);
+    wait_stored(&n0, rows, Duration::from_secs(60)).await;
+
+    n2.signal("STOP");
+    let frozen = Instant::now();
+    // Liveness timeout is 2 s: within twice that, answers say partial and name the node.
+    let partial = loop {
+        let g = n0.ok("/api/v1/gpus?limit=10000").await;
+        if g["partial"] == true {
+            break g;
+        }
+        assert!(
+            frozen.elapsed() < Duration::from_secs(4),
+            "still complete: {g}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(frozen.elapsed() < Duration::from_secs(4));
+    assert_eq!(
+        partial["unavailable_nodes"],
+        serde_json::json!(["telemetry-2"])
+    );
+    let t = n1.ok("/api/v1/metrics").await;
+    assert_eq!(t["partial"], true);
+    tokio::time::sleep(Duration::from_secs(10).saturating_sub(frozen.elapsed())).await;
+    n2.signal("CONT");
+    wait_live(&n0, 3).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while n0.ok("/api/v1/gpus?limit=1").await["partial"] != false {
+        assert!(
+            Instant::now() < deadline,
+            "answers stay partial after SIGCONT"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (count, _) = all_points(&n0).await;
+    assert_eq!(count as u64, rows);
+    for n in [n0, n1, n2] {
+        n.stop();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_with_the_wrong_cookie_is_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let m: Vec<Member> = (0..3).map(Member::new).collect();
+    let seed = m[0].cluster.clone();
+    let n0 = m[0].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
+    let n1 = m[1].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
+    wait_live(&n0, 2).await;
+    let stranger = m[2].start(tmp.path(), &seed, "not-the-cookie", &["--no-stream"]);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for node in [&n0, &n1] {
+        let c = node.ok("/api/v1/cluster").await;
+        let names: HashSet<&str> = c["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .filter_map(|m| m["name"].as_str())
+            .collect();
+        assert!(
+            !names.contains("telemetry-2"),
+            "the stranger is a member: {c}"
+        );
+        assert_eq!(c["live"].as_array().map(Vec::len), Some(2));
+    }
+    let c = stranger.ok("/api/v1/cluster").await;
+    assert_eq!(c["live"], serde_json::json!(["telemetry-2"]));
+    for n in [n0, n1, stranger] {
+        n.stop();
+    }
+}
