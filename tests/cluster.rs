@@ -70,10 +70,26 @@ async fn wait_live(node: &Node, n: usize) -> Value {
     }
 }
 
+/// GET a path until the answer is complete (`partial: false`), as a client would after a
+/// membership change; fails after 15 s.
+async fn complete(node: &Node, path: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let (status, body) = node.get(path).await;
+        if status == 200 && body["partial"] == false {
+            return body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} stays incomplete: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// Every point of every GPU as `node` answers it (cursor pages), asserting order and no duplicate.
 async fn all_points(node: &Node) -> (usize, Vec<String>) {
-    let gpus = node.ok("/api/v1/gpus?limit=10000").await;
-    assert_eq!(gpus["partial"], false, "{gpus}");
+    let gpus = complete(node, "/api/v1/gpus?limit=10000").await;
     let mut count = 0;
     let mut digest = Vec::new();
     for g in gpus["items"].as_array().expect("items") {
@@ -81,12 +97,11 @@ async fn all_points(node: &Node) -> (usize, Vec<String>) {
         let mut cursor = String::new();
         let mut last: Option<(String, String)> = None;
         loop {
-            let page = node
-                .ok(&format!(
-                    "/api/v1/gpus/{uuid}/telemetry?limit=10000{cursor}"
-                ))
-                .await;
-            assert_eq!(page["partial"], false, "{uuid}");
+            let page = complete(
+                node,
+                &format!("/api/v1/gpus/{uuid}/telemetry?limit=10000{cursor}"),
+            )
+            .await;
             for it in page["items"].as_array().expect("items") {
                 let key = (
                     it["timestamp"].as_str().unwrap_or("").to_string(),
@@ -192,11 +207,11 @@ async fn kill_9_of_a_member_mid_stream_loses_nothing() {
     let n1 = m[1].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
     let n2 = m[2].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
     let csv_arg = csv.to_str().expect("utf8");
-    // 20 passes stamped with the current time: 20 × rows distinct samples, over several seconds.
-    let stream = ["--csv", csv_arg, "--rate", "10000", "--passes", "20"];
+    // 20 passes stamped with the current time: 20 × rows distinct samples, over about 10 s.
+    let stream = ["--csv", csv_arg, "--rate", "5000", "--passes", "20"];
     let n0 = m[0].start(tmp.path(), &seed, COOKIE, &stream);
     wait_live(&n0, 3).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
     n2.signal("KILL");
     drop(n2);
     let acked = n0.ok("/api/v1/cluster").await["members"][0]["samples_acked"]
@@ -231,11 +246,18 @@ async fn a_fourth_node_joins_mid_stream_and_takes_a_quarter() {
     let n1 = m[1].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
     let n2 = m[2].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
     let csv_arg = csv.to_str().expect("utf8");
-    let stream = ["--csv", csv_arg, "--rate", "10000", "--passes", "20"];
+    let stream = ["--csv", csv_arg, "--rate", "5000", "--passes", "20"];
     let n0 = m[0].start(tmp.path(), &seed, COOKIE, &stream);
     wait_live(&n0, 3).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let n3 = m[3].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
+    let acked = n0.ok("/api/v1/cluster").await["members"][0]["samples_acked"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        acked < 20 * rows,
+        "the stream ended before the join; test proves nothing"
+    );
     let c = wait_live(&n3, 4).await;
     let owned = c["members"][0]["partitions_owned"].as_u64().unwrap_or(0);
     // Rendezvous hashing gives the joiner about 16 / 4 = 4 partitions.
