@@ -167,11 +167,14 @@ async fn three_nodes_answer_identically_and_each_stores_a_share() {
         "--csv",
         csv_arg,
         "--rate",
-        "2000",
+        "200",
         "--passes",
         "1",
         "--timestamps",
         "csv",
+        // Ten streamers share the file by GPU: each row is streamed once.
+        "--streamers",
+        "10",
     ];
     let n2 = m[2].start(tmp.path(), &seed, COOKIE, &stream);
     let nodes = [n0, n1, n2];
@@ -192,6 +195,17 @@ async fn three_nodes_answer_identically_and_each_stores_a_share() {
     }
     let gpus = nodes[2].ok("/api/v1/gpus?limit=10000").await;
     assert_eq!(gpus["total"].as_u64(), Some(rows / 10));
+    let streaming = c["members"]
+        .as_array()
+        .expect("members")
+        .iter()
+        .find(|m| m["name"] == "telemetry-2")
+        .expect("the streaming member");
+    assert_eq!(
+        streaming["rows_read"].as_u64(),
+        Some(rows),
+        "each row read once"
+    );
     for n in nodes {
         n.stop();
     }

@@ -80,6 +80,11 @@ pub struct RunArgs {
     /// Timestamp given to samples.
     #[arg(long, env = "TELEMETRY_TIMESTAMPS", value_enum, default_value_t = Timestamps::Now)]
     pub timestamps: Timestamps,
+    /// Streamer actors on this node; they share the CSV files by GPU (each takes the GPUs of
+    /// its share of the partitions), so more streamers read in parallel without duplicating.
+    #[arg(long, env = "TELEMETRY_STREAMERS", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=64))]
+    pub streamers: u32,
     /// Samples per second per streamer; 0 = unthrottled.
     #[arg(long, env = "TELEMETRY_RATE", default_value_t = 1000)]
     pub rate: u64,

@@ -253,16 +253,19 @@ pub async fn run(
     let streamers = if files.is_empty() {
         Vec::new()
     } else {
-        vec![SourceConfig {
-            files,
-            timestamps: match args.timestamps {
-                Timestamps::Now => TimestampMode::Now,
-                Timestamps::Csv => TimestampMode::Csv,
-            },
-            rate: args.rate,
-            passes: args.passes,
-            partitions: args.partitions,
-        }]
+        (0..args.streamers)
+            .map(|i| SourceConfig {
+                files: files.clone(),
+                timestamps: match args.timestamps {
+                    Timestamps::Now => TimestampMode::Now,
+                    Timestamps::Csv => TimestampMode::Csv,
+                },
+                rate: args.rate,
+                passes: args.passes,
+                partitions: args.partitions,
+                shard: (i, args.streamers),
+            })
+            .collect()
     };
     let config = PipelineConfig {
         broker_dir: args.data_dir.join("broker"),

@@ -48,6 +48,10 @@ pub struct SourceConfig {
     pub passes: u64,
     /// Partition count of the cluster.
     pub partitions: u32,
+    /// `(index, count)`: this streamer handles the GPUs whose partition modulo `count` is
+    /// `index`, so `count` streamers share a file without overlap (malformed rows, which have
+    /// no GPU, are counted by streamer 0 only).
+    pub shard: (u32, u32),
 }
 
 /// One encoded batch bound for a partition.
@@ -157,7 +161,6 @@ pub fn run(
                         continue;
                     }
                 }
-                stats.rows_read.inc();
                 let parsed = parser.parse(&rec).and_then(|(row, gpu)| {
                     let ts = match cfg.timestamps {
                         TimestampMode::Csv => parse_timestamp(row.csv_timestamp)?,
@@ -173,9 +176,12 @@ pub fn run(
                     };
                     Ok((row, gpu, ts))
                 });
+                let (shard, shards) = cfg.shard;
                 let (row, gpu, ts) = match parsed {
                     Ok(x) => x,
+                    Err(_) if shard != 0 => continue,
                     Err(e) => {
+                        stats.rows_read.inc();
                         stats.rows_rejected.inc();
                         if logged < MAX_LOGGED_REJECTS {
                             logged += 1;
@@ -185,6 +191,10 @@ pub fn run(
                     }
                 };
                 let partition = partition_of(row.uuid, cfg.partitions);
+                if partition % shards.max(1) != shard {
+                    continue;
+                }
+                stats.rows_read.inc();
                 let Some(builder) = batcher.builders.get_mut(partition as usize) else {
                     continue;
                 };
