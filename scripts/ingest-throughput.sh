@@ -38,7 +38,8 @@ pids+=($pid)
 until grep -q listening "$work/out"; do sleep 0.05; done
 url=$(sed -n 's/^listening on //p' "$work/out")
 while true; do
-  stored=$(curl -s "$url/api/v1/cluster" | python3 -c 'import json,sys; print(json.load(sys.stdin)["samples_stored"])' 2>/dev/null || echo 0)
+  # The cluster-wide total follows the members' own counts in the JSON: the last match.
+  stored=$(curl -s "$url/api/v1/cluster" | grep -o '"samples_stored":[0-9]*' | tail -1 | cut -d: -f2)
   [ "${stored:-0}" -ge "$expected" ] && break
   sleep 0.05
 done
