@@ -130,7 +130,7 @@ async fn join(
     ctx: Arc<NodeContext>,
     view_tx: watch::Sender<Arc<ClusterView>>,
     mut view: watch::Receiver<Arc<ClusterView>>,
-) -> anyhow::Result<ClusterHandle> {
+) -> anyhow::Result<(ClusterHandle, tokio::task::JoinHandle<()>)> {
     let seeds: Vec<String> = args
         .seeds
         .iter()
@@ -145,7 +145,7 @@ async fn join(
         seeds: seeds.clone(),
         liveness_timeout: args.liveness_timeout,
     };
-    let (actor, _) = Actor::spawn(
+    let (actor, done) = Actor::spawn(
         None,
         Cluster,
         ClusterArgs {
@@ -172,10 +172,13 @@ async fn join(
             );
         }
     }
-    Ok(ClusterHandle {
-        actor,
-        view: view.clone(),
-    })
+    Ok((
+        ClusterHandle {
+            actor,
+            view: view.clone(),
+        },
+        done,
+    ))
 }
 
 /// Runs a node on `listener` until `shutdown` completes, then drains and stops in order.
@@ -242,11 +245,22 @@ pub async fn run(
         view: view.clone(),
         joined: AtomicBool::new(!clustered),
     });
-    let cluster = match (&view, cookie) {
+    let (cluster, cluster_done) = match (&view, cookie) {
         (Some(v), Some(cookie)) => {
-            Some(join(&args, me.clone(), cookie, ctx.clone(), view_tx, v.clone()).await?)
+            let (c, done) =
+                join(&args, me.clone(), cookie, ctx.clone(), view_tx, v.clone()).await?;
+            (Some(c), Some(done))
         }
-        _ => None,
+        _ => (None, None),
+    };
+    // A node cut off from its cluster must not run on silently: its end fails the node.
+    let cluster_done = async move {
+        match cluster_done {
+            Some(done) => {
+                let _ = done.await;
+            }
+            None => std::future::pending::<()>().await,
+        }
     };
     let live = ctx.cluster_view().live.clone();
     let owned = owned_by(&args.node_name, args.partitions, &live);
@@ -309,14 +323,15 @@ pub async fn run(
 
     let mut supervisor_done = supervisor_done;
     let failed = tokio::select! {
-        _ = shutdown => false,
-        _ = &mut supervisor_done => true,
+        _ = shutdown => None,
+        _ = &mut supervisor_done => Some("the pipeline supervisor stopped: too many actor failures (see the log)"),
+        _ = cluster_done => Some("the cluster transport stopped (see the log)"),
     };
-    if failed {
+    if let Some(reason) = failed {
         let _ = stop_http.send(());
         let _ = server.await;
         let _ = store.persist();
-        bail!("the pipeline supervisor stopped: too many actor failures (see the log)");
+        bail!(reason);
     }
 
     tracing::info!("shutting down: draining streamers and collectors");
