@@ -148,6 +148,46 @@ async fn wait_stored(node: &Node, n: u64, timeout: Duration) -> Value {
     }
 }
 
+/// Members 1..=2 store only; member 0 (the seed) streams 20 passes of the reference CSV stamped
+/// with the current time (20 × rows distinct samples) at 5,000 samples/s, about 10 s. Returns the
+/// row count and the running nodes, member 0 first, once all three are live.
+async fn twenty_passes(tmp: &Path, m: &[Member]) -> (u64, Vec<Node>) {
+    let csv = reference_csv(tmp);
+    let rows = rows(&csv);
+    let seed = m[0].cluster.clone();
+    let n1 = m[1].start(tmp, &seed, COOKIE, &["--no-stream"]);
+    let n2 = m[2].start(tmp, &seed, COOKIE, &["--no-stream"]);
+    let csv_arg = csv.to_str().expect("utf8");
+    let stream = ["--csv", csv_arg, "--rate", "5000", "--passes", "20"];
+    let n0 = m[0].start(tmp, &seed, COOKIE, &stream);
+    wait_live(&n0, 3).await;
+    (rows, vec![n0, n1, n2])
+}
+
+/// Samples the streaming node (member 0) had acknowledged.
+async fn acked(node: &Node) -> u64 {
+    node.ok("/api/v1/cluster").await["members"][0]["samples_acked"]
+        .as_u64()
+        .unwrap_or(0)
+}
+
+/// Members 0 and 1 store only; member 2 streams the reference CSV once with its own timestamps
+/// and `extra` flags. Returns the row count and the three nodes once every row is stored.
+async fn one_pass(tmp: &Path, m: &[Member], extra: &[&str]) -> (u64, [Node; 3], Value) {
+    let csv = reference_csv(tmp);
+    let rows = rows(&csv);
+    let seed = m[0].cluster.clone();
+    let n0 = m[0].start(tmp, &seed, COOKIE, &["--no-stream"]);
+    let n1 = m[1].start(tmp, &seed, COOKIE, &["--no-stream"]);
+    wait_live(&n0, 2).await;
+    let csv_arg = csv.to_str().expect("utf8");
+    let mut stream = vec!["--csv", csv_arg, "--passes", "1", "--timestamps", "csv"];
+    stream.extend(extra);
+    let n2 = m[2].start(tmp, &seed, COOKIE, &stream);
+    let c = wait_stored(&n0, rows, Duration::from_secs(60)).await;
+    (rows, [n0, n1, n2], c)
+}
+
 fn rows(csv: &Path) -> u64 {
     csv::Reader::from_path(csv).expect("csv").records().count() as u64
 }
@@ -155,30 +195,9 @@ fn rows(csv: &Path) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_answer_identically_and_each_stores_a_share() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let csv = reference_csv(tmp.path());
-    let rows = rows(&csv);
     let m: Vec<Member> = (0..3).map(Member::new).collect();
-    let seed = m[0].cluster.clone();
-    let n0 = m[0].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
-    let n1 = m[1].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
-    wait_live(&n0, 2).await;
-    let csv_arg = csv.to_str().expect("utf8");
-    let stream = [
-        "--csv",
-        csv_arg,
-        "--rate",
-        "200",
-        "--passes",
-        "1",
-        "--timestamps",
-        "csv",
-        // Ten streamers share the file by GPU: each row is streamed once.
-        "--streamers",
-        "10",
-    ];
-    let n2 = m[2].start(tmp.path(), &seed, COOKIE, &stream);
-    let nodes = [n0, n1, n2];
-    let c = wait_stored(&nodes[0], rows, Duration::from_secs(60)).await;
+    // Ten streamers share the file by GPU: each row is streamed once.
+    let (rows, nodes, c) = one_pass(tmp.path(), &m, &["--rate", "200", "--streamers", "10"]).await;
     assert_eq!(c["samples_stored"].as_u64(), Some(rows), "{c}");
     for member in c["members"].as_array().expect("members") {
         assert_eq!(member["status"], "up");
@@ -214,38 +233,25 @@ async fn three_nodes_answer_identically_and_each_stores_a_share() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_a_member_mid_stream_loses_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let csv = reference_csv(tmp.path());
-    let rows = rows(&csv);
     let m: Vec<Member> = (0..3).map(Member::new).collect();
-    let seed = m[0].cluster.clone();
-    let n1 = m[1].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
-    let n2 = m[2].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
-    let csv_arg = csv.to_str().expect("utf8");
-    // 20 passes stamped with the current time: 20 × rows distinct samples, over about 10 s.
-    let stream = ["--csv", csv_arg, "--rate", "5000", "--passes", "20"];
-    let n0 = m[0].start(tmp.path(), &seed, COOKIE, &stream);
-    wait_live(&n0, 3).await;
+    let (rows, mut nodes) = twenty_passes(tmp.path(), &m).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
+    let n2 = nodes.pop().expect("member 2");
     n2.signal("KILL");
     drop(n2);
-    let acked = n0.ok("/api/v1/cluster").await["members"][0]["samples_acked"]
-        .as_u64()
-        .unwrap_or(0);
+    let before = acked(&nodes[0]).await;
     assert!(
-        acked < 20 * rows,
+        before < 20 * rows,
         "the stream ended before the kill; test proves nothing"
     );
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let n2 = m[2].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
-    wait_live(&n0, 3).await;
-    let c = wait_stored(&n0, 20 * rows, Duration::from_secs(120)).await;
-    assert!(
-        c["members"][0]["samples_acked"].as_u64() == Some(20 * rows),
-        "{c}"
-    );
-    let (count, _) = all_points(&n1).await;
+    nodes.push(m[2].start(tmp.path(), &m[0].cluster, COOKIE, &["--no-stream"]));
+    wait_live(&nodes[0], 3).await;
+    wait_stored(&nodes[0], 20 * rows, Duration::from_secs(120)).await;
+    assert_eq!(acked(&nodes[0]).await, 20 * rows);
+    let (count, _) = all_points(&nodes[1]).await;
     assert_eq!(count as u64, 20 * rows, "distinct samples in the cluster");
-    for n in [n0, n1, n2] {
+    for n in nodes {
         n.stop();
     }
 }
@@ -253,23 +259,13 @@ async fn kill_9_of_a_member_mid_stream_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fourth_node_joins_mid_stream_and_takes_a_quarter() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let csv = reference_csv(tmp.path());
-    let rows = rows(&csv);
     let m: Vec<Member> = (0..4).map(Member::new).collect();
-    let seed = m[0].cluster.clone();
-    let n1 = m[1].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
-    let n2 = m[2].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
-    let csv_arg = csv.to_str().expect("utf8");
-    let stream = ["--csv", csv_arg, "--rate", "5000", "--passes", "20"];
-    let n0 = m[0].start(tmp.path(), &seed, COOKIE, &stream);
-    wait_live(&n0, 3).await;
+    let (rows, mut nodes) = twenty_passes(tmp.path(), &m).await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    let n3 = m[3].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
-    let acked = n0.ok("/api/v1/cluster").await["members"][0]["samples_acked"]
-        .as_u64()
-        .unwrap_or(0);
+    let n3 = m[3].start(tmp.path(), &m[0].cluster, COOKIE, &["--no-stream"]);
+    let before = acked(&nodes[0]).await;
     assert!(
-        acked < 20 * rows,
+        before < 20 * rows,
         "the stream ended before the join; test proves nothing"
     );
     let c = wait_live(&n3, 4).await;
@@ -282,7 +278,8 @@ async fn a_fourth_node_joins_mid_stream_and_takes_a_quarter() {
     wait_stored(&n3, 20 * rows, Duration::from_secs(120)).await;
     let (count, _) = all_points(&n3).await;
     assert_eq!(count as u64, 20 * rows, "distinct samples in the cluster");
-    for n in [n0, n1, n2, n3] {
+    nodes.push(n3);
+    for n in nodes {
         n.stop();
     }
 }
@@ -290,26 +287,8 @@ async fn a_fourth_node_joins_mid_stream_and_takes_a_quarter() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_node_makes_answers_partial_then_rejoins() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let csv = reference_csv(tmp.path());
-    let rows = rows(&csv);
     let m: Vec<Member> = (0..3).map(Member::new).collect();
-    let seed = m[0].cluster.clone();
-    let n0 = m[0].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
-    let n1 = m[1].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
-    wait_live(&n0, 2).await;
-    let csv_arg = csv.to_str().expect("utf8");
-    let stream = [
-        "--csv",
-        csv_arg,
-        "--rate",
-        "2000",
-        "--passes",
-        "1",
-        "--timestamps",
-        "csv",
-    ];
-    let n2 = m[2].start(tmp.path(), &seed, COOKIE, &stream);
-    wait_stored(&n0, rows, Duration::from_secs(60)).await;
+    let (rows, [n0, n1, n2], _) = one_pass(tmp.path(), &m, &["--rate", "2000"]).await;
 
     n2.signal("STOP");
     let frozen = Instant::now();
