@@ -144,12 +144,16 @@ impl State {
         let generation = tokio::task::spawn_blocking(move || -> Result<u64, StorageError> {
             let mut generation = 0;
             for (offset, payload) in records {
-                let written = SampleBatch::decode(&payload)
-                    .and_then(|batch| Ok((store.write(&batch)?, batch.len())));
+                let written = SampleBatch::decode(&payload).and_then(|batch| {
+                    let started = Instant::now();
+                    let w = store.write(&batch)?;
+                    stats.store_write_seconds.observe(started.elapsed().as_secs_f64());
+                    Ok((w, batch.len()))
+                });
                 match written {
                     Ok((w, n)) => {
                         generation = generation.max(w.generation);
-                        stats.samples_written.add(n as u64);
+                        stats.samples_written.inc_by(n as u64);
                     }
                     // A record that passed its CRC but is not a storable batch never will be.
                     Err(

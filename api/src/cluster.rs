@@ -138,6 +138,9 @@ async fn gather(node: &NodeContext) -> Vec<Result<MemberStatus, (String, String,
             out.push(r);
         }
     }
+    if out.iter().any(Result::is_err) {
+        node.metrics.partial("cluster");
+    }
     out
 }
 

@@ -29,6 +29,8 @@ pub struct NodeContext {
     pub view: Option<watch::Receiver<Arc<ClusterView>>>,
     /// Set once the node has joined (at once for a node alone).
     pub joined: AtomicBool,
+    /// The metric registry behind `/metrics`.
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl NodeContext {

@@ -5,6 +5,7 @@ mod cluster;
 mod context;
 mod error;
 mod gpus;
+mod metrics;
 mod params;
 mod peer;
 mod scatter;
@@ -18,6 +19,7 @@ use utoipa_swagger_ui::SwaggerUi;
 pub use context::{AppState, NodeContext};
 pub use error::ApiError;
 pub use gpus::{DEFAULT_GPU_LIMIT, MAX_GPU_LIMIT};
+pub use metrics::Metrics;
 pub use peer::PeerHandler;
 pub use scatter::SCATTER_TIMEOUT;
 pub use telemetry::{decode_cursor, encode_cursor, DEFAULT_TELEMETRY_LIMIT, MAX_TELEMETRY_LIMIT};
@@ -36,7 +38,8 @@ pub use telemetry::{decode_cursor, encode_cursor, DEFAULT_TELEMETRY_LIMIT, MAX_T
         telemetry::get_telemetry,
         cluster::get_cluster,
         cluster::healthz,
-        cluster::readyz
+        cluster::readyz,
+        metrics::get_metrics
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail))
 )]
@@ -60,7 +63,12 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/cluster", get(cluster::get_cluster))
         .route("/healthz", get(cluster::healthz))
         .route("/readyz", get(cluster::readyz))
+        .route("/metrics", get(metrics::get_metrics))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            metrics::observe,
+        ))
         .with_state(state)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
 }

@@ -77,9 +77,23 @@ pub async fn gather<T: Send + 'static>(
         }
     }
     unavailable.sort();
+    if !unavailable.is_empty() {
+        node.metrics.partial(request_kind(&request));
+    }
     Gathered {
         answers,
         unavailable,
+    }
+}
+
+fn request_kind(r: &Request) -> &'static str {
+    match r {
+        Request::Gpus => "gpus",
+        Request::Gpu(_) => "gpu",
+        Request::Metrics => "metrics",
+        Request::Telemetry(_) => "telemetry",
+        Request::Status => "cluster",
+        Request::Hello(_) | Request::Ping(_) | Request::Append { .. } => "other",
     }
 }
 

@@ -31,7 +31,7 @@ use telemetry_actors::streamer::{dcgm, SourceConfig, TimestampMode};
 use telemetry_actors::supervisor::{
     PipelineConfig, PipelineSupervisor, SupervisorArgs, SupervisorMsg, DRAIN_TIMEOUT,
 };
-use telemetry_api::{NodeContext, PeerHandler};
+use telemetry_api::{Metrics, NodeContext, PeerHandler};
 use telemetry_storage::{Store, StoreOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -244,6 +244,7 @@ pub async fn run(
         router: router.clone(),
         view: view.clone(),
         joined: AtomicBool::new(!clustered),
+        metrics: Metrics::new(&stats),
     });
     let (cluster, cluster_done) = match (&view, cookie) {
         (Some(v), Some(cookie)) => {

@@ -89,9 +89,15 @@ impl State {
         let append = self
             .router
             .append(out.partition, out.payload.clone(), APPEND_TIMEOUT);
-        let me = myself.clone();
+        let (me, stats) = (myself.clone(), self.stats.clone());
         tokio::spawn(async move {
+            let started = std::time::Instant::now();
             let result = append.await;
+            if matches!(result, Ok(AppendReply::Ack(_))) {
+                stats
+                    .append_seconds
+                    .observe(started.elapsed().as_secs_f64());
+            }
             let _ = me.cast(StreamerMsg::AppendDone { id, result });
         });
     }
@@ -197,7 +203,7 @@ impl Actor for Streamer {
                 match retry {
                     None => {
                         if let Some((out, _)) = state.inflight.remove(&id) {
-                            state.stats.samples_acked.add(out.samples);
+                            state.stats.samples_acked.inc_by(out.samples);
                             if let Some(n) = state.per_partition.get_mut(&out.partition) {
                                 *n = n.saturating_sub(1);
                             }

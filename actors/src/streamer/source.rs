@@ -148,9 +148,11 @@ pub fn run(
                 match rdr.read_record(&mut rec) {
                     Ok(true) => {}
                     Ok(false) => break,
+                    // Every streamer reads every row; the first one counts the unreadable ones.
+                    Err(e) if cfg.shard.0 != 0 && !e.is_io_error() => continue,
                     Err(e) => {
                         stats.rows_read.inc();
-                        stats.rows_rejected.inc();
+                        stats.reject_row("unreadable_row");
                         if logged < MAX_LOGGED_REJECTS {
                             logged += 1;
                             tracing::warn!(file = %path.display(), line, error = %e, "unreadable CSV row skipped");
@@ -182,7 +184,7 @@ pub fn run(
                     Err(_) if shard != 0 => continue,
                     Err(e) => {
                         stats.rows_read.inc();
-                        stats.rows_rejected.inc();
+                        stats.reject_row(e.reason);
                         if logged < MAX_LOGGED_REJECTS {
                             logged += 1;
                             tracing::warn!(file = %path.display(), line, reason = e.reason, detail = %e.detail, "CSV row skipped");
