@@ -145,6 +145,16 @@ impl State {
             let mut generation = 0;
             for (offset, payload) in records {
                 let written = SampleBatch::decode(&payload).and_then(|batch| {
+                    let span = tracing::info_span!(
+                        "collector.consume",
+                        partition,
+                        offset,
+                        samples = batch.len(),
+                        trace_id = tracing::field::Empty
+                    );
+                    crate::trace::follow(&span, batch.trace.as_deref());
+                    let _consume = span.enter();
+                    let _write = tracing::info_span!("store.write").entered();
                     let started = Instant::now();
                     let w = store.write(&batch)?;
                     stats.store_write_seconds.observe(started.elapsed().as_secs_f64());

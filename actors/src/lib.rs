@@ -14,5 +14,6 @@ pub mod routing;
 pub mod stats;
 pub mod streamer;
 pub mod supervisor;
+pub mod trace;
 
 pub use error::{ActorError, Result};

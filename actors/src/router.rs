@@ -76,21 +76,33 @@ impl Router {
         };
         async move {
             if let Some(local) = local {
-                let Some(broker) = local else {
-                    return Err(format!("partition {partition} is not running here yet"));
-                };
-                let (tx, rx) = tokio::sync::oneshot::channel();
-                broker
-                    .cast(BrokerMsg::Append {
-                        payload,
-                        reply: RpcReplyPort::from(tx),
-                    })
-                    .map_err(|_| "partition actor stopped".to_string())?;
-                return match tokio::time::timeout(timeout, rx).await {
-                    Ok(Ok(reply)) => Ok(reply),
-                    Ok(Err(_)) => Err("partition dropped the append".into()),
-                    Err(_) => Err("append timed out".into()),
-                };
+                let span = tracing::info_span!(
+                    "broker.append",
+                    partition,
+                    trace_id = tracing::field::Empty
+                );
+                crate::trace::record_trace_id(&span);
+                return tracing::Instrument::instrument(
+                    async move {
+                        let Some(broker) = local else {
+                            return Err(format!("partition {partition} is not running here yet"));
+                        };
+                        let (tx, rx) = tokio::sync::oneshot::channel();
+                        broker
+                            .cast(BrokerMsg::Append {
+                                payload,
+                                reply: RpcReplyPort::from(tx),
+                            })
+                            .map_err(|_| "partition actor stopped".to_string())?;
+                        match tokio::time::timeout(timeout, rx).await {
+                            Ok(Ok(reply)) => Ok(reply),
+                            Ok(Err(_)) => Err("partition dropped the append".into()),
+                            Err(_) => Err("append timed out".into()),
+                        }
+                    },
+                    span,
+                )
+                .await;
             }
             let Some(endpoint) = remote else {
                 return Err(format!(

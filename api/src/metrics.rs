@@ -8,6 +8,8 @@
 use std::sync::Mutex;
 use std::time::Instant;
 
+use tracing::Instrument;
+
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
@@ -255,8 +257,17 @@ pub async fn observe(State(node): State<AppState>, req: Request, next: Next) -> 
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let span = tracing::info_span!(
+        "http.request",
+        method = %req.method(),
+        route = %route,
+        status = tracing::field::Empty,
+        trace_id = tracing::field::Empty
+    );
+    telemetry_actors::trace::record_trace_id(&span);
     let started = Instant::now();
-    let resp = next.run(req).await;
+    let resp = next.run(req).instrument(span.clone()).await;
+    span.record("status", resp.status().as_u16());
     node.metrics
         .http_seconds
         .get_or_create(&HttpLabels {

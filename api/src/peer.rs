@@ -7,10 +7,13 @@ use telemetry_actors::cluster::endpoint::{RequestHandler, ResponseFuture};
 use telemetry_actors::cluster::protocol::{Request, Response};
 use telemetry_actors::router::append_local;
 use telemetry_actors::streamer::APPEND_TIMEOUT;
+use telemetry_actors::trace::follow;
+use tracing::field::Empty;
+use tracing::{info_span, Instrument, Span};
 
 use crate::cluster::local_status;
 use crate::context::AppState;
-use crate::scatter::{local_gpu, local_gpus, local_telemetry};
+use crate::scatter::{local_gpu, local_gpus, local_telemetry, request_kind};
 
 /// The node's answers to its peers.
 pub struct PeerHandler {
@@ -25,27 +28,39 @@ impl PeerHandler {
 }
 
 impl RequestHandler for PeerHandler {
-    fn handle(&self, request: Request) -> ResponseFuture {
+    fn handle(&self, request: Request, trace: Option<String>) -> ResponseFuture {
         let node = self.node.clone();
-        Box::pin(async move {
-            match request {
-                Request::Hello(_) | Request::Ping(_) => Response::Hello(node.info.clone()),
-                Request::Status => Response::Status(local_status(&node).await),
-                Request::Gpus => Response::Gpus(local_gpus(&node.store)),
-                Request::Gpu(uuid) => Response::Gpu(local_gpu(&node.store, &uuid)),
-                Request::Metrics => Response::Metrics(node.store.metrics()),
-                Request::Telemetry(q) => {
-                    let store = node.store.clone();
-                    match tokio::task::spawn_blocking(move || local_telemetry(&store, &q)).await {
-                        Ok(Ok(part)) => Response::Telemetry(part),
-                        Ok(Err(e)) => Response::Refused(e),
-                        Err(e) => Response::Refused(e.to_string()),
-                    }
-                }
-                Request::Append { partition, payload } => Response::Append(
-                    append_local(&node.registry, partition, payload, APPEND_TIMEOUT).await,
-                ),
+        let span = match &request {
+            Request::Append { partition, .. } => {
+                info_span!("broker.append", partition, trace_id = Empty)
             }
-        })
+            Request::Hello(_) | Request::Ping(_) => Span::none(),
+            other => info_span!("peer.query", kind = request_kind(other), trace_id = Empty),
+        };
+        follow(&span, trace.as_deref());
+        Box::pin(
+            async move {
+                match request {
+                    Request::Hello(_) | Request::Ping(_) => Response::Hello(node.info.clone()),
+                    Request::Status => Response::Status(local_status(&node).await),
+                    Request::Gpus => Response::Gpus(local_gpus(&node.store)),
+                    Request::Gpu(uuid) => Response::Gpu(local_gpu(&node.store, &uuid)),
+                    Request::Metrics => Response::Metrics(node.store.metrics()),
+                    Request::Telemetry(q) => {
+                        let store = node.store.clone();
+                        match tokio::task::spawn_blocking(move || local_telemetry(&store, &q)).await
+                        {
+                            Ok(Ok(part)) => Response::Telemetry(part),
+                            Ok(Err(e)) => Response::Refused(e),
+                            Err(e) => Response::Refused(e.to_string()),
+                        }
+                    }
+                    Request::Append { partition, payload } => Response::Append(
+                        append_local(&node.registry, partition, payload, APPEND_TIMEOUT).await,
+                    ),
+                }
+            }
+            .instrument(span),
+        )
     }
 }

@@ -12,6 +12,8 @@ use telemetry_actors::cluster::protocol::{
 use telemetry_actors::cluster::transport::call_endpoint;
 use telemetry_storage::{GpuInfo, RangeCursor, RangeQuery, Store};
 
+use tracing::{info_span, Instrument};
+
 use crate::context::NodeContext;
 
 /// How long a query waits for one peer.
@@ -43,27 +45,31 @@ pub async fn gather<T: Send + 'static>(
                 let (endpoint, request, name) =
                     (endpoint.clone(), request.clone(), peer.info.name.clone());
                 let view = node.view.clone();
-                calls.spawn(async move {
-                    let started = std::time::Instant::now();
-                    let mut answer = call_endpoint(&endpoint, &request, SCATTER_TIMEOUT).await;
-                    // A call that failed fast hit a session ractor_cluster just replaced (two
-                    // nodes dialled each other): retry once on the endpoint the view has now.
-                    if answer.is_none() && started.elapsed() < SCATTER_TIMEOUT / 2 {
-                        tokio::time::sleep(RETRY_PAUSE).await;
-                        let fresh = view.and_then(|v| {
-                            v.borrow()
-                                .peers
-                                .iter()
-                                .find(|p| p.info.name == name)
-                                .and_then(|p| p.endpoint.clone())
-                        });
-                        if let Some(e) = fresh {
-                            let left = SCATTER_TIMEOUT.saturating_sub(started.elapsed());
-                            answer = call_endpoint(&e, &request, left).await;
+                let span = info_span!("scatter.call", peer = %name);
+                calls.spawn(
+                    async move {
+                        let started = std::time::Instant::now();
+                        let mut answer = call_endpoint(&endpoint, &request, SCATTER_TIMEOUT).await;
+                        // A call that failed fast hit a session ractor_cluster just replaced (two
+                        // nodes dialled each other): retry once on the endpoint the view has now.
+                        if answer.is_none() && started.elapsed() < SCATTER_TIMEOUT / 2 {
+                            tokio::time::sleep(RETRY_PAUSE).await;
+                            let fresh = view.and_then(|v| {
+                                v.borrow()
+                                    .peers
+                                    .iter()
+                                    .find(|p| p.info.name == name)
+                                    .and_then(|p| p.endpoint.clone())
+                            });
+                            if let Some(e) = fresh {
+                                let left = SCATTER_TIMEOUT.saturating_sub(started.elapsed());
+                                answer = call_endpoint(&e, &request, left).await;
+                            }
                         }
+                        (name, answer.and_then(pick))
                     }
-                    (name, answer.and_then(pick))
-                });
+                    .instrument(span),
+                );
             }
             _ => unavailable.push(peer.info.name.clone()),
         }
@@ -86,7 +92,8 @@ pub async fn gather<T: Send + 'static>(
     }
 }
 
-fn request_kind(r: &Request) -> &'static str {
+/// A short name of a request's kind, for metrics and spans.
+pub fn request_kind(r: &Request) -> &'static str {
     match r {
         Request::Gpus => "gpus",
         Request::Gpu(_) => "gpu",

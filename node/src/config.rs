@@ -45,9 +45,21 @@ pub enum Timestamps {
     Csv,
 }
 
+/// How log lines are written to stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, with the current span's fields (trace ids included).
+    Json,
+}
+
 /// Options of a running node.
 #[derive(Debug, Clone, Args)]
 pub struct RunArgs {
+    /// Log line format on stderr (`RUST_LOG` filters either).
+    #[arg(long, env = "TELEMETRY_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// Name of this node, unique in the cluster (a StatefulSet pod name).
     #[arg(long, env = "TELEMETRY_NODE_NAME", default_value = "telemetry-0")]
     pub node_name: String,

@@ -7,6 +7,7 @@
 mod auth;
 pub mod config;
 pub mod gencsv;
+mod observability;
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
@@ -46,23 +47,20 @@ pub const DEFAULT_LOG_FILTER: &str = "info,fjall=warn,lsm_tree=warn";
 
 /// Parses the command line's run options, starts a runtime and runs until SIGINT/SIGTERM.
 pub fn serve(args: RunArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(DEFAULT_LOG_FILTER)),
-        )
-        .with_writer(std::io::stderr)
-        .init();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    rt.block_on(async move {
+    let obs = rt.block_on(async { observability::init(args.log_format, &args.node_name) })?;
+    let res = rt.block_on(async move {
         let listener = TcpListener::bind(args.http_addr)
             .await
             .with_context(|| format!("binding the API to {}", args.http_addr))?;
         run(args, listener, shutdown_signal()).await
-    })
+    });
+    // Inside the runtime's lifetime: the gRPC exporter flushes through it.
+    obs.shutdown();
+    res
 }
 
 async fn shutdown_signal() {

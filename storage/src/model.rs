@@ -78,6 +78,8 @@ pub struct SampleBatch {
     pub metrics: Vec<String>,
     /// The samples.
     pub samples: Vec<BatchSample>,
+    /// W3C `traceparent` of the trace the batch belongs to, so the collector continues it.
+    pub trace: Option<String>,
 }
 
 impl SampleBatch {
@@ -274,6 +276,7 @@ mod tests {
                 timestamp: 0,
                 value: 0.0,
             }],
+            trace: None,
         };
         assert!(SampleBatch::decode(&bad.encode()).is_err());
         let mut empty_uuid = BatchBuilder::default();

@@ -66,12 +66,18 @@ pub struct Node {
 impl Node {
     /// Starts a node on a free port with `args` and waits until it listens.
     pub fn start(data_dir: &Path, args: &[&str]) -> Node {
+        Self::start_env(data_dir, args, &[])
+    }
+
+    /// Starts a node with extra environment variables.
+    pub fn start_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Node {
         let mut child = Command::new(binary())
             .arg("--data-dir")
             .arg(data_dir)
             .args(["--http-addr", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()

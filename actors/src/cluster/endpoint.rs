@@ -27,8 +27,8 @@ pub type ResponseFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
 
 /// What the node does with a request from another node.
 pub trait RequestHandler: Send + Sync + 'static {
-    /// Answers one request.
-    fn handle(&self, request: Request) -> ResponseFuture;
+    /// Answers one request; `trace` is the caller's W3C `traceparent`, to continue its trace.
+    fn handle(&self, request: Request, trace: Option<String>) -> ResponseFuture;
 }
 
 /// The endpoint actor.
@@ -72,22 +72,22 @@ impl Actor for Endpoint {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         let EndpointMsg::Request(bytes, reply) = message;
-        let request = match decode::<Request>(&bytes) {
+        let (trace, request) = match decode::<Request>(&bytes) {
             Ok(r) => r,
             Err(e) => {
                 tracing::warn!(error = %e, "refused a cluster request");
-                let _ = reply.send(encode(&Response::Refused(e.to_string())));
+                let _ = reply.send(encode(None, &Response::Refused(e.to_string())));
                 return Ok(());
             }
         };
         let Ok(permit) = state.permits.clone().try_acquire_owned() else {
-            let _ = reply.send(encode(&Response::Busy));
+            let _ = reply.send(encode(None, &Response::Busy));
             return Ok(());
         };
         let handler = state.handler.clone();
         tokio::spawn(async move {
-            let response = handler.handle(request).await;
-            let _ = reply.send(encode(&response));
+            let response = handler.handle(request, trace).await;
+            let _ = reply.send(encode(None, &response));
             drop(permit);
         });
         Ok(())

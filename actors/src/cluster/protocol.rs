@@ -171,16 +171,17 @@ fn config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_MESSAGE_BYTES>()
 }
 
-/// Encodes a request or a response with the version prefix.
-pub fn encode<T: Encode>(msg: &T) -> Vec<u8> {
+/// Encodes a request or a response with the version prefix and the sender's W3C `traceparent`.
+pub fn encode<T: Encode>(trace: Option<&str>, msg: &T) -> Vec<u8> {
     let mut out = PROTOCOL_VERSION.to_be_bytes().to_vec();
     // Encoding into a Vec only fails for types that refuse to encode; ours never do.
-    let _ = bincode::encode_into_std_write(msg, &mut out, bincode::config::standard());
+    let _ = bincode::encode_into_std_write((trace, msg), &mut out, bincode::config::standard());
     out
 }
 
-/// Decodes a message, refusing other versions, trailing bytes and oversized lengths.
-pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<T, ProtocolError> {
+/// Decodes a message and its `traceparent`, refusing other versions, trailing bytes and
+/// oversized lengths.
+pub fn decode<T: Decode<()>>(bytes: &[u8]) -> Result<(Option<String>, T), ProtocolError> {
     let (version, body) = match bytes {
         [a, b, body @ ..] => (u16::from_be_bytes([*a, *b]), body),
         _ => return Err(ProtocolError::Malformed("shorter than its version".into())),
@@ -223,7 +224,10 @@ mod tests {
                 payload: vec![1, 2, 3],
             },
         ] {
-            assert_eq!(decode::<Request>(&encode(&req)), Ok(req));
+            assert_eq!(
+                decode::<Request>(&encode(Some("00-x"), &req)),
+                Ok((Some("00-x".to_string()), req))
+            );
         }
         for resp in [
             Response::Hello(node()),
@@ -231,20 +235,20 @@ mod tests {
             Response::Append(AppendOutcome::NotOwner),
             Response::Busy,
         ] {
-            assert_eq!(decode::<Response>(&encode(&resp)), Ok(resp));
+            assert_eq!(decode::<Response>(&encode(None, &resp)), Ok((None, resp)));
         }
     }
 
     #[test]
     fn other_versions_and_garbage_are_refused() {
-        let mut msg = encode(&Request::Ping(node()));
+        let mut msg = encode(None, &Request::Ping(node()));
         msg[1] = 2;
         assert_eq!(decode::<Request>(&msg), Err(ProtocolError::Version(2)));
         assert!(matches!(
             decode::<Request>(&[]),
             Err(ProtocolError::Malformed(_))
         ));
-        let mut trailing = encode(&Request::Ping(node()));
+        let mut trailing = encode(None, &Request::Ping(node()));
         trailing.push(0);
         assert!(matches!(
             decode::<Request>(&trailing),
@@ -252,7 +256,7 @@ mod tests {
         ));
         // A length prefix claiming gigabytes is refused, not allocated.
         let mut huge = PROTOCOL_VERSION.to_be_bytes().to_vec();
-        huge.extend([2, 0, 0xfc, 0xff, 0xff, 0xff, 0x7f]);
+        huge.extend([0, 2, 0, 0xfc, 0xff, 0xff, 0xff, 0x7f]);
         assert!(decode::<Request>(&huge).is_err());
     }
 

@@ -204,13 +204,14 @@ pub async fn call_endpoint(
     request: &Request,
     timeout: Duration,
 ) -> Option<Response> {
-    let bytes = encode(request);
+    let trace = crate::trace::traceparent(&tracing::Span::current());
+    let bytes = encode(trace.as_deref(), request);
     match endpoint
         .call(|reply| EndpointMsg::Request(bytes, reply), Some(timeout))
         .await
     {
         Ok(CallResult::Success(answer)) => match decode::<Response>(&answer) {
-            Ok(r) => Some(r),
+            Ok((_, r)) => Some(r),
             Err(e) => {
                 tracing::warn!(error = %e, "unreadable answer from a peer");
                 None

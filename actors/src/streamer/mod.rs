@@ -86,9 +86,18 @@ impl State {
             return;
         };
         // The owner is looked up at every attempt, so a retry follows an ownership change.
-        let append = self
-            .router
-            .append(out.partition, out.payload.clone(), APPEND_TIMEOUT);
+        let span = tracing::info_span!(
+            "streamer.append",
+            partition = out.partition,
+            samples = out.samples,
+            trace_id = tracing::field::Empty
+        );
+        crate::trace::follow(&span, out.trace.as_deref());
+        let append = span.in_scope(|| {
+            self.router
+                .append(out.partition, out.payload.clone(), APPEND_TIMEOUT)
+        });
+        let append = tracing::Instrument::instrument(append, span);
         let (me, stats) = (myself.clone(), self.stats.clone());
         tokio::spawn(async move {
             let started = std::time::Instant::now();

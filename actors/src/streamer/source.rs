@@ -63,6 +63,8 @@ pub struct Outgoing {
     pub payload: Arc<Vec<u8>>,
     /// Samples inside.
     pub samples: u64,
+    /// W3C `traceparent` of the batch's trace (also inside the payload).
+    pub trace: Option<String>,
 }
 
 fn now_ms() -> Timestamp {
@@ -84,10 +86,20 @@ impl Batcher {
         if b.is_empty() {
             return true;
         }
-        let batch = b.take();
+        let mut batch = b.take();
+        // The root of the batch's trace; sampled or not, its context rides in the batch.
+        let span = tracing::info_span!(
+            "streamer.batch",
+            partition,
+            samples = batch.len(),
+            trace_id = tracing::field::Empty
+        );
+        crate::trace::record_trace_id(&span);
+        batch.trace = crate::trace::traceparent(&span);
         let out = Outgoing {
             partition,
             samples: batch.len() as u64,
+            trace: batch.trace.clone(),
             payload: Arc::new(batch.encode()),
         };
         self.tx.blocking_send(out).is_ok()
