@@ -35,25 +35,26 @@ async fn scrape(node: &Node) -> HashMap<String, f64> {
             s.metric
         );
     }
-    scrape
-        .samples
-        .into_iter()
-        .map(|s| {
-            let mut labels: Vec<String> =
-                s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-            labels.sort();
-            let value = match s.value {
-                prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                prometheus_parse::Value::Histogram(h) => {
-                    h.iter().map(|b| b.count).fold(0.0, f64::max)
-                }
-                prometheus_parse::Value::Summary(_) => 0.0,
-            };
-            (format!("{}{{{}}}", s.metric, labels.join(",")), value)
-        })
-        .collect()
+    // Families announced with HELP but without samples yet (no partial answer so far) count too;
+    // real samples, later in the chain, replace these placeholders.
+    let announced: Vec<(String, f64)> = scrape
+        .docs
+        .keys()
+        .map(|name| (format!("{name}{{}}"), f64::NAN))
+        .collect();
+    let samples = scrape.samples.into_iter().map(|s| {
+        let mut labels: Vec<String> = s.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        labels.sort();
+        let value = match s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => v,
+            prometheus_parse::Value::Histogram(h) => h.iter().map(|b| b.count).fold(0.0, f64::max),
+            prometheus_parse::Value::Summary(_) => 0.0,
+        };
+        (format!("{}{{{}}}", s.metric, labels.join(",")), value)
+    });
+    announced.into_iter().chain(samples).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,5 +113,36 @@ async fn metrics_parse_and_counters_move_while_streaming() {
         ) >= 1.0,
         "{late:?}"
     );
+    // Every series the Grafana dashboard queries is one this node exposes.
+    let dashboard = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../k8s/grafana/telemetry-node.json"
+    ))
+    .expect("dashboard");
+    let json: serde_json::Value = serde_json::from_str(&dashboard).expect("dashboard is JSON");
+    let exposed: std::collections::HashSet<&str> =
+        late.keys().filter_map(|k| k.split('{').next()).collect();
+    let mut queried = 0;
+    for panel in json["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"].as_str().expect("expr");
+            for name in expr
+                .split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .filter(|w| w.starts_with("telemetry_"))
+            {
+                queried += 1;
+                // The parser folds a histogram's _bucket/_sum/_count series into one sample.
+                let family = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|x| name.strip_suffix(x))
+                    .unwrap_or(name);
+                assert!(
+                    exposed.contains(name) || exposed.contains(family),
+                    "the dashboard queries {name}, not exposed"
+                );
+            }
+        }
+    }
+    assert!(queried >= 12);
     node.stop();
 }

@@ -135,6 +135,12 @@ impl Metrics {
             Unit::Bytes,
             m.storage_bytes.clone(),
         );
+        // Series exist at 0 before the first partial answer, so dashboards show 0, not "no data".
+        for route in ["gpus", "gpu", "metrics", "telemetry", "cluster"] {
+            m.partial_answers.get_or_create(&RouteLabel {
+                route: route.into(),
+            });
+        }
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
         m
     }
