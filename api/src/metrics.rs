@@ -137,9 +137,11 @@ impl Metrics {
         );
         // Series exist at 0 before the first partial answer, so dashboards show 0, not "no data".
         for route in ["gpus", "gpu", "metrics", "telemetry", "cluster"] {
-            m.partial_answers.get_or_create(&RouteLabel {
-                route: route.into(),
-            });
+            m.partial_answers
+                .get_or_create(&RouteLabel {
+                    route: route.into(),
+                })
+                .inc_by(0);
         }
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
         m
