@@ -276,6 +276,7 @@ pub async fn observe(State(node): State<AppState>, req: Request, next: Next) -> 
     let started = Instant::now();
     let resp = next.run(req).instrument(span.clone()).await;
     span.record("status", resp.status().as_u16());
+    span.in_scope(|| tracing::debug!(status = resp.status().as_u16(), "request served"));
     node.metrics
         .http_seconds
         .get_or_create(&HttpLabels {

@@ -97,7 +97,16 @@ impl State {
             self.router
                 .append(out.partition, out.payload.clone(), APPEND_TIMEOUT)
         });
-        let append = tracing::Instrument::instrument(append, span);
+        let append = tracing::Instrument::instrument(
+            async move {
+                let result = append.await;
+                if let Err(e) = &result {
+                    tracing::debug!(error = %e, "append not acknowledged; it will be retried");
+                }
+                result
+            },
+            span,
+        );
         let (me, stats) = (myself.clone(), self.stats.clone());
         tokio::spawn(async move {
             let started = std::time::Instant::now();
