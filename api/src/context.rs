@@ -1,10 +1,11 @@
 //! What the handlers need from the node.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 
-use telemetry_actors::cluster::membership::NodeInfo;
-use telemetry_actors::cluster::transport::ClusterView;
+use ractor::ActorRef;
+use telemetry_actors::cluster::membership::{NodeInfo, Phase};
+use telemetry_actors::cluster::transport::{ClusterMsg, ClusterView};
 use telemetry_actors::registry::PartitionRegistry;
 use telemetry_actors::router::Router;
 use telemetry_actors::stats::PipelineStats;
@@ -31,12 +32,26 @@ pub struct NodeContext {
     pub joined: AtomicBool,
     /// The metric registry behind `/metrics`.
     pub metrics: crate::metrics::Metrics,
+    /// This node's phase (active, leaving, left), as its answers to peers say.
+    pub phase: Mutex<Phase>,
+    /// The cluster actor, once joined (to announce a phase change).
+    pub cluster: OnceLock<ActorRef<ClusterMsg>>,
+    /// Progress of this node's decommission, if one was asked for.
+    pub decommission: Mutex<crate::decommission::Progress>,
 }
 
 impl NodeContext {
     /// Node name.
     pub fn name(&self) -> &str {
         &self.info.name
+    }
+
+    /// This node as it describes itself now (its phase included).
+    pub fn info_now(&self) -> NodeInfo {
+        NodeInfo {
+            phase: *self.phase.lock().unwrap_or_else(|e| e.into_inner()),
+            ..self.info.clone()
+        }
     }
 
     /// The partitions this node owns now.

@@ -3,6 +3,7 @@
 
 mod cluster;
 mod context;
+mod decommission;
 mod error;
 mod gpus;
 mod metrics;
@@ -17,6 +18,7 @@ use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
 
 pub use context::{AppState, NodeContext};
+pub use decommission::{DecommissionStatus, COPY_BATCH, HANDOVER_WAIT};
 pub use error::ApiError;
 pub use gpus::{DEFAULT_GPU_LIMIT, MAX_GPU_LIMIT};
 pub use metrics::Metrics;
@@ -39,7 +41,9 @@ pub use telemetry::{decode_cursor, encode_cursor, DEFAULT_TELEMETRY_LIMIT, MAX_T
         cluster::get_cluster,
         cluster::healthz,
         cluster::readyz,
-        metrics::get_metrics
+        metrics::get_metrics,
+        decommission::start_decommission,
+        decommission::get_decommission
     ),
     components(schemas(error::ErrorBody, error::ErrorDetail))
 )]
@@ -61,6 +65,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/metrics", get(gpus::list_metrics))
         .route("/api/v1/cluster", get(cluster::get_cluster))
+        .route(
+            "/api/v1/cluster/nodes/{name}/decommission",
+            get(decommission::get_decommission).post(decommission::start_decommission),
+        )
         .route("/healthz", get(cluster::healthz))
         .route("/readyz", get(cluster::readyz))
         .route("/metrics", get(metrics::get_metrics))

@@ -41,7 +41,7 @@ impl RequestHandler for PeerHandler {
         Box::pin(
             async move {
                 match request {
-                    Request::Hello(_) | Request::Ping(_) => Response::Hello(node.info.clone()),
+                    Request::Hello(_) | Request::Ping(_) => Response::Hello(node.info_now()),
                     Request::Status => Response::Status(local_status(&node).await),
                     Request::Gpus => Response::Gpus(local_gpus(&node.store)),
                     Request::Gpu(uuid) => Response::Gpu(local_gpu(&node.store, &uuid)),
@@ -54,6 +54,14 @@ impl RequestHandler for PeerHandler {
                             Ok(Err(e)) => Response::Refused(e),
                             Err(e) => Response::Refused(e.to_string()),
                         }
+                    }
+                    Request::Decommission { start } => {
+                        if start {
+                            if let Err(e) = crate::decommission::start_local(&node) {
+                                return Response::Refused(e);
+                            }
+                        }
+                        Response::Decommission(crate::decommission::local_progress(&node))
                     }
                     Request::Append { partition, payload } => Response::Append(
                         append_local(&node.registry, partition, payload, APPEND_TIMEOUT).await,

@@ -100,7 +100,10 @@ pub fn request_kind(r: &Request) -> &'static str {
         Request::Metrics => "metrics",
         Request::Telemetry(_) => "telemetry",
         Request::Status => "cluster",
-        Request::Hello(_) | Request::Ping(_) | Request::Append { .. } => "other",
+        Request::Hello(_)
+        | Request::Ping(_)
+        | Request::Append { .. }
+        | Request::Decommission { .. } => "other",
     }
 }
 

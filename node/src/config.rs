@@ -34,6 +34,8 @@ pub enum Command {
     Openapi,
     /// Write a realistic synthetic DCGM CSV.
     GenCsv(GenCsvArgs),
+    /// Decommission a node of a running cluster (before removing it) and wait until it is done.
+    Decommission(crate::decommission::DecommissionArgs),
 }
 
 /// Which timestamp samples get.

@@ -6,6 +6,7 @@
 
 mod auth;
 pub mod config;
+pub mod decommission;
 pub mod gencsv;
 mod observability;
 
@@ -20,7 +21,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use telemetry_actors::broker::LogConfig;
-use telemetry_actors::cluster::membership::NodeInfo;
+use telemetry_actors::cluster::membership::{NodeInfo, Phase};
 use telemetry_actors::cluster::transport::{
     Cluster, ClusterArgs, ClusterConfig, ClusterHandle, ClusterView,
 };
@@ -190,6 +191,7 @@ pub async fn run(
         name: args.node_name.clone(),
         cluster_addr: advertised(&args)?,
         http_addr: local.to_string(),
+        phase: Phase::Active,
     };
     let clustered = !args.seeds.is_empty();
     let cookie = match (&args.cluster_cookie, clustered) {
@@ -243,11 +245,16 @@ pub async fn run(
         view: view.clone(),
         joined: AtomicBool::new(!clustered),
         metrics: Metrics::new(&stats),
+        phase: std::sync::Mutex::new(Phase::Active),
+        cluster: std::sync::OnceLock::new(),
+        decommission: std::sync::Mutex::default(),
     });
     let (cluster, cluster_done) = match (&view, cookie) {
         (Some(v), Some(cookie)) => {
             let (c, done) =
                 join(&args, me.clone(), cookie, ctx.clone(), view_tx, v.clone()).await?;
+            // Lets the API announce this node's phase (decommissioning).
+            let _ = ctx.cluster.set(c.actor.clone());
             (Some(c), Some(done))
         }
         _ => (None, None),

@@ -13,6 +13,7 @@ fn main() -> ExitCode {
             Ok(())
         }
         Some(Command::GenCsv(args)) => telemetry_node::gencsv::run(&args),
+        Some(Command::Decommission(args)) => telemetry_node::decommission::run(&args),
         Some(Command::Run(args)) => telemetry_node::serve(*args),
         None => telemetry_node::serve(cli.run),
     };

@@ -14,6 +14,29 @@ pub const REDIAL_MIN_MS: u64 = 100;
 /// Longest delay between two dials of one address.
 pub const REDIAL_MAX_MS: u64 = 5_000;
 
+/// Where a node is in its life: only active members own partitions.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub enum Phase {
+    /// Owns partitions.
+    #[default]
+    Active,
+    /// Being decommissioned: owns nothing, hands its partitions over, copies its data out.
+    Leaving,
+    /// Decommissioned: its data lives on the other members; once silent, it is forgotten.
+    Left,
+}
+
+impl Phase {
+    /// `active`, `leaving` or `left`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Active => "active",
+            Phase::Leaving => "leaving",
+            Phase::Left => "left",
+        }
+    }
+}
+
 /// What a node says about itself (in its hello and every pong).
 #[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
 pub struct NodeInfo {
@@ -23,6 +46,8 @@ pub struct NodeInfo {
     pub cluster_addr: String,
     /// host:port of its REST API.
     pub http_addr: String,
+    /// Where it is in its life.
+    pub phase: Phase,
 }
 
 /// Whether a peer answers.
@@ -98,12 +123,19 @@ pub struct Change {
     pub up: Vec<String>,
     /// Peers that went down (their sessions should be dropped).
     pub down: Vec<String>,
+    /// Peers whose phase changed (they started or finished leaving).
+    pub phase: Vec<String>,
+    /// Decommissioned peers that went away and are forgotten.
+    pub forgotten: Vec<String>,
 }
 
 impl Change {
-    /// True when the set of live members changed, so ownership must be recomputed.
+    /// True when the members or their phases changed, so ownership must be recomputed.
     pub fn members_changed(&self) -> bool {
-        !self.up.is_empty() || !self.down.is_empty()
+        !self.up.is_empty()
+            || !self.down.is_empty()
+            || !self.phase.is_empty()
+            || !self.forgotten.is_empty()
     }
 }
 
@@ -171,6 +203,8 @@ impl Membership {
                     Some(p) => {
                         if p.status == Status::Down {
                             change.up.push(name);
+                        } else if p.info.phase != from.phase {
+                            change.phase.push(name);
                         }
                         p.status = Status::Up;
                         p.last_seen = p.last_seen.max(at);
@@ -206,6 +240,19 @@ impl Membership {
                         change.down.push(name.clone());
                     }
                 }
+                // A decommissioned member that went away was scaled down: forget it, so answers
+                // are not partial for want of it and nobody redials it.
+                let gone: Vec<NodeInfo> = self
+                    .peers
+                    .values()
+                    .filter(|p| p.status == Status::Down && p.info.phase == Phase::Left)
+                    .map(|p| p.info.clone())
+                    .collect();
+                for info in gone {
+                    self.peers.remove(&info.name);
+                    self.targets.remove(&info.cluster_addr);
+                    change.forgotten.push(info.name);
+                }
             }
             Event::DialFailed { addr, at } => {
                 if let Some(t) = self.targets.get_mut(&addr) {
@@ -239,17 +286,25 @@ impl Membership {
         out
     }
 
-    /// Names of the live members, this node included, sorted.
+    /// Names of the live, active members (this node included when active), sorted: the members
+    /// that own partitions.
     pub fn live(&self) -> Vec<String> {
         let mut v: Vec<String> = self
             .peers
             .values()
-            .filter(|p| p.status == Status::Up)
+            .filter(|p| p.status == Status::Up && p.info.phase == Phase::Active)
             .map(|p| p.info.name.clone())
-            .chain(std::iter::once(self.me.name.clone()))
+            .chain((self.me.phase == Phase::Active).then(|| self.me.name.clone()))
             .collect();
         v.sort();
         v
+    }
+
+    /// Moves this node to `phase` (its next pongs say so); true if it changed.
+    pub fn set_phase(&mut self, phase: Phase) -> bool {
+        let changed = self.me.phase != phase;
+        self.me.phase = phase;
+        changed
     }
 
     /// The peer of a live member, if it is one.
@@ -287,7 +342,52 @@ mod tests {
             name: format!("telemetry-{n}"),
             cluster_addr: format!("10.0.0.{n}:4697"),
             http_addr: format!("10.0.0.{n}:8080"),
+            phase: Phase::Active,
         }
+    }
+
+    fn in_phase(n: u32, phase: Phase) -> NodeInfo {
+        NodeInfo { phase, ..info(n) }
+    }
+
+    #[test]
+    fn leaving_members_own_nothing_and_left_ones_are_forgotten_once_gone() {
+        let mut m = view();
+        m.apply(Event::Heard {
+            from: info(1),
+            at: 0,
+        });
+        m.apply(Event::Heard {
+            from: info(2),
+            at: 0,
+        });
+        assert_eq!(m.live().len(), 3);
+        // telemetry-2 starts leaving: it stays up, but owns nothing.
+        let c = m.apply(Event::Heard {
+            from: in_phase(2, Phase::Leaving),
+            at: 100,
+        });
+        assert!(c.members_changed());
+        assert_eq!(m.live(), ["telemetry-0", "telemetry-1"]);
+        assert!(
+            m.live_peer("telemetry-2").is_some(),
+            "still asked for reads"
+        );
+        assert!(owned_by("telemetry-2", 64, &m.live()).is_empty());
+        // It finishes, then is scaled down: forgotten, not redialled.
+        m.apply(Event::Heard {
+            from: in_phase(2, Phase::Left),
+            at: 200,
+        });
+        let c = m.apply(Event::Tick { now: 5000 });
+        assert_eq!(c.down, ["telemetry-1", "telemetry-2"]);
+        assert_eq!(c.forgotten, ["telemetry-2"]);
+        assert!(m.peers().all(|p| p.info.name != "telemetry-2"));
+        assert!(!m.to_dial(100_000).contains(&"10.0.0.2:4697".to_string()));
+        // This node leaving owns nothing either.
+        assert!(m.set_phase(Phase::Leaving));
+        assert!(m.owned(64).is_empty());
+        assert!(!m.set_phase(Phase::Leaving));
     }
 
     fn view() -> Membership {

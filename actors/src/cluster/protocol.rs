@@ -31,6 +31,11 @@ pub enum Request {
     Metrics,
     /// A page of one GPU's samples from this node; answered with [`Response::Telemetry`].
     Telemetry(TelemetryQuery),
+    /// Start (`start: true`) or report this node's decommission.
+    Decommission {
+        /// Start it if it is not running or done.
+        start: bool,
+    },
     /// Append an encoded sample batch to a partition this node owns.
     Append {
         /// Partition.
@@ -101,6 +106,23 @@ pub struct GpuPart {
     pub last: Option<i64>,
 }
 
+/// Where a node's decommission stands.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
+pub struct DecommissionProgress {
+    /// `idle`, `handing_over`, `copying`, `done` or `failed`.
+    pub state: String,
+    /// Partitions still running on the node (handed over when 0).
+    pub partitions_running: u32,
+    /// Distinct samples the node held when copying began.
+    pub samples_total: u64,
+    /// Samples copied to their owners so far.
+    pub samples_copied: u64,
+    /// Time since the decommission began (ms).
+    pub elapsed_ms: u64,
+    /// Why it failed, if it did.
+    pub error: Option<String>,
+}
+
 /// One partition running on a member, with its queue position.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
 pub struct PartitionPosition {
@@ -148,6 +170,8 @@ pub enum Response {
     Metrics(Vec<String>),
     /// The answering node's page; `None` if it stores nothing of the GPU.
     Telemetry(Option<TelemetryPart>),
+    /// The answering node's decommission.
+    Decommission(DecommissionProgress),
     /// The outcome of an append.
     Append(AppendOutcome),
     /// Too many requests in flight at the answering node; retry later.
@@ -210,6 +234,7 @@ mod tests {
             name: "telemetry-1".into(),
             cluster_addr: "127.0.0.1:4697".into(),
             http_addr: "127.0.0.1:8080".into(),
+            phase: Default::default(),
         }
     }
 

@@ -99,6 +99,8 @@ pub enum ClusterMsg {
     SessionClosed(String),
     /// No session to this peer remains.
     Gone(String),
+    /// This node moves to a phase (decommissioning): it stops owning partitions when leaving.
+    SetPhase(super::membership::Phase),
 }
 
 // Local only: the cluster actor is never called from another node.
@@ -346,6 +348,13 @@ impl Actor for Cluster {
                         }
                     }
                 });
+                return Ok(());
+            }
+            ClusterMsg::SetPhase(phase) => {
+                if state.membership.set_phase(phase) {
+                    tracing::info!(phase = phase.as_str(), "this node's phase changed");
+                    state.publish();
+                }
                 return Ok(());
             }
             ClusterMsg::Gone(name) => {
