@@ -5,23 +5,14 @@
 mod support;
 
 use std::collections::HashSet;
-use std::net::TcpListener;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use support::{reference_csv, Node};
+use support::{all_points, free_port, reference_csv, wait_live, wait_stored, Node};
 
 const COOKIE: &str = "test-cookie";
 const PARTITIONS: &str = "16";
-
-/// A free loopback port for a cluster transport.
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
 
 struct Member {
     name: String,
@@ -54,97 +45,6 @@ impl Member {
         ];
         args.extend(extra);
         Node::start(&dir.join(&self.name), &args)
-    }
-}
-
-/// Waits until `node` sees `n` live members.
-async fn wait_live(node: &Node, n: usize) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let c = node.ok("/api/v1/cluster").await;
-        if c["live"].as_array().map(Vec::len) == Some(n) && c["partial"] == false {
-            return c;
-        }
-        assert!(Instant::now() < deadline, "cluster did not form: {c}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// GET a path until the answer is complete (`partial: false`), as a client would after a
-/// membership change; fails after 15 s.
-async fn complete(node: &Node, path: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (status, body) = node.get(path).await;
-        if status == 200 && body["partial"] == false {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{path} stays incomplete: {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
-/// Every point of every GPU as `node` answers it (cursor pages), asserting order and no duplicate.
-async fn all_points(node: &Node) -> (usize, Vec<String>) {
-    let gpus = complete(node, "/api/v1/gpus?limit=10000").await;
-    let mut count = 0;
-    let mut digest = Vec::new();
-    for g in gpus["items"].as_array().expect("items") {
-        let uuid = g["uuid"].as_str().expect("uuid");
-        let mut cursor = String::new();
-        let mut last: Option<(String, String)> = None;
-        loop {
-            let page = complete(
-                node,
-                &format!("/api/v1/gpus/{uuid}/telemetry?limit=10000{cursor}"),
-            )
-            .await;
-            for it in page["items"].as_array().expect("items") {
-                let key = (
-                    it["timestamp"].as_str().unwrap_or("").to_string(),
-                    it["metric"].as_str().unwrap_or("").to_string(),
-                );
-                if let Some(prev) = &last {
-                    assert!(*prev < key, "duplicate or disorder at {uuid} {key:?}");
-                }
-                digest.push(format!("{uuid} {} {} {}", key.0, key.1, it["value"]));
-                last = Some(key);
-                count += 1;
-            }
-            match page["next_cursor"].as_str() {
-                Some(c) => cursor = format!("&cursor={c}"),
-                None => break,
-            }
-        }
-    }
-    (count, digest)
-}
-
-/// Waits until every streamer finished and the cluster holds at least `n` distinct samples.
-async fn wait_stored(node: &Node, n: u64, timeout: Duration) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let c = node.ok("/api/v1/cluster").await;
-        let stored = c["samples_stored"].as_u64().unwrap_or(0);
-        let lag: u64 = c["members"]
-            .as_array()
-            .map(|m| {
-                m.iter()
-                    .filter_map(|x| x["broker_lag_records"].as_u64())
-                    .sum()
-            })
-            .unwrap_or(1);
-        if stored >= n && lag == 0 && c["partial"] == false {
-            return c;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out at {stored} of {n}: {c}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
