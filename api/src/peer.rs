@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use telemetry_actors::cluster::endpoint::{RequestHandler, ResponseFuture};
 use telemetry_actors::cluster::protocol::{Request, Response};
+use telemetry_actors::cluster::transport::ClusterMsg;
 use telemetry_actors::router::append_local;
 use telemetry_actors::streamer::APPEND_TIMEOUT;
 use telemetry_actors::trace::follow;
@@ -41,7 +42,14 @@ impl RequestHandler for PeerHandler {
         Box::pin(
             async move {
                 match request {
-                    Request::Hello(_) | Request::Ping(_) => Response::Hello(node.info_now()),
+                    Request::Hello(info) => {
+                        // An explicit hello carries news (a peer that has left): take it in.
+                        if let Some(cluster) = node.cluster.get() {
+                            let _ = cluster.cast(ClusterMsg::Announce(info));
+                        }
+                        Response::Hello(node.info_now())
+                    }
+                    Request::Ping(_) => Response::Hello(node.info_now()),
                     Request::Status => Response::Status(local_status(&node).await),
                     Request::Gpus => Response::Gpus(local_gpus(&node.store)),
                     Request::Gpu(uuid) => Response::Gpu(local_gpu(&node.store, &uuid)),

@@ -101,6 +101,8 @@ pub enum ClusterMsg {
     Gone(String),
     /// This node moves to a phase (decommissioning): it stops owning partitions when leaving.
     SetPhase(super::membership::Phase),
+    /// A peer announced itself (a phase change it wants known before it goes away).
+    Announce(NodeInfo),
 }
 
 // Local only: the cluster actor is never called from another node.
@@ -356,6 +358,10 @@ impl Actor for Cluster {
                     state.publish();
                 }
                 return Ok(());
+            }
+            ClusterMsg::Announce(info) => {
+                let at = state.now();
+                state.membership.apply(Event::Heard { from: info, at })
             }
             ClusterMsg::Gone(name) => {
                 state.endpoints.remove(&name);
