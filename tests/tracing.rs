@@ -6,18 +6,13 @@
 mod support;
 
 use std::collections::HashMap;
-use std::net::TcpListener;
 use std::time::Duration;
 
 use fake_opentelemetry_collector::{ExportedSpan, FakeCollectorServer};
-use support::{reference_csv, Node};
+use support::{free_port, reference_csv, Node};
 
 fn free_addr() -> String {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port");
-    format!("127.0.0.1:{port}")
+    format!("127.0.0.1:{}", free_port())
 }
 
 fn otel_env(collector: &FakeCollectorServer) -> Vec<(&'static str, String)> {

@@ -8,12 +8,12 @@ use serde::Serialize;
 use std::collections::HashMap;
 
 use telemetry_actors::cluster::protocol::{MemberStatus, PartitionPosition, Request, Response};
-use telemetry_actors::cluster::transport::call_endpoint;
 use telemetry_actors::supervisor::partition_status;
 use utoipa::ToSchema;
 
 use crate::context::{AppState, NodeContext};
 use crate::error::{ApiError, ErrorBody};
+use crate::scatter;
 
 /// How long `/api/v1/cluster` waits for one partition's numbers.
 pub const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -113,33 +113,22 @@ pub async fn local_status(node: &NodeContext) -> MemberStatus {
 /// Every member's numbers: this node's, and each live peer's within [`STATUS_TIMEOUT`].
 /// Peers that are down or do not answer come back as `Err(name, address, status)`.
 async fn gather(node: &NodeContext) -> Vec<Result<MemberStatus, (String, String, &'static str)>> {
+    let local = local_status(node).await;
+    let g = scatter::gather(node, local, Request::Status, |r| match r {
+        Response::Status(s) => Some(s),
+        _ => None,
+    })
+    .await;
     let view = node.cluster_view();
-    let mut calls = tokio::task::JoinSet::new();
-    let mut out = vec![Ok(local_status(node).await)];
-    for peer in &view.peers {
-        let name = peer.info.name.clone();
-        let address = peer.info.http_addr.clone();
-        let status = peer.status.as_str();
-        match &peer.endpoint {
-            Some(endpoint) => {
-                let endpoint = endpoint.clone();
-                calls.spawn(async move {
-                    match call_endpoint(&endpoint, &Request::Status, STATUS_TIMEOUT).await {
-                        Some(Response::Status(s)) => Ok(s),
-                        _ => Err((name, address, status)),
-                    }
-                });
-            }
-            None => out.push(Err((name, address, status))),
-        }
-    }
-    while let Some(res) = calls.join_next().await {
-        if let Ok(r) = res {
-            out.push(r);
-        }
-    }
-    if out.iter().any(Result::is_err) {
-        node.metrics.partial("cluster");
+    let mut out: Vec<_> = g.answers.into_iter().map(Ok).collect();
+    for name in g.unavailable {
+        let peer = view.peers.iter().find(|p| p.info.name == name);
+        let address = peer.map(|p| p.info.http_addr.clone()).unwrap_or_default();
+        out.push(Err((
+            name,
+            address,
+            peer.map_or("down", |p| p.status.as_str()),
+        )));
     }
     out
 }

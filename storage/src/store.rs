@@ -267,7 +267,9 @@ impl Store {
         let mut late: Vec<(u32, Sample)> = Vec::new();
         let mut new_samples = 0u64;
         let mut high = inner.high_water;
+        let mut low = inner.head_min;
         for s in &batch.samples {
+            low = Some(low.map_or(s.timestamp, |l| l.min(s.timestamp)));
             let slot = *slots.entry((s.gpu, s.metric)).or_insert_with(|| {
                 cat.series_slot(SeriesId {
                     gpu: gpu_ids[s.gpu as usize],
@@ -290,11 +292,7 @@ impl Store {
             }
         }
         inner.high_water = high;
-        let batch_min = batch.samples.iter().map(|s| s.timestamp).min();
-        inner.head_min = match (inner.head_min, batch_min) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
+        inner.head_min = low;
 
         // Samples at or before a series' last time: overwrite in the head, or check the disk.
         if !late.is_empty() {
