@@ -50,6 +50,15 @@ impl ApiError {
         }
     }
 
+    /// 413: the request body is over its limit.
+    pub fn too_large(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            code: "too_large",
+            message: message.into(),
+        }
+    }
+
     /// 503: the node cannot answer yet.
     pub fn not_ready(message: impl Into<String>) -> Self {
         Self {

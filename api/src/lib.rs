@@ -6,6 +6,7 @@ mod context;
 mod decommission;
 mod error;
 mod gpus;
+mod limits;
 mod metrics;
 mod params;
 mod peer;
@@ -21,6 +22,7 @@ pub use context::{AppState, NodeContext};
 pub use decommission::{DecommissionStatus, COPY_BATCH, HANDOVER_WAIT};
 pub use error::ApiError;
 pub use gpus::{DEFAULT_GPU_LIMIT, MAX_GPU_LIMIT};
+pub use limits::{MAX_BODY_BYTES, MAX_CONCURRENT_REQUESTS, REQUEST_TIMEOUT};
 pub use metrics::Metrics;
 pub use peer::PeerHandler;
 pub use scatter::SCATTER_TIMEOUT;
@@ -76,6 +78,10 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             metrics::observe,
+        ))
+        .layer(axum::middleware::from_fn_with_state(
+            limits::InFlight::default(),
+            limits::enforce,
         ))
         .with_state(state)
         .merge(SwaggerUi::new("/docs").url("/openapi.json", ApiDoc::openapi()))
