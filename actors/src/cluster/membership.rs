@@ -346,6 +346,11 @@ mod tests {
         }
     }
 
+    /// A peer answered at `at`.
+    fn heard(m: &mut Membership, from: NodeInfo, at: u64) -> Change {
+        m.apply(Event::Heard { from, at })
+    }
+
     fn in_phase(n: u32, phase: Phase) -> NodeInfo {
         NodeInfo { phase, ..info(n) }
     }
@@ -353,14 +358,8 @@ mod tests {
     #[test]
     fn leaving_members_own_nothing_and_left_ones_are_forgotten_once_gone() {
         let mut m = view();
-        m.apply(Event::Heard {
-            from: info(1),
-            at: 0,
-        });
-        m.apply(Event::Heard {
-            from: info(2),
-            at: 0,
-        });
+        heard(&mut m, info(1), 0);
+        heard(&mut m, info(2), 0);
         assert_eq!(m.live().len(), 3);
         // telemetry-2 starts leaving: it stays up, but owns nothing.
         let c = m.apply(Event::Heard {
@@ -514,14 +513,8 @@ mod tests {
         assert!(m.to_dial(399).is_empty());
         assert_eq!(m.to_dial(500), ["10.0.0.1:4697"]);
         // A peer learned through another is dialled too; a live one is not.
-        m.apply(Event::Heard {
-            from: info(1),
-            at: 600,
-        });
-        m.apply(Event::Heard {
-            from: info(2),
-            at: 600,
-        });
+        heard(&mut m, info(1), 600);
+        heard(&mut m, info(2), 600);
         assert!(m.to_dial(10_000).is_empty());
         m.apply(Event::Disconnected {
             name: "telemetry-2".into(),
@@ -543,24 +536,15 @@ mod tests {
         let mut m = view();
         let alone = m.owned(64);
         assert_eq!(alone.len(), 64);
-        m.apply(Event::Heard {
-            from: info(1),
-            at: 0,
-        });
-        m.apply(Event::Heard {
-            from: info(2),
-            at: 0,
-        });
+        heard(&mut m, info(1), 0);
+        heard(&mut m, info(2), 0);
         let three = m.owned(64);
         let (start, stop) = ownership_diff(&alone, &three);
         assert!(start.is_empty());
         assert!((14..=30).contains(&three.len()), "{}", three.len());
         assert_eq!(stop.len(), 64 - three.len());
         // A fourth member takes only partitions from the others, about a quarter.
-        m.apply(Event::Heard {
-            from: info(3),
-            at: 0,
-        });
+        heard(&mut m, info(3), 0);
         let four = m.owned(64);
         let (start, stop) = ownership_diff(&three, &four);
         assert!(
