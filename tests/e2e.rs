@@ -388,5 +388,74 @@ async fn api_token_guards_the_api_but_not_health() {
     assert_eq!(resp.status().as_u16(), 200);
     assert_eq!(node.get("/healthz").await.0, 200);
     assert_eq!(node.get("/readyz").await.0, 200);
+    assert_eq!(node.get("/metrics").await.0, 200);
+    assert_eq!(node.get("/openapi.json").await.0, 200);
     node.stop();
+}
+
+/// Tokens from files (as Kubernetes mounts Secrets), the admin token for changes (403 for the
+/// read token), a configured open path list, and no token in the logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_token_from_file_and_open_paths() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (api, admin) = (tmp.path().join("api"), tmp.path().join("admin"));
+    std::fs::write(&api, "reader-token\n").expect("write");
+    std::fs::write(&admin, "admin-token\n").expect("write");
+    let node = Node::start_env(
+        &tmp.path().join("d"),
+        &[
+            "--no-stream",
+            "--api-token-file",
+            api.to_str().expect("utf-8"),
+            "--admin-token-file",
+            admin.to_str().expect("utf-8"),
+            "--open-paths",
+            "/healthz",
+        ],
+        &[("RUST_LOG", "debug")],
+    );
+    let client = reqwest::Client::new();
+    let call = |method: reqwest::Method, path: &str, token: Option<&str>| {
+        let mut req = client.request(method, format!("{}{path}", node.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        async move { req.send().await.expect("request").status().as_u16() }
+    };
+    use reqwest::Method;
+    let decommission = "/api/v1/cluster/nodes/telemetry-0/decommission";
+    assert_eq!(
+        call(Method::GET, "/api/v1/gpus", Some("reader-token")).await,
+        200
+    );
+    assert_eq!(
+        call(Method::GET, "/api/v1/gpus", Some("admin-token")).await,
+        200
+    );
+    assert_eq!(
+        call(Method::GET, "/api/v1/gpus", Some("reader-tokeN")).await,
+        401
+    );
+    assert_eq!(
+        call(Method::POST, decommission, Some("reader-token")).await,
+        403
+    );
+    assert_eq!(call(Method::POST, decommission, None).await, 401);
+    // The admin token gets through to the handler, which refuses to empty a lone node.
+    assert_eq!(
+        call(Method::POST, decommission, Some("admin-token")).await,
+        400
+    );
+    assert_eq!(call(Method::GET, "/healthz", None).await, 200);
+    assert_eq!(call(Method::GET, "/readyz", None).await, 401);
+    assert_eq!(call(Method::GET, "/metrics", None).await, 401);
+    assert_eq!(
+        call(Method::GET, "/metrics", Some("reader-token")).await,
+        200
+    );
+    let log = node.stop_and_log();
+    assert!(
+        !log.contains("reader-token") && !log.contains("admin-token"),
+        "{log}"
+    );
 }

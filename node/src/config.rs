@@ -112,9 +112,23 @@ pub struct RunArgs {
     #[arg(long, env = "TELEMETRY_PARTITIONS", default_value_t = telemetry_actors::routing::DEFAULT_PARTITIONS,
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub partitions: u32,
-    /// Bearer token required on /api/v1 (health, readiness and docs stay open).
+    /// Bearer token required to read the API (everything but --open-paths and the API docs).
     #[arg(long, env = "TELEMETRY_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
+    /// File holding the API token (a mounted Kubernetes Secret); instead of --api-token.
+    #[arg(long, env = "TELEMETRY_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// Bearer token required to change the cluster (decommission); it also reads. Without it,
+    /// the API token allows changes too.
+    #[arg(long, env = "TELEMETRY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// File holding the admin token; instead of --admin-token.
+    #[arg(long, env = "TELEMETRY_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Exact paths served without a token when tokens are set (empty string: none).
+    #[arg(long, env = "TELEMETRY_OPEN_PATHS", value_delimiter = ',',
+          default_value = crate::auth::DEFAULT_OPEN_PATHS)]
+    pub open_paths: Vec<String>,
     /// Refuse appends while a partition holds this many unconsumed bytes.
     #[arg(long, env = "TELEMETRY_PARTITION_MAX_BYTES", default_value_t = 256 << 20)]
     pub partition_max_bytes: u64,

@@ -18,9 +18,12 @@ pub struct DecommissionArgs {
     /// API of any node of the cluster.
     #[arg(long, env = "TELEMETRY_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
-    /// Bearer token, when the cluster requires one.
-    #[arg(long, env = "TELEMETRY_API_TOKEN", hide_env_values = true)]
-    pub api_token: Option<String>,
+    /// Bearer token, when the cluster requires one (the admin token when it has one).
+    #[arg(long, env = "TELEMETRY_ADMIN_TOKEN", hide_env_values = true)]
+    pub admin_token: Option<String>,
+    /// File holding the token; instead of --admin-token.
+    #[arg(long, env = "TELEMETRY_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<std::path::PathBuf>,
 }
 
 async fn send(req: reqwest::RequestBuilder, token: Option<&str>) -> anyhow::Result<Value> {
@@ -51,7 +54,12 @@ pub fn run(args: &DecommissionArgs) -> anyhow::Result<()> {
             args.url.trim_end_matches('/'),
             args.name
         );
-        let token = args.api_token.as_deref();
+        let secret = crate::auth::Secret::resolve(
+            args.admin_token.as_deref(),
+            args.admin_token_file.as_deref(),
+            "admin-token",
+        )?;
+        let token = secret.as_ref().map(|s| s.expose());
         let mut p = send(client.post(&path), token).await?;
         loop {
             eprintln!(

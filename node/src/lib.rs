@@ -5,6 +5,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod auth;
+use auth::Secret;
 pub mod config;
 pub mod decommission;
 pub mod gencsv;
@@ -202,6 +203,24 @@ pub async fn run(
         ),
         (_, false) => None,
     };
+    let auth_config = auth::AuthConfig {
+        api: Secret::resolve(
+            args.api_token.as_deref(),
+            args.api_token_file.as_deref(),
+            "api-token",
+        )?,
+        admin: Secret::resolve(
+            args.admin_token.as_deref(),
+            args.admin_token_file.as_deref(),
+            "admin-token",
+        )?,
+        open_paths: args
+            .open_paths
+            .iter()
+            .filter(|p| !p.is_empty())
+            .cloned()
+            .collect(),
+    };
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let files = if args.no_stream {
@@ -314,7 +333,7 @@ pub async fn run(
     .context("starting the pipeline")?;
     ctx.joined.store(true, Ordering::Release);
 
-    let app = auth::layer(telemetry_api::router(ctx), args.api_token.clone());
+    let app = auth::layer(telemetry_api::router(ctx), auth_config);
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -62,6 +62,8 @@ pub struct Node {
     pub child: Child,
     pub url: String,
     pub data_dir: PathBuf,
+    /// Where the node's stderr goes (printed if the test panics).
+    pub log: PathBuf,
 }
 
 impl Node {
@@ -72,6 +74,12 @@ impl Node {
 
     /// Starts a node with extra environment variables.
     pub fn start_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Node {
+        let log = data_dir.with_extension("log");
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("log file");
         let mut child = Command::new(binary())
             .arg("--data-dir")
             .arg(data_dir)
@@ -80,7 +88,7 @@ impl Node {
             .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(log_file)
             .spawn()
             .expect("binary starts");
         let stdout = child.stdout.take().expect("stdout piped");
@@ -91,13 +99,29 @@ impl Node {
         let url = line
             .trim()
             .strip_prefix("listening on ")
-            .unwrap_or_else(|| panic!("node did not start: {line:?}"))
+            .unwrap_or_else(|| {
+                let text = std::fs::read_to_string(&log).unwrap_or_default();
+                panic!("node did not start: {line:?}\n{text}")
+            })
             .to_string();
         Node {
             child,
             url,
             data_dir: data_dir.to_path_buf(),
+            log,
         }
+    }
+
+    /// What the node wrote to stderr so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// SIGTERM, wait for a clean exit, and return the whole log.
+    pub fn stop_and_log(self) -> String {
+        let log = self.log.clone();
+        self.stop();
+        std::fs::read_to_string(log).unwrap_or_default()
     }
 
     /// GET a path; returns status and JSON body.
@@ -163,6 +187,9 @@ impl Drop for Node {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("---- {} ----\n{}", self.log.display(), self.log_text());
+        }
     }
 }
 
