@@ -309,6 +309,11 @@ async fn malformed_rows_are_skipped_and_counted() {
         "2025-07-18T20:42:34Z,DCGM_FI_DEV_GPU_TEMP,1,nvidia1,,H100,host-1,,,,41,",
         "2025-07-18T20:42:34Z,DCGM_FI_DEV_GPU_TEMP,2,nvidia2,GPU-c,H100,host-1,,,,hot,",
         "2025-07-18T20:42:34Z,DCGM_FI_DEV_GPU_TEMP,3,nvidia3,GPU-d",
+        // Over the 64 KiB record limit: skipped without being buffered whole.
+        &format!(
+            "2025-07-18T20:42:34Z,DCGM_FI_DEV_GPU_TEMP,5,nvidia5,GPU-f,H100,host-1,,,,45,{}",
+            "x".repeat(200_000)
+        ),
         "2025-07-18T20:42:34Z,DCGM_FI_DEV_GPU_TEMP,4,nvidia4,GPU-e,H100,host-1,,,,44,",
     ];
     std::fs::write(&path, format!("{header}\n{}\n", rows.join("\n"))).expect("write");
@@ -326,8 +331,18 @@ async fn malformed_rows_are_skipped_and_counted() {
         ],
     );
     let cluster = node.wait_for_samples(2, Duration::from_secs(60)).await;
-    assert_eq!(cluster["members"][0]["rows_read"], 5);
-    assert_eq!(cluster["members"][0]["rows_rejected"], 3);
+    assert_eq!(cluster["members"][0]["rows_read"], 6);
+    assert_eq!(cluster["members"][0]["rows_rejected"], 4);
+    let metrics = reqwest::get(format!("{}/metrics", node.url))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("telemetry_csv_rows_rejected_total{reason=\"line_too_long\"} 1"),
+        "{metrics}"
+    );
     let gpus: Vec<Value> = node.ok("/api/v1/gpus").await["items"]
         .as_array()
         .expect("items")

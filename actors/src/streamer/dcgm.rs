@@ -6,6 +6,8 @@ use std::io::Read;
 use chrono::DateTime;
 use telemetry_storage::{GpuInfo, Timestamp, MAX_NAME_BYTES};
 
+use super::lines::LineLimit;
+
 /// Columns a DCGM CSV must have; a file without any of them is refused at start-up.
 pub const REQUIRED_COLUMNS: [&str; 8] = [
     "timestamp",
@@ -212,12 +214,12 @@ pub fn parse_timestamp(s: &str) -> Result<Timestamp, RowError> {
         .map_err(|e| reject("bad_timestamp", format!("timestamp {s:?}: {e}")))
 }
 
-/// Opens a CSV reader over `input` and validates its header.
-pub fn open_reader<R: Read>(input: R) -> Result<(csv::Reader<R>, Columns), String> {
+/// Opens a CSV reader over `input` (records bounded by [`LineLimit`]) and validates its header.
+pub fn open_reader<R: Read>(input: R) -> Result<(csv::Reader<LineLimit<R>>, Columns), String> {
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
-        .buffer_capacity(1 << 20)
-        .from_reader(input);
+        .buffer_capacity(1 << 16)
+        .from_reader(LineLimit::new(input));
     let header = rdr
         .headers()
         .map_err(|e| format!("unreadable header: {e}"))?;

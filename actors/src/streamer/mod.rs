@@ -6,6 +6,7 @@
 //! retried with capped exponential backoff, looking the owner up again each time.
 
 pub mod dcgm;
+pub mod lines;
 mod source;
 
 use std::collections::HashMap;

@@ -13,6 +13,7 @@ use telemetry_storage::{BatchBuilder, Timestamp};
 use tokio::sync::mpsc;
 
 use super::dcgm::{open_reader, parse_timestamp, RowParser};
+use super::lines::MAX_CSV_LINE_BYTES;
 use crate::routing::partition_of;
 use crate::stats::PipelineStats;
 
@@ -157,7 +158,21 @@ pub fn run(
                     return;
                 }
                 let line = rdr.position().line() + 1;
-                match rdr.read_record(&mut rec) {
+                let read = rdr.read_record(&mut rec);
+                if rdr.get_ref().has_overlong() {
+                    for long in rdr.get_mut().take_overlong() {
+                        if cfg.shard.0 != 0 {
+                            continue;
+                        }
+                        stats.rows_read.inc();
+                        stats.reject_row("line_too_long");
+                        if logged < MAX_LOGGED_REJECTS {
+                            logged += 1;
+                            tracing::warn!(file = %path.display(), line = long, limit = MAX_CSV_LINE_BYTES, "CSV record longer than the limit skipped");
+                        }
+                    }
+                }
+                match read {
                     Ok(true) => {}
                     Ok(false) => break,
                     // Every streamer reads every row; the first one counts the unreadable ones.
