@@ -3,7 +3,7 @@
 //! A partition being handed over (its ownership moved away) keeps running until its collector
 //! has consumed what its log holds, but no longer accepts appends: [`PartitionRegistry::retire`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::RwLock;
 
 use ractor::ActorRef;
@@ -15,6 +15,7 @@ use crate::broker::BrokerMsg;
 pub struct PartitionRegistry {
     brokers: RwLock<HashMap<u32, ActorRef<BrokerMsg>>>,
     retiring: RwLock<HashSet<u32>>,
+    damaged: RwLock<BTreeMap<u32, String>>,
 }
 
 impl PartitionRegistry {
@@ -66,6 +67,33 @@ impl PartitionRegistry {
             .write()
             .unwrap_or_else(|e| e.into_inner())
             .remove(&partition);
+    }
+
+    /// Records a partition whose log could not be opened because it is damaged; it runs no
+    /// broker and no collector until the node restarts with the log repaired.
+    pub fn mark_damaged(&self, partition: u32, detail: String) {
+        self.damaged
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(partition, detail);
+    }
+
+    /// Whether a partition's log was found damaged.
+    pub fn is_damaged(&self, partition: u32) -> bool {
+        self.damaged
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains_key(&partition)
+    }
+
+    /// Damaged partitions with what is wrong, sorted.
+    pub fn damaged(&self) -> Vec<(u32, String)> {
+        self.damaged
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .map(|(p, d)| (*p, d.clone()))
+            .collect()
     }
 
     /// Running partitions, sorted.

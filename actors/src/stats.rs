@@ -7,6 +7,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter as PromCounter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
 
@@ -50,6 +51,8 @@ pub struct PipelineStats {
     pub records_rejected: Counter,
     /// Streamers that finished all their passes.
     pub streamers_finished: Counter,
+    /// Partitions whose log was found damaged at start-up (they stay stopped).
+    pub damaged_partitions: Gauge,
     /// Time from sending a batch to its acknowledgement (durable at the owner).
     pub append_seconds: Histogram,
     /// Time to write one batch to the store.
@@ -70,6 +73,7 @@ impl Default for PipelineStats {
             samples_written: Counter::default(),
             records_rejected: Counter::default(),
             streamers_finished: Counter::default(),
+            damaged_partitions: Gauge::default(),
             append_seconds: latency_histogram(),
             store_write_seconds: latency_histogram(),
         }
@@ -129,6 +133,11 @@ impl PipelineStats {
             "telemetry_samples_stored",
             "Samples written to the store by this node's collectors",
             self.samples_written.clone(),
+        );
+        r.register(
+            "telemetry_broker_damaged_partitions",
+            "Partitions whose log was found damaged at start-up; each stays stopped until repaired",
+            self.damaged_partitions.clone(),
         );
         r.register(
             "telemetry_broker_records_rejected",

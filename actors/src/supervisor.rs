@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 
 use ractor::rpc::CallResult;
 use ractor::{
-    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent,
+    Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SpawnErr,
+    SupervisionEvent,
 };
 use telemetry_storage::Store;
 use tokio::sync::watch;
@@ -34,6 +35,7 @@ use tokio::sync::watch;
 use crate::broker::{BrokerMsg, BrokerPartition, BrokerPartitionArgs, LogConfig};
 use crate::cluster::transport::ClusterView;
 use crate::collector::{Collector, CollectorArgs, CollectorMsg};
+use crate::error::ActorError;
 use crate::registry::PartitionRegistry;
 use crate::router::Router;
 use crate::routing::owned_by;
@@ -154,11 +156,27 @@ impl State {
                     config: a.config.log.clone(),
                     stats: a.stats.clone(),
                 };
-                let (r, _) =
-                    Actor::spawn_linked(None, BrokerPartition, args, myself.get_cell()).await?;
+                let spawned =
+                    Actor::spawn_linked(None, BrokerPartition, args, myself.get_cell()).await;
+                let r = match spawned {
+                    Ok((r, _)) => r,
+                    Err(SpawnErr::StartupFailed(e)) => match e.downcast_ref::<ActorError>() {
+                        Some(damage @ ActorError::CorruptLog { offset, .. }) => {
+                            // Acknowledged records sit behind the damage: do not skip them, do
+                            // not take new ones; serve everything else and say so loudly.
+                            tracing::error!(partition = p, offset, error = %damage, "partition log damaged: the partition stays stopped until its log is repaired; the rest of the node runs");
+                            a.stats.damaged_partitions.inc();
+                            a.registry.mark_damaged(p, damage.to_string());
+                            return Ok(());
+                        }
+                        _ => return Err(e),
+                    },
+                    Err(e) => return Err(e.into()),
+                };
                 a.registry.insert(p, r.clone());
                 r.get_cell()
             }
+            Child::Collector(p) if a.registry.is_damaged(p) => return Ok(()),
             Child::Collector(p) => {
                 let args = CollectorArgs {
                     partition: p,

@@ -41,6 +41,18 @@ pub struct Member {
     pub rows_read: u64,
     /// CSV rows this node's streamers skipped because they did not parse.
     pub rows_rejected: u64,
+    /// Partitions whose log this node found damaged at start-up: they take no appends and
+    /// their collector does not run until the log is repaired and the node restarted.
+    pub damaged_partitions: Vec<DamagedPartition>,
+}
+
+/// A partition log found damaged.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DamagedPartition {
+    /// Partition number.
+    pub partition: u32,
+    /// What is wrong: the partition directory, the first unreadable offset, the damage.
+    pub detail: String,
 }
 
 /// One partition: owner and queue position.
@@ -107,6 +119,7 @@ pub async fn local_status(node: &NodeContext) -> MemberStatus {
         samples_acked: node.stats.samples_acked.get(),
         rows_read: node.stats.rows_read.get(),
         rows_rejected: node.stats.rows_rejected.get(),
+        damaged_partitions: node.registry.damaged(),
     }
 }
 
@@ -164,6 +177,11 @@ pub async fn get_cluster(State(node): State<AppState>) -> Json<ClusterView> {
                     samples_acked: s.samples_acked,
                     rows_read: s.rows_read,
                     rows_rejected: s.rows_rejected,
+                    damaged_partitions: s
+                        .damaged_partitions
+                        .into_iter()
+                        .map(|(partition, detail)| DamagedPartition { partition, detail })
+                        .collect(),
                 });
             }
             Err((name, address, status)) => {
@@ -179,6 +197,7 @@ pub async fn get_cluster(State(node): State<AppState>) -> Json<ClusterView> {
                     samples_acked: 0,
                     rows_read: 0,
                     rows_rejected: 0,
+                    damaged_partitions: Vec::new(),
                 });
             }
         }
@@ -228,6 +247,19 @@ pub async fn healthz() -> Json<Health> {
         (status = 503, description = "Not ready", body = ErrorBody),
     ))]
 pub async fn readyz(State(node): State<AppState>) -> Result<Json<Health>, ApiError> {
+    let owned = node.owned();
+    let damaged: Vec<u32> = node
+        .registry
+        .damaged()
+        .into_iter()
+        .map(|(p, _)| p)
+        .filter(|p| owned.contains(p))
+        .collect();
+    if !damaged.is_empty() {
+        return Err(ApiError::not_ready(format!(
+            "partition logs damaged: {damaged:?} (see /api/v1/cluster); the node still answers queries"
+        )));
+    }
     if node.ready() {
         Ok(Json(Health {
             status: "ready".into(),

@@ -99,6 +99,86 @@ fn sync_dir(dir: &Path) -> Result<()> {
         .map_err(|e| io_err(dir, e))
 }
 
+/// Why bytes are not the record expected at an offset.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RecordError {
+    /// Fewer bytes than a header.
+    #[error("truncated header")]
+    TruncatedHeader,
+    /// The header names another offset.
+    #[error("record carries offset {0}")]
+    WrongOffset(u64),
+    /// The header claims more than any record may hold.
+    #[error("record length {0} over the limit")]
+    TooLong(u64),
+    /// Fewer bytes than the header claims.
+    #[error("record of {0} bytes is cut short")]
+    Truncated(u64),
+    /// The checksum does not match.
+    #[error("checksum mismatch")]
+    Checksum,
+}
+
+/// Total length (header included) of the record at the start of `bytes`, from its header alone.
+pub fn record_len(bytes: &[u8], expected: u64, max_record_bytes: u64) -> Result<u64, RecordError> {
+    let header = bytes
+        .get(..RECORD_HEADER_BYTES as usize)
+        .ok_or(RecordError::TruncatedHeader)?;
+    let mut len = [0u8; 4];
+    len.copy_from_slice(&header[0..4]);
+    let len = u64::from(u32::from_le_bytes(len));
+    let mut off = [0u8; 8];
+    off.copy_from_slice(&header[8..16]);
+    let offset = u64::from_le_bytes(off);
+    if offset != expected {
+        return Err(RecordError::WrongOffset(offset));
+    }
+    if len > max_record_bytes {
+        return Err(RecordError::TooLong(len));
+    }
+    Ok(RECORD_HEADER_BYTES + len)
+}
+
+/// The payload of the record at offset `expected` at the start of `bytes` and the record's
+/// total length, checksum verified.
+pub fn decode_record(
+    bytes: &[u8],
+    expected: u64,
+    max_record_bytes: u64,
+) -> Result<(&[u8], u64), RecordError> {
+    let total = record_len(bytes, expected, max_record_bytes)?;
+    let record = bytes
+        .get(..total as usize)
+        .ok_or(RecordError::Truncated(total))?;
+    let mut sum = [0u8; 4];
+    sum.copy_from_slice(&record[4..8]);
+    let payload = &record[RECORD_HEADER_BYTES as usize..];
+    if crc(expected, payload) != u32::from_le_bytes(sum) {
+        return Err(RecordError::Checksum);
+    }
+    Ok((payload, total))
+}
+
+/// The bytes of the record at `offset`: length, checksum, offset (little-endian), payload.
+pub fn encode_record(offset: u64, payload: &[u8]) -> Vec<u8> {
+    let mut rec = Vec::with_capacity(RECORD_HEADER_BYTES as usize + payload.len());
+    rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    rec.extend_from_slice(&crc(offset, payload).to_le_bytes());
+    rec.extend_from_slice(&offset.to_le_bytes());
+    rec.extend_from_slice(payload);
+    rec
+}
+
+/// Position of an intact record for offset `expected` anywhere in `bytes` (the search for
+/// acknowledged records behind damage).
+pub fn find_record(bytes: &[u8], expected: u64, max_record_bytes: u64) -> Option<usize> {
+    let needle = expected.to_le_bytes();
+    (0..bytes.len().saturating_sub(RECORD_HEADER_BYTES as usize - 1)).find(|&i| {
+        bytes.get(i + 8..i + 16) == Some(&needle[..])
+            && decode_record(&bytes[i..], expected, max_record_bytes).is_ok()
+    })
+}
+
 fn crc(offset: u64, payload: &[u8]) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(&offset.to_le_bytes());
@@ -178,41 +258,39 @@ impl PartitionLog {
         let mut positions = Vec::new();
         let mut pos = 0u64;
         let mut header = [0u8; RECORD_HEADER_BYTES as usize];
+        let mut record = Vec::new();
         let bad = loop {
             if pos == len {
                 break None;
             }
-            if len - pos < RECORD_HEADER_BYTES {
-                break Some("truncated header".to_string());
-            }
-            file.read_exact_at(&mut header, pos)
-                .map_err(|e| io_err(&path, e))?;
-            let rec_len = u64::from(u32::from_le_bytes([
-                header[0], header[1], header[2], header[3],
-            ]));
-            let rec_crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
-            let mut off_bytes = [0u8; 8];
-            off_bytes.copy_from_slice(&header[8..16]);
-            let offset = u64::from_le_bytes(off_bytes);
             let expected = base + positions.len() as u64;
-            if offset != expected {
-                break Some(format!("record carries offset {offset}"));
-            }
-            if rec_len > config.max_record_bytes || len - pos - RECORD_HEADER_BYTES < rec_len {
-                break Some(format!("record length {rec_len} runs past the segment"));
-            }
-            let mut payload = vec![0u8; rec_len as usize];
-            file.read_exact_at(&mut payload, pos + RECORD_HEADER_BYTES)
+            let head_len = RECORD_HEADER_BYTES.min(len - pos) as usize;
+            file.read_exact_at(&mut header[..head_len], pos)
                 .map_err(|e| io_err(&path, e))?;
-            if crc(offset, &payload) != rec_crc {
-                break Some("checksum mismatch".to_string());
+            let want = match record_len(&header[..head_len], expected, config.max_record_bytes) {
+                Ok(n) if n <= len - pos => n,
+                Ok(n) => break Some(format!("record of {n} bytes runs past the segment")),
+                Err(e) => break Some(e.to_string()),
+            };
+            record.resize(want as usize, 0);
+            file.read_exact_at(&mut record, pos)
+                .map_err(|e| io_err(&path, e))?;
+            if let Err(e) = decode_record(&record, expected, config.max_record_bytes) {
+                break Some(e.to_string());
             }
             positions.push(pos);
-            pos += RECORD_HEADER_BYTES + rec_len;
+            pos += want;
         };
         if let Some(detail) = bad {
             let offset = base + positions.len() as u64;
-            if !is_last {
+            let intact_after = !is_last || {
+                let mut rest = vec![0u8; (len - pos) as usize];
+                file.read_exact_at(&mut rest, pos)
+                    .map_err(|e| io_err(&path, e))?;
+                find_record(&rest, offset + 1, config.max_record_bytes).is_some()
+            };
+            if intact_after {
+                // Records after the damaged one were written after it, so it was acknowledged.
                 return Err(ActorError::CorruptLog {
                     dir: dir.to_path_buf(),
                     offset,
@@ -367,11 +445,7 @@ impl PartitionLog {
         let Some(seg) = self.segments.last_mut() else {
             return Err(ActorError::Internal("log has no segment".into()));
         };
-        let mut rec = Vec::with_capacity(RECORD_HEADER_BYTES as usize + payload.len());
-        rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        rec.extend_from_slice(&crc(offset, payload).to_le_bytes());
-        rec.extend_from_slice(&offset.to_le_bytes());
-        rec.extend_from_slice(payload);
+        let rec = encode_record(offset, payload);
         if let Err(e) = seg.file.write_all(&rec) {
             // Leave no half record behind a failed write: later appends would land after it.
             let _ = seg.file.set_len(seg.size);
@@ -598,6 +672,51 @@ mod tests {
             Err(ActorError::CorruptLog { offset, .. }) => assert_eq!(offset, 0),
             Err(e) => panic!("wrong error {e}"),
             Ok(_) => panic!("corruption not detected"),
+        }
+    }
+
+    #[test]
+    fn damage_with_intact_records_behind_it_is_not_a_torn_tail() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut log = PartitionLog::open(dir.path(), LogConfig::default()).expect("open");
+        for i in 0..3u8 {
+            log.append_sync(&[i; 40]).expect("io").expect("accepted");
+        }
+        drop(log);
+        let seg = segment_path(dir.path(), 0);
+        let mut bytes = fs::read(&seg).expect("read");
+        // The length field of record 1: its end is lost, record 2 is intact behind it.
+        bytes[56] ^= 0x10;
+        fs::write(&seg, bytes).expect("write");
+        match PartitionLog::open(dir.path(), LogConfig::default()) {
+            Err(ActorError::CorruptLog { offset, .. }) => assert_eq!(offset, 1),
+            Err(e) => panic!("wrong error {e}"),
+            Ok(l) => panic!("damage truncated silently to {} records", l.next_offset()),
+        }
+    }
+
+    proptest::proptest! {
+        /// Records decode to what was encoded; any single flipped bit is detected; arbitrary
+        /// bytes decode to an error, never a panic or an allocation they claim.
+        #[test]
+        fn record_decoding(
+            offset in 0u64..1 << 40,
+            payload in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
+            flip in 0usize..2400,
+            garbage in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
+        ) {
+            let rec = encode_record(offset, &payload);
+            let decoded = decode_record(&rec, offset, 1 << 20);
+            proptest::prop_assert_eq!(decoded, Ok((&payload[..], rec.len() as u64)));
+            let mut bad = rec.clone();
+            let bit = flip % (bad.len() * 8);
+            bad[bit / 8] ^= 1 << (bit % 8);
+            proptest::prop_assert!(decode_record(&bad, offset, 1 << 20).is_err());
+            proptest::prop_assert!(decode_record(&rec[..rec.len() - 1], offset, 1 << 20).is_err());
+            let _ = decode_record(&garbage, offset, 1 << 20);
+            let mut behind = garbage.clone();
+            behind.extend_from_slice(&rec);
+            proptest::prop_assert!(find_record(&behind, offset, 1 << 20).is_some());
         }
     }
 }

@@ -153,6 +153,8 @@ pub struct MemberStatus {
     pub rows_read: u64,
     /// CSV rows its streamers rejected.
     pub rows_rejected: u64,
+    /// Partitions whose log was found damaged at start-up, with what is wrong.
+    pub damaged_partitions: Vec<(u32, String)>,
 }
 
 /// What a node answers.
