@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use telemetry_actors::cluster::endpoint::{RequestHandler, ResponseFuture};
+use telemetry_actors::cluster::membership::Status;
 use telemetry_actors::cluster::protocol::{Request, Response};
 use telemetry_actors::cluster::transport::ClusterMsg;
 use telemetry_actors::router::append_local;
@@ -35,7 +36,7 @@ impl RequestHandler for PeerHandler {
             Request::Append { partition, .. } => {
                 info_span!("broker.append", partition, trace_id = Empty)
             }
-            Request::Hello(_) | Request::Ping(_) => Span::none(),
+            Request::Hello(_) | Request::Ping(_) | Request::Peers => Span::none(),
             other => info_span!("peer.query", kind = request_kind(other), trace_id = Empty),
         };
         follow(&span, trace.as_deref());
@@ -50,6 +51,14 @@ impl RequestHandler for PeerHandler {
                         Response::Hello(node.info_now())
                     }
                     Request::Ping(_) => Response::Hello(node.info_now()),
+                    Request::Peers => Response::Peers(
+                        node.cluster_view()
+                            .peers
+                            .iter()
+                            .filter(|p| p.status == Status::Up)
+                            .map(|p| p.info.cluster_addr.clone())
+                            .collect(),
+                    ),
                     Request::Status => Response::Status(local_status(&node).await),
                     Request::Gpus => Response::Gpus(local_gpus(&node.store)),
                     Request::Gpu(uuid) => Response::Gpu(local_gpu(&node.store, &uuid)),

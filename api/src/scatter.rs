@@ -102,6 +102,7 @@ pub fn request_kind(r: &Request) -> &'static str {
         Request::Status => "cluster",
         Request::Hello(_)
         | Request::Ping(_)
+        | Request::Peers
         | Request::Append { .. }
         | Request::Decommission { .. } => "other",
     }

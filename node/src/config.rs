@@ -88,6 +88,17 @@ pub struct RunArgs {
     /// Shared secret of the cluster transport.
     #[arg(long, env = "TELEMETRY_CLUSTER_COOKIE", hide_env_values = true)]
     pub cluster_cookie: Option<String>,
+    /// PEM certificate of this node for cluster TLS; it must name the host peers dial (the
+    /// advertised address). With the key and CA set, nodes talk mutual TLS and dial the mesh
+    /// themselves.
+    #[arg(long, env = "TELEMETRY_CLUSTER_TLS_CERT")]
+    pub cluster_tls_cert: Option<PathBuf>,
+    /// PEM private key of --cluster-tls-cert.
+    #[arg(long, env = "TELEMETRY_CLUSTER_TLS_KEY")]
+    pub cluster_tls_key: Option<PathBuf>,
+    /// PEM certificate of the CA that signs every node's certificate; only it is trusted.
+    #[arg(long, env = "TELEMETRY_CLUSTER_TLS_CA")]
+    pub cluster_tls_ca: Option<PathBuf>,
     /// DCGM CSV file to stream (repeatable); none streams the embedded sample.
     #[arg(long, env = "TELEMETRY_CSV", value_delimiter = ',')]
     pub csv: Vec<PathBuf>,

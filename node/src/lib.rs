@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use telemetry_actors::broker::LogConfig;
 use telemetry_actors::cluster::membership::{NodeInfo, Phase};
+use telemetry_actors::cluster::tls::{ClusterTls, TlsFiles};
 use telemetry_actors::cluster::transport::{
     Cluster, ClusterArgs, ClusterConfig, ClusterHandle, ClusterView,
 };
@@ -118,6 +119,26 @@ fn advertised(args: &RunArgs) -> anyhow::Result<String> {
     }
 }
 
+/// The cluster TLS settings: all three files or none.
+fn cluster_tls(args: &RunArgs) -> anyhow::Result<Option<ClusterTls>> {
+    let files = match (
+        &args.cluster_tls_cert,
+        &args.cluster_tls_key,
+        &args.cluster_tls_ca,
+    ) {
+        (None, None, None) => return Ok(None),
+        (Some(cert), Some(key), Some(ca)) => TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+            ca: ca.clone(),
+        },
+        _ => bail!(
+            "cluster TLS needs all of --cluster-tls-cert, --cluster-tls-key and --cluster-tls-ca"
+        ),
+    };
+    Ok(Some(ClusterTls::load(&files).context("cluster TLS")?))
+}
+
 /// Longest wait at start-up for the seeds to answer before running with whoever answered.
 pub const JOIN_WAIT: Duration = Duration::from_secs(3);
 
@@ -144,6 +165,7 @@ async fn join(
         cookie,
         seeds: seeds.clone(),
         liveness_timeout: args.liveness_timeout,
+        tls: cluster_tls(args)?,
     };
     let (actor, done) = Actor::spawn(
         None,
@@ -221,6 +243,8 @@ pub async fn run(
             .cloned()
             .collect(),
     };
+    // Refuse bad TLS files before anything starts, even on a node that has no seeds yet.
+    cluster_tls(&args)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let files = if args.no_stream {

@@ -107,6 +107,14 @@ pub enum Event {
         /// Now (ms).
         now: u64,
     },
+    /// A peer named the cluster addresses it sees up (gossip, when nodes dial the mesh
+    /// themselves): unknown ones become dial targets.
+    Learned {
+        /// Cluster addresses.
+        addrs: Vec<String>,
+        /// When (ms).
+        at: u64,
+    },
     /// A dial of an address failed (or gave nothing) at `at`; back off before the next.
     DialFailed {
         /// The address.
@@ -147,6 +155,8 @@ pub struct Membership {
     peers: BTreeMap<String, Peer>,
     /// Addresses to keep connected: seeds and every peer learned, by address.
     targets: BTreeMap<String, Target>,
+    /// The configured seeds (never dropped from the targets).
+    seeds: Vec<String>,
 }
 
 impl Membership {
@@ -166,6 +176,7 @@ impl Membership {
             })
             .collect();
         Self {
+            seeds: seeds.to_vec(),
             me,
             liveness_timeout: liveness_timeout_ms,
             peers: BTreeMap::new(),
@@ -254,10 +265,27 @@ impl Membership {
                     change.forgotten.push(info.name);
                 }
             }
+            Event::Learned { addrs, at } => {
+                for addr in addrs {
+                    if addr != self.me.cluster_addr {
+                        self.targets.entry(addr).or_insert(Target {
+                            next_dial: at,
+                            delay: REDIAL_MIN_MS,
+                        });
+                    }
+                }
+            }
             Event::DialFailed { addr, at } => {
                 if let Some(t) = self.targets.get_mut(&addr) {
                     t.next_dial = at + t.delay;
                     t.delay = (t.delay * 2).min(REDIAL_MAX_MS);
+                    // A gossiped address that never answered is dropped once its backoff is at
+                    // the maximum; seeds and members ever heard are redialled forever.
+                    let known = self.seeds.contains(&addr)
+                        || self.peers.values().any(|p| p.info.cluster_addr == addr);
+                    if t.delay == REDIAL_MAX_MS && !known {
+                        self.targets.remove(&addr);
+                    }
                 }
             }
         }
@@ -387,6 +415,38 @@ mod tests {
         assert!(m.set_phase(Phase::Leaving));
         assert!(m.owned(64).is_empty());
         assert!(!m.set_phase(Phase::Leaving));
+    }
+
+    #[test]
+    fn gossiped_addresses_are_dialled_and_dropped_if_they_never_answer() {
+        let mut m = view();
+        let (seed, peer2, ghost) = ("10.0.0.1:4697", "10.0.0.2:4697", "10.0.0.9:4697");
+        assert_eq!(m.to_dial(0), [seed]);
+        m.apply(Event::Learned {
+            addrs: vec![peer2.into(), ghost.into(), "10.0.0.0:4697".into()],
+            at: 10,
+        });
+        // Learned addresses are dialled; this node's own address is not.
+        assert_eq!(m.to_dial(10), [peer2, ghost]);
+        heard(&mut m, info(2), 20);
+        // The seed and the ghost fail until their backoff is at its maximum.
+        let mut now = 20;
+        for _ in 0..8 {
+            now += REDIAL_MAX_MS;
+            for addr in m.to_dial(now) {
+                m.apply(Event::DialFailed { addr, at: now });
+            }
+            heard(&mut m, info(2), now);
+        }
+        now += REDIAL_MAX_MS;
+        // The seed stays a target, the ghost is gone, the live peer is not redialled.
+        assert_eq!(m.to_dial(now), [seed]);
+        // Gossip brings the ghost back as a target, once more.
+        m.apply(Event::Learned {
+            addrs: vec![ghost.into()],
+            at: now,
+        });
+        assert_eq!(m.to_dial(now), [ghost]);
     }
 
     fn view() -> Membership {

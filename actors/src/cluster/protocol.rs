@@ -36,6 +36,9 @@ pub enum Request {
         /// Start it if it is not running or done.
         start: bool,
     },
+    /// Cluster addresses of the peers this node sees up (the self-dialled mesh learns members
+    /// this way); answered with [`Response::Peers`].
+    Peers,
     /// Append an encoded sample batch to a partition this node owns.
     Append {
         /// Partition.
@@ -176,6 +179,8 @@ pub enum Response {
     Decommission(DecommissionProgress),
     /// The outcome of an append.
     Append(AppendOutcome),
+    /// Cluster addresses of the peers the answering node sees up.
+    Peers(Vec<String>),
     /// Too many requests in flight at the answering node; retry later.
     Busy,
     /// The request could not be read (wrong version, damaged).

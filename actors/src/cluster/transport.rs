@@ -15,15 +15,21 @@ use std::time::{Duration, Instant};
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 use ractor_cluster::node::{NodeConnectionMode, NodeServerSessionInformation};
-use ractor_cluster::{NodeEventSubscription, NodeServer, NodeServerMessage};
+use ractor_cluster::{
+    IncomingEncryptionMode, NodeEventSubscription, NodeServer, NodeServerMessage,
+};
 use tokio::sync::watch;
 
+use super::accept::accept_tls;
 use super::endpoint::{Endpoint, EndpointMsg, RequestHandler, ENDPOINT_GROUP};
 use super::membership::{Event, Membership, NodeInfo, Status};
 use super::protocol::{decode, encode, Request, Response};
+use super::tls::{server_name, ClusterTls};
 
 /// Default silence after which a peer is down.
 pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(3);
+/// Longest a dial (TCP connect and TLS handshake) may take.
+pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often peers are pinged and addresses redialled.
 pub const PING_INTERVAL: Duration = Duration::from_millis(500);
 
@@ -42,6 +48,9 @@ pub struct ClusterConfig {
     pub seeds: Vec<String>,
     /// Silence after which a peer is down.
     pub liveness_timeout: Duration,
+    /// Mutual TLS between nodes; with it the node dials every member itself (ractor_cluster's
+    /// transitive dial would be plaintext) and learns members from its peers' lists.
+    pub tls: Option<ClusterTls>,
 }
 
 /// A member as the rest of the node sees it.
@@ -82,6 +91,8 @@ pub struct State {
     membership: Membership,
     started: Instant,
     node_server: ActorRef<NodeServerMessage>,
+    /// The TLS listener's task, when TLS is on.
+    acceptor: Option<tokio::task::JoinHandle<()>>,
     /// Peer endpoints by peer name.
     endpoints: HashMap<String, ActorRef<EndpointMsg>>,
     view: watch::Sender<Arc<ClusterView>>,
@@ -95,6 +106,8 @@ pub enum ClusterMsg {
     Heard(NodeInfo, ActorRef<EndpointMsg>),
     /// A dial failed.
     DialFailed(String),
+    /// A peer listed the cluster addresses it sees up.
+    Learned(Vec<String>),
     /// ractor_cluster closed a session of this peer (by node name); it may have another.
     SessionClosed(String),
     /// No session to this peer remains.
@@ -202,6 +215,37 @@ impl State {
     }
 }
 
+/// Opens a session to `addr`: plaintext, or mutual TLS checked against the dialled host name.
+async fn dial(
+    server: &ActorRef<NodeServerMessage>,
+    addr: &str,
+    tls: Option<ClusterTls>,
+) -> Result<(), String> {
+    let connect = async {
+        match tls {
+            None => ractor_cluster::client_connect(server, addr)
+                .await
+                .map_err(|e| e.to_string()),
+            Some(tls) => {
+                let name = server_name(addr).map_err(|e| e.to_string())?;
+                ractor_cluster::client_connect_enc(server, addr, tls.connector, name)
+                .await
+                .map_err(|e| {
+                    if let ractor_cluster::ClientConnectErr::Encryption(e) = &e {
+                        // A peer outside the cluster's CA (or with the wrong name) ends here.
+                        tracing::warn!(%addr, error = %e, "cluster TLS handshake with a peer failed; not a member");
+                    }
+                    e.to_string()
+                })
+            }
+        }
+    };
+    // A peer that accepts the connection but never answers must not hold a dial forever.
+    tokio::time::timeout(DIAL_TIMEOUT, connect)
+        .await
+        .unwrap_or_else(|_| Err(format!("no answer within {DIAL_TIMEOUT:?}")))
+}
+
 /// Calls a peer's endpoint with a request; `None` on timeout or an unreadable answer.
 pub async fn call_endpoint(
     endpoint: &ActorRef<EndpointMsg>,
@@ -241,16 +285,50 @@ impl Actor for Cluster {
             .cluster_addr
             .rsplit_once(':')
             .map_or(cfg.me.cluster_addr.clone(), |(h, _)| h.to_string());
+        // With TLS our own listener takes the cluster port (see `accept`); ractor_cluster's,
+        // which it always starts, is left on a loopback port and accepts TLS only.
+        let (encryption, mode, listen_ip, listen_port) = match &cfg.tls {
+            Some(tls) => (
+                Some(IncomingEncryptionMode::Tls(tls.acceptor.clone())),
+                NodeConnectionMode::Isolated,
+                IpAddr::from([127, 0, 0, 1]),
+                0,
+            ),
+            None => (
+                None,
+                NodeConnectionMode::Transitive,
+                cfg.listen_ip,
+                cfg.listen_port,
+            ),
+        };
+        let tls_listener = match &cfg.tls {
+            Some(_) => Some(
+                tokio::net::TcpListener::bind((cfg.listen_ip, cfg.listen_port))
+                    .await
+                    .map_err(|e| {
+                        format!("cluster address {}:{}: {e}", cfg.listen_ip, cfg.listen_port)
+                    })?,
+            ),
+            None => None,
+        };
         let server = NodeServer::new(
-            cfg.listen_port,
+            listen_port,
             cfg.cookie.clone(),
             cfg.me.name.clone(),
             host,
-            None,
-            Some(NodeConnectionMode::Transitive),
+            encryption,
+            Some(mode),
         )
-        .with_listen_addr(cfg.listen_ip);
+        .with_listen_addr(listen_ip);
         let (node_server, _) = Actor::spawn_linked(None, server, (), myself.get_cell()).await?;
+        let acceptor = match (tls_listener, &cfg.tls) {
+            (Some(listener), Some(tls)) => Some(tokio::spawn(accept_tls(
+                listener,
+                tls.acceptor.clone(),
+                node_server.clone(),
+            ))),
+            _ => None,
+        };
         node_server.cast(NodeServerMessage::SubscribeToEvents {
             id: "telemetry.membership".into(),
             subscription: Box::new(Events {
@@ -270,11 +348,23 @@ impl Actor for Cluster {
             membership,
             started: Instant::now(),
             node_server,
+            acceptor,
             endpoints: HashMap::new(),
             view: args.view,
         };
         state.publish();
         Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(task) = state.acceptor.take() {
+            task.abort();
+        }
+        Ok(())
     }
 
     async fn handle(
@@ -288,9 +378,9 @@ impl Actor for Cluster {
                 let now = state.now();
                 for addr in state.membership.to_dial(now) {
                     let (server, me) = (state.node_server.clone(), myself.clone());
+                    let tls = state.cfg.tls.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = ractor_cluster::client_connect(&server, addr.as_str()).await
-                        {
+                        if let Err(e) = dial(&server, &addr, tls).await {
                             tracing::debug!(%addr, error = %e, "dial failed");
                             let _ = me.cast(ClusterMsg::DialFailed(addr));
                         }
@@ -304,11 +394,19 @@ impl Actor for Cluster {
                     }
                     let endpoint: ActorRef<EndpointMsg> = cell.into();
                     let (me, ping) = (myself.clone(), ping.clone());
+                    let gossip = state.cfg.tls.is_some();
                     tokio::spawn(async move {
                         if let Some(Response::Hello(info)) =
                             call_endpoint(&endpoint, &ping, timeout).await
                         {
-                            let _ = me.cast(ClusterMsg::Heard(info, endpoint));
+                            let _ = me.cast(ClusterMsg::Heard(info, endpoint.clone()));
+                        }
+                        if gossip {
+                            if let Some(Response::Peers(addrs)) =
+                                call_endpoint(&endpoint, &Request::Peers, timeout).await
+                            {
+                                let _ = me.cast(ClusterMsg::Learned(addrs));
+                            }
                         }
                     });
                 }
@@ -332,6 +430,10 @@ impl Actor for Cluster {
             ClusterMsg::DialFailed(addr) => {
                 let at = state.now();
                 state.membership.apply(Event::DialFailed { addr, at })
+            }
+            ClusterMsg::Learned(addrs) => {
+                let at = state.now();
+                state.membership.apply(Event::Learned { addrs, at })
             }
             ClusterMsg::SessionClosed(name) => {
                 // ractor_cluster closes one of two sessions when both sides dial at once, so a
