@@ -81,12 +81,16 @@ def main():
         "telemetry-gpu-telemetry-2.telemetry-gpu-telemetry-headless.gpu.svc.cluster.local:4697")
     # Inline CSV, existing Secret, ServiceMonitor, no streaming.
     objs = render({"stream": {"data": {"dcgm.csv": "timestamp,metric_name\n"}}, "existingSecret": "mine",
-                   "serviceMonitor": {"enabled": True}, "jaeger": {"enabled": False}})
+                   "serviceMonitor": {"enabled": True}, "jaeger": {"enabled": False},
+                   "cluster": {"tlsSecret": "node-certs"}})
     sts = next(o for o in objs if o["kind"] == "StatefulSet")
     env, c = env_of(sts)
     assert env["TELEMETRY_CSV"]["value"] == "/csv/dcgm.csv"
     assert env["TELEMETRY_CLUSTER_COOKIE"]["valueFrom"]["secretKeyRef"]["name"] == "mine"
     assert not any(o["kind"] == "Secret" for o in objs)
+    assert env["TELEMETRY_CLUSTER_TLS_CA"]["value"] == "/tls/ca.crt"
+    vols = {v["name"]: v for v in sts["spec"]["template"]["spec"]["volumes"]}
+    assert vols["tls"]["secret"]["secretName"] == "node-certs" and "csv" in vols
     sm = next(o for o in objs if o["kind"] == "ServiceMonitor")
     assert sm["spec"]["endpoints"][0]["path"] == "/metrics"
     for o in objs:
