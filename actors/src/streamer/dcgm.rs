@@ -258,6 +258,38 @@ mod tests {
         out
     }
 
+    proptest::proptest! {
+        /// Any bytes after a valid header parse row by row into rows or rejections with a
+        /// reason, never a panic; a parsed row always has a UUID and a metric.
+        #[test]
+        fn arbitrary_rows_never_panic(body in proptest::collection::vec(
+            proptest::prop_oneof![
+                proptest::num::u8::ANY,
+                proptest::strategy::Just(b','),
+                proptest::strategy::Just(b'"'),
+                proptest::strategy::Just(b'\n'),
+            ], 0..600)) {
+            let mut text = HEADER.as_bytes().to_vec();
+            text.extend_from_slice(&body);
+            let (mut rdr, cols) = open_reader(text.as_slice()).expect("header");
+            let mut p = RowParser::new(cols);
+            let mut rec = csv::StringRecord::new();
+            loop {
+                match rdr.read_record(&mut rec) {
+                    Ok(true) => {}
+                    Ok(false) => break,
+                    Err(_) => continue,
+                }
+                match p.parse(&rec) {
+                    Ok((row, _)) => {
+                        proptest::prop_assert!(!row.uuid.is_empty() && !row.metric.is_empty());
+                    }
+                    Err(e) => proptest::prop_assert!(!e.reason.is_empty()),
+                }
+            }
+        }
+    }
+
     #[test]
     fn parses_good_rows_and_names_bad_ones() {
         let got = rows(concat!(
