@@ -459,7 +459,7 @@ async fn admin_token_from_file_and_open_paths() {
     // The admin token gets through to the handler, which refuses to empty a lone node.
     assert_eq!(
         call(Method::POST, decommission, Some("admin-token")).await,
-        400
+        409
     );
     assert_eq!(call(Method::GET, "/healthz", None).await, 200);
     assert_eq!(call(Method::GET, "/readyz", None).await, 401);

@@ -21,7 +21,7 @@ async fn an_oversized_body_is_refused_and_the_node_goes_on() {
     assert_eq!(resp.status().as_u16(), 413);
     let body: serde_json::Value = resp.json().await.expect("JSON error");
     assert_eq!(body["error"]["code"], "too_large");
-    // A node alone cannot be decommissioned: a clear 400, not a crash.
+    // A node alone cannot be decommissioned: a clear 409, not a crash.
     let resp = reqwest::Client::new()
         .post(format!(
             "{}/api/v1/cluster/nodes/telemetry-0/decommission",
@@ -30,7 +30,7 @@ async fn an_oversized_body_is_refused_and_the_node_goes_on() {
         .send()
         .await
         .expect("answered");
-    assert_eq!(resp.status().as_u16(), 400);
+    assert_eq!(resp.status().as_u16(), 409);
     assert_eq!(node.ok("/healthz").await["status"], "ok");
     node.stop();
 }

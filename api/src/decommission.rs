@@ -262,7 +262,7 @@ async fn remote(
         .ok_or_else(|| ApiError::not_ready(format!("member {name:?} is not reachable")))?;
     match call_endpoint(&endpoint, &Request::Decommission { start }, SCATTER_TIMEOUT).await {
         Some(Response::Decommission(p)) => Ok(p),
-        Some(Response::Refused(e)) => Err(ApiError::bad_request(e)),
+        Some(Response::Refused(e)) => Err(ApiError::conflict(e)),
         _ => Err(ApiError::not_ready(format!(
             "member {name:?} did not answer"
         ))),
@@ -274,7 +274,7 @@ async fn remote(
     params(("name" = String, Path, description = "Node name")),
     responses(
         (status = 202, description = "Decommission running (or done)", body = DecommissionStatus),
-        (status = 400, description = "Not possible (a node alone)", body = ErrorBody),
+        (status = 409, description = "Not possible now (a node alone)", body = ErrorBody),
         (status = 404, description = "No such member", body = ErrorBody),
         (status = 503, description = "The member did not answer", body = ErrorBody),
     ))]
@@ -283,7 +283,7 @@ pub async fn start_decommission(
     Path(name): Path<String>,
 ) -> Result<(StatusCode, Json<DecommissionStatus>), ApiError> {
     let progress = if name == node.info.name {
-        start_local(&node).map_err(ApiError::bad_request)?
+        start_local(&node).map_err(ApiError::conflict)?
     } else {
         remote(&node, &name, true).await?
     };

@@ -41,6 +41,15 @@ impl ApiError {
         }
     }
 
+    /// 409: the request is well formed but the cluster's state does not allow it.
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::CONFLICT,
+            code: "conflict",
+            message: message.into(),
+        }
+    }
+
     /// 404: the resource does not exist.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self {

@@ -99,7 +99,7 @@ pub struct MetricList {
 /// Lists GPUs.
 #[utoipa::path(get, path = "/api/v1/gpus", tag = "gpus",
     params(
-        ("limit" = Option<usize>, Query, description = "Page size, 1 to 10000 (default 1000)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "Page size, 1 to 10000 (default 1000)"),
         ("offset" = Option<usize>, Query, description = "GPUs to skip (default 0)"),
     ),
     responses(

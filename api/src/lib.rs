@@ -8,6 +8,7 @@ mod error;
 mod gpus;
 mod limits;
 mod metrics;
+mod openapi;
 mod params;
 mod peer;
 mod scatter;
@@ -17,6 +18,8 @@ use axum::routing::get;
 use axum::Router;
 use utoipa::OpenApi;
 use utoipa_swagger_ui::SwaggerUi;
+
+use openapi::Shared as SharedResponses;
 
 pub use context::{AppState, NodeContext};
 pub use decommission::{DecommissionStatus, COPY_BATCH, HANDOVER_WAIT};
@@ -47,7 +50,8 @@ pub use telemetry::{decode_cursor, encode_cursor, DEFAULT_TELEMETRY_LIMIT, MAX_T
         decommission::start_decommission,
         decommission::get_decommission
     ),
-    components(schemas(error::ErrorBody, error::ErrorDetail))
+    components(schemas(error::ErrorBody, error::ErrorDetail)),
+    modifiers(&SharedResponses)
 )]
 pub struct ApiDoc;
 

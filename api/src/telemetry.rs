@@ -78,11 +78,11 @@ pub fn decode_cursor(s: &str) -> Result<RangeCursor, ApiError> {
 #[utoipa::path(get, path = "/api/v1/gpus/{uuid}/telemetry", tag = "telemetry",
     params(
         ("uuid" = String, Path, description = "GPU UUID"),
-        ("start_time" = Option<String>, Query, description = "Inclusive start, RFC 3339 (default: earliest)"),
-        ("end_time" = Option<String>, Query, description = "Inclusive end, RFC 3339 (default: latest)"),
+        ("start_time" = Option<String>, Query, format = DateTime, description = "Inclusive start, RFC 3339 (default: earliest)"),
+        ("end_time" = Option<String>, Query, format = DateTime, description = "Inclusive end, RFC 3339 (default: latest)"),
         ("metric" = Option<Vec<String>>, Query, description = "Metric name; repeat or comma-separate for several (default: all)"),
-        ("limit" = Option<usize>, Query, description = "Page size, 1 to 10000 (default 1000)"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "Page size, 1 to 10000 (default 1000)"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page (empty or absent: the first page)"),
     ),
     responses(
         (status = 200, description = "A page of samples", body = TelemetryPage),
@@ -101,7 +101,12 @@ pub async fn get_telemetry(
         return Err(ApiError::bad_request("start_time is after end_time"));
     }
     let limit = p.bounded("limit", DEFAULT_TELEMETRY_LIMIT, 1, MAX_TELEMETRY_LIMIT)?;
-    let cursor = p.get("cursor").map(decode_cursor).transpose()?;
+    // An empty cursor is the first page (a client that templates `cursor=` before it has one).
+    let cursor = p
+        .get("cursor")
+        .filter(|c| !c.is_empty())
+        .map(decode_cursor)
+        .transpose()?;
     let metrics = p.all("metric");
     let query = TelemetryQuery {
         uuid: uuid.clone(),
