@@ -133,3 +133,55 @@ async fn damaged_partition_log_is_reported_and_the_rest_is_served() {
         len as u64
     );
 }
+
+/// A store table that fails its checksum stops start-up with an error that says what is damaged
+/// and what to do, instead of serving wrong answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damaged_store_file_is_reported_at_start_up() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let csv = reference_csv(tmp.path());
+    let rows = csv::Reader::from_path(&csv).expect("csv").records().count() as u64;
+    let data = tmp.path().join("d");
+    let args = [
+        "--csv",
+        csv.to_str().expect("utf8"),
+        "--rate",
+        "0",
+        "--passes",
+        "1",
+    ];
+    let node = Node::start(&data, &args);
+    node.wait_for_samples(rows, Duration::from_secs(60)).await;
+    node.stop();
+    let mut tables = Vec::new();
+    for ks in std::fs::read_dir(data.join("store/keyspaces")).expect("keyspaces") {
+        let dir = ks.expect("entry").path().join("tables");
+        for t in std::fs::read_dir(&dir).into_iter().flatten() {
+            tables.push(t.expect("entry").path());
+        }
+    }
+    assert!(!tables.is_empty(), "the store flushed no table");
+    for t in &tables {
+        let mut bytes = std::fs::read(t).expect("read");
+        let mid = bytes.len() / 3;
+        bytes[mid] ^= 0xff;
+        std::fs::write(t, bytes).expect("write");
+    }
+    let out = std::process::Command::new(support::binary())
+        .args([
+            "--data-dir",
+            data.to_str().expect("utf8"),
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .arg("--no-stream")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("failed its checksum")
+            && err.contains(&data.join("store").display().to_string()),
+        "{err}"
+    );
+}

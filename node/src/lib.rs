@@ -263,9 +263,22 @@ pub async fn run(
         retention: args.retention,
         ..StoreOptions::default()
     };
+    let shown = store_dir.display().to_string();
     let store = tokio::task::spawn_blocking(move || Store::open(store_dir, store_opts))
         .await?
-        .context("opening the store")?;
+        .map_err(|e| {
+            let damaged = e.to_string().contains("ChecksumMismatch");
+            anyhow::Error::new(e).context(if damaged {
+                format!(
+                    "opening the store in {shown}: a store file failed its checksum (damaged on disk). \
+                     The broker logs beside it still hold what was not yet committed; restore \
+                     the store from a backup, or move it aside to start this node empty (its \
+                     share is then missing from answers)"
+                )
+            } else {
+                format!("opening the store in {shown}")
+            })
+        })?;
     let store = Arc::new(store);
     let registry = Arc::new(PartitionRegistry::default());
     let stats = Arc::new(PipelineStats::default());
