@@ -178,31 +178,58 @@ pub fn merge_gpu(answers: Vec<Option<GpuPart>>) -> Option<GpuPart> {
     Some(out)
 }
 
-/// Points of all pages merged by (timestamp, metric), a sample held by two nodes once; the first
-/// `limit` and whether more exist anywhere.
-pub fn merge_telemetry(parts: Vec<TelemetryPart>, limit: usize) -> (Vec<(i64, String, f64)>, bool) {
+/// Points of all pages merged by (timestamp, metric), a sample held by two nodes once: the
+/// first `limit`, as (timestamp, index into the merged metric names, value), and whether more
+/// exist anywhere. One answering node's page is taken as it is (already ordered); several are
+/// merged with their metric names mapped to one sorted table, so no point carries a string.
+pub fn merge_telemetry(mut parts: Vec<TelemetryPart>, limit: usize) -> TelemetryPart {
     let mut more = parts.iter().any(|p| p.more);
-    let mut all: Vec<(i64, &str, f64)> = parts
+    parts.retain(|p| !p.points.is_empty());
+    if parts.len() <= 1 {
+        let mut part = parts.pop().unwrap_or(TelemetryPart {
+            metrics: Vec::new(),
+            points: Vec::new(),
+            more,
+        });
+        if part.points.len() > limit {
+            part.points.truncate(limit);
+            more = true;
+        }
+        part.more = more;
+        return part;
+    }
+    let mut metrics: Vec<String> = parts
         .iter()
-        .flat_map(|p| {
-            p.points.iter().filter_map(|(t, m, v)| {
-                p.metrics
-                    .get(usize::from(*m))
-                    .map(|name| (*t, name.as_str(), *v))
-            })
-        })
+        .flat_map(|p| p.metrics.iter().cloned())
         .collect();
-    all.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    metrics.sort();
+    metrics.dedup();
+    let mut all: Vec<(i64, u16, f64)> = Vec::new();
+    for p in &parts {
+        let map: Vec<Option<u16>> = p
+            .metrics
+            .iter()
+            .map(|m| metrics.binary_search(m).ok().map(|i| i as u16))
+            .collect();
+        all.extend(p.points.iter().filter_map(|(t, m, v)| {
+            map.get(usize::from(*m))
+                .copied()
+                .flatten()
+                .map(|i| (*t, i, *v))
+        }));
+    }
+    // Indices follow the sorted names, so ordering by index is ordering by name.
+    all.sort_by_key(|p| (p.0, p.1));
     all.dedup_by(|b, a| a.0 == b.0 && a.1 == b.1);
     if all.len() > limit {
         all.truncate(limit);
         more = true;
     }
-    let points = all
-        .into_iter()
-        .map(|(t, m, v)| (t, m.to_string(), v))
-        .collect();
-    (points, more)
+    TelemetryPart {
+        metrics,
+        points: all,
+        more,
+    }
 }
 
 #[cfg(test)]
@@ -231,15 +258,39 @@ mod tests {
         let a = part(&[(1, "T", 1.0), (3, "T", 3.0), (3, "U", 30.0)], false);
         // Node b holds one sample that node a holds too (written before an ownership move).
         let b = part(&[(2, "T", 2.0), (3, "T", 3.0), (4, "T", 4.0)], false);
-        let (points, more) = merge_telemetry(vec![a.clone(), b.clone()], 10);
-        let got: Vec<(i64, &str)> = points.iter().map(|p| (p.0, p.1.as_str())).collect();
-        assert_eq!(got, [(1, "T"), (2, "T"), (3, "T"), (3, "U"), (4, "T")]);
-        assert!(!more);
-        let (points, more) = merge_telemetry(vec![a, b], 3);
-        assert_eq!(points.len(), 3);
-        assert!(more, "a page cut at the limit says so");
-        let (_, more) = merge_telemetry(vec![part(&[(1, "T", 1.0)], true)], 10);
-        assert!(more, "a node with more says so");
+        let names = |m: &TelemetryPart| -> Vec<(i64, String)> {
+            m.points
+                .iter()
+                .map(|p| (p.0, m.metrics[usize::from(p.1)].clone()))
+                .collect()
+        };
+        let merged = merge_telemetry(vec![a.clone(), b.clone()], 10);
+        let want: Vec<(i64, String)> = [(1, "T"), (2, "T"), (3, "T"), (3, "U"), (4, "T")]
+            .iter()
+            .map(|(t, m)| (*t, m.to_string()))
+            .collect();
+        assert_eq!(names(&merged), want);
+        assert!(!merged.more);
+        // Metric tables that differ between nodes map to one.
+        let c = part(&[(5, "A", 0.5), (3, "U", 30.0)], false);
+        let merged = merge_telemetry(vec![b.clone(), c], 10);
+        assert_eq!(merged.metrics, ["A", "T", "U"]);
+        assert_eq!(
+            names(&merged)[2..],
+            [
+                (3, "U".to_string()),
+                (4, "T".to_string()),
+                (5, "A".to_string())
+            ]
+        );
+        let merged = merge_telemetry(vec![a.clone(), b], 3);
+        assert_eq!(merged.points.len(), 3);
+        assert!(merged.more, "a page cut at the limit says so");
+        let one = merge_telemetry(vec![part(&[(1, "T", 1.0)], true)], 10);
+        assert!(one.more, "a node with more says so");
+        let cut = merge_telemetry(vec![a, part(&[], false)], 2);
+        assert_eq!(names(&cut), [(1, "T".to_string()), (3, "T".to_string())]);
+        assert!(cut.more);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use utoipa::ToSchema;
 use crate::context::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::gpus::unknown_gpu;
-use crate::params::{format_time, Params};
+use crate::params::{format_time, format_time_into, Params, TIME_LEN};
 use crate::scatter::{gather, local_telemetry, merge_telemetry};
 
 /// Default page size of telemetry reads.
@@ -36,13 +36,46 @@ pub struct TelemetryPoint {
     pub value: f64,
 }
 
+/// A page's points, serialised straight from (timestamp, metric index, value) as
+/// [`TelemetryPoint`] objects: no string per point is built, the time is formatted on the stack.
+#[derive(Debug)]
+pub struct Points(TelemetryPart);
+
+impl Serialize for Points {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::{SerializeMap, SerializeSeq};
+        struct Point<'a>(i64, &'a str, f64);
+        impl Serialize for Point<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut buf = [0u8; TIME_LEN];
+                let mut m = s.serialize_map(Some(3))?;
+                match format_time_into(self.0, &mut buf) {
+                    Some(t) => m.serialize_entry("timestamp", t)?,
+                    None => m.serialize_entry("timestamp", &format_time(self.0))?,
+                }
+                m.serialize_entry("metric", self.1)?;
+                m.serialize_entry("value", &self.2)?;
+                m.end()
+            }
+        }
+        let part = &self.0;
+        let mut seq = s.serialize_seq(Some(part.points.len()))?;
+        for (t, m, v) in &part.points {
+            let name = part.metrics.get(usize::from(*m)).map_or("", String::as_str);
+            seq.serialize_element(&Point(*t, name, *v))?;
+        }
+        seq.end()
+    }
+}
+
 /// A page of a GPU's samples ordered by (timestamp, metric).
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TelemetryPage {
     /// GPU UUID.
     pub gpu: String,
     /// Samples of this page.
-    pub items: Vec<TelemetryPoint>,
+    #[schema(value_type = Vec<TelemetryPoint>)]
+    pub items: Points,
     /// Pass as `cursor` for the next page; null on the last page.
     pub next_cursor: Option<String>,
     /// True when some node did not answer: the page may be incomplete.
@@ -131,24 +164,21 @@ pub async fn get_telemetry(
     if parts.is_empty() {
         return Err(unknown_gpu(&uuid, &g.unavailable));
     }
-    let (points, more) = merge_telemetry(parts, limit);
-    let next_cursor = match (more, points.last()) {
+    let page = merge_telemetry(parts, limit);
+    let next_cursor = match (page.more, page.points.last()) {
         (true, Some(last)) => Some(encode_cursor(&RangeCursor {
             timestamp: last.0,
-            metric: last.1.clone(),
+            metric: page
+                .metrics
+                .get(usize::from(last.1))
+                .cloned()
+                .unwrap_or_default(),
         })),
         _ => None,
     };
     Ok(Json(TelemetryPage {
         gpu: uuid,
-        items: points
-            .into_iter()
-            .map(|(t, metric, value)| TelemetryPoint {
-                timestamp: format_time(t),
-                metric,
-                value,
-            })
-            .collect(),
+        items: Points(page),
         next_cursor,
         partial: !g.unavailable.is_empty(),
         unavailable_nodes: g.unavailable,

@@ -34,6 +34,9 @@ pub enum Command {
     Openapi,
     /// Write a realistic synthetic DCGM CSV.
     GenCsv(GenCsvArgs),
+    /// End-to-end load benchmark: real nodes on loopback, a gen-csv file, throughput, the
+    /// storage ceiling, bytes per sample, peak RSS and REST latency.
+    Bench(crate::bench::BenchArgs),
     /// Decommission a node of a running cluster (before removing it) and wait until it is done.
     Decommission(crate::decommission::DecommissionArgs),
 }

@@ -5,6 +5,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod auth;
+pub mod bench;
 use auth::Secret;
 pub mod config;
 pub mod decommission;

@@ -14,6 +14,7 @@ fn main() -> ExitCode {
         }
         Some(Command::GenCsv(args)) => telemetry_node::gencsv::run(&args),
         Some(Command::Decommission(args)) => telemetry_node::decommission::run(&args),
+        Some(Command::Bench(args)) => telemetry_node::bench::run(&args),
         Some(Command::Run(args)) => telemetry_node::serve(*args),
         None => telemetry_node::serve(cli.run),
     };
