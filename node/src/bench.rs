@@ -160,7 +160,7 @@ fn ceiling(csv: &Path, dir: &Path) -> anyhow::Result<(u64, f64)> {
         }
     }
     for b in &mut builders {
-        if b.len() > 0 {
+        if !b.is_empty() {
             store.write(&b.take())?;
         }
     }
