@@ -162,7 +162,7 @@ pub fn write_page(
     next_cursor: Option<&str>,
     unavailable: &[String],
 ) -> Vec<u8> {
-    let names: Vec<String> = page.metrics.iter().map(|m| json(m)).collect();
+    let names: Vec<String> = page.metrics.iter().map(json).collect();
     let mut out = Vec::with_capacity(64 + page.points.len() * 88);
     out.extend_from_slice(b"{\"gpu\":");
     out.extend_from_slice(json(&gpu).as_bytes());
