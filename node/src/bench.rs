@@ -17,7 +17,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::Value;
 use telemetry_actors::routing::{partition_of, DEFAULT_PARTITIONS};
-use telemetry_actors::streamer::dcgm::{open_reader, RowParser};
+use telemetry_actors::streamer::dcgm::{open_reader, RowParser, TimestampCache};
 use telemetry_storage::{BatchBuilder, Store, StoreOptions};
 
 use crate::gencsv::{generate, GenCsvArgs};
@@ -137,6 +137,7 @@ fn ceiling(csv: &Path, dir: &Path) -> anyhow::Result<(u64, f64)> {
     let start = Instant::now();
     let (mut rdr, cols) = open_reader(file).map_err(anyhow::Error::msg)?;
     let mut parser = RowParser::new(cols);
+    let mut times = TimestampCache::default();
     let mut builders: Vec<BatchBuilder> = (0..DEFAULT_PARTITIONS)
         .map(|_| BatchBuilder::default())
         .collect();
@@ -146,7 +147,8 @@ fn ceiling(csv: &Path, dir: &Path) -> anyhow::Result<(u64, f64)> {
         let Ok((row, gpu)) = parser.parse(&rec) else {
             continue;
         };
-        let ts = telemetry_actors::streamer::dcgm::parse_timestamp(row.csv_timestamp)
+        let ts = times
+            .parse(row.csv_timestamp)
             .map_err(|e| anyhow::anyhow!(e.detail))?;
         let p = partition_of(row.uuid, DEFAULT_PARTITIONS) as usize;
         let Some(b) = builders.get_mut(p) else {

@@ -1,8 +1,7 @@
 //! The data model shared by the streamer, the broker and the store.
 
-use std::collections::HashMap;
-
 use bincode::{Decode, Encode};
+use rustc_hash::FxHashMap;
 
 use crate::{Result, StorageError};
 
@@ -150,8 +149,10 @@ impl SampleBatch {
 #[derive(Debug, Default)]
 pub struct BatchBuilder {
     batch: SampleBatch,
-    gpu_index: HashMap<String, u32>,
-    metric_index: HashMap<String, u32>,
+    // FxHash: these are looked up once per sample on the streamer's hot path; SipHash's
+    // flooding resistance buys nothing for keys from our own input.
+    gpu_index: FxHashMap<String, u32>,
+    metric_index: FxHashMap<String, u32>,
 }
 
 impl BatchBuilder {

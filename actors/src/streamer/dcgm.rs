@@ -1,6 +1,6 @@
 //! Parsing DCGM exporter CSV: header validation and one row at a time, never panicking.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 use std::io::Read;
 
 use chrono::DateTime;
@@ -110,7 +110,7 @@ fn opt(rec: &csv::StringRecord, col: Option<usize>) -> Option<String> {
 #[derive(Debug)]
 pub struct RowParser {
     cols: Columns,
-    gpus: HashMap<String, GpuInfo>,
+    gpus: FxHashMap<String, GpuInfo>,
 }
 
 impl RowParser {
@@ -118,7 +118,7 @@ impl RowParser {
     pub fn new(cols: Columns) -> Self {
         Self {
             cols,
-            gpus: HashMap::new(),
+            gpus: FxHashMap::default(),
         }
     }
 
@@ -204,6 +204,34 @@ impl RowParser {
             *info = fresh(uuid);
         }
         Ok((row, info))
+    }
+}
+
+/// Parses CSV timestamps, reusing the previous answer for the same text: the rows of one
+/// scrape share their timestamp, and RFC 3339 parsing is a visible cost per row.
+#[derive(Debug, Default)]
+pub struct TimestampCache {
+    last_time: Option<(String, Timestamp)>,
+}
+
+impl TimestampCache {
+    /// The timestamp of `s` in milliseconds.
+    pub fn parse(&mut self, s: &str) -> Result<Timestamp, RowError> {
+        if let Some((text, ts)) = &self.last_time {
+            if text == s {
+                return Ok(*ts);
+            }
+        }
+        let ts = parse_timestamp(s)?;
+        match &mut self.last_time {
+            Some((text, last)) => {
+                text.clear();
+                text.push_str(s);
+                *last = ts;
+            }
+            None => self.last_time = Some((s.to_string(), ts)),
+        }
+        Ok(ts)
     }
 }
 

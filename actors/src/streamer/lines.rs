@@ -103,7 +103,7 @@ impl<R: Read> LineLimit<R> {
         let (mut done, mut pos, mut in_quotes) = (0, 0, false);
         while let Some(i) = memchr::memchr(b'\n', &avail[pos..]) {
             let line = &avail[pos..pos + i];
-            if line.iter().filter(|&&b| b == b'"').count() % 2 == 1 {
+            if memchr::memchr_iter(b'"', line).count() % 2 == 1 {
                 in_quotes = !in_quotes;
             }
             pos += i + 1;
