@@ -248,7 +248,7 @@ pub fn run(
                 // Reading the clock for every row was a visible cost unthrottled; there every
                 // 64th row is often enough for a 100 ms linger. A throttled stream sleeps
                 // between rows anyway and checks every one.
-                if (cfg.rate > 0 || streamed % 64 == 0)
+                if (cfg.rate > 0 || streamed.is_multiple_of(64))
                     && batcher.last_flush.elapsed() >= BATCH_LINGER
                     && !batcher.emit_all()
                 {
