@@ -474,3 +474,42 @@ async fn admin_token_from_file_and_open_paths() {
         "{log}"
     );
 }
+
+/// `telemetry-node bench` (the performance benchmark) runs end to end on a tiny file with two
+/// real nodes and prints every figure it promises.
+#[test]
+fn bench_subcommand_reports_every_figure() {
+    let out = std::process::Command::new(support::binary())
+        .args(["bench", "--nodes", "2", "--hosts", "1", "--scrapes", "30"])
+        .args(["--queries", "2", "--settle", "0s"])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("bench: 2 node(s), 2400 samples"), "{text}");
+    assert!(
+        text.contains("% of it") && text.contains("bytes/sample"),
+        "{text}"
+    );
+    let rss = text
+        .lines()
+        .find(|l| l.contains("peak RSS per node"))
+        .unwrap_or_else(|| panic!("no RSS line: {text}"));
+    assert_eq!(rss.split(',').count(), 2, "{rss}");
+    // Both nodes answer both windows with every point: the "1 h" window holds all 30 scrapes
+    // of the GPU's 10 metrics, the "5 min" one starts halfway (15 scrapes).
+    assert_eq!(
+        text.matches("1h of one GPU (300 points)").count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("5min of one GPU (150 points)").count(),
+        2,
+        "{text}"
+    );
+}
