@@ -26,6 +26,7 @@ mod keys;
 mod model;
 mod read;
 mod store;
+mod summary;
 
 pub use error::{Result, StorageError};
 pub use flush::TIER_FANOUT;
@@ -34,6 +35,7 @@ pub use model::{
     MAX_BATCH_DECODE_BYTES, MAX_NAME_BYTES,
 };
 pub use read::{Page, RangeCursor, RangeQuery};
+pub use summary::{Latest, Steps};
 pub use store::{
     Store, StoreOptions, WriteStats, DEFAULT_BUCKET_WIDTH, DEFAULT_CHECKPOINT_INTERVAL,
     DEFAULT_MAX_HEAD_SAMPLES, IDLE_CHECKPOINT,
