@@ -114,6 +114,16 @@ async fn three_nodes_answer_identically_and_each_stores_a_share() {
     }
     let gpus = nodes[2].ok("/api/v1/gpus?limit=10000").await;
     assert_eq!(gpus["total"].as_u64(), Some(rows / 10));
+    // The fleet table's newest values are gathered from the owners: the same from every node,
+    // every GPU with its 10 metrics.
+    let fleet = nodes[0].ok("/api/v1/latest?limit=10000").await;
+    assert_eq!(fleet["partial"], false);
+    for item in fleet["items"].as_array().expect("items") {
+        assert_eq!(item["latest"].as_object().map(|o| o.len()), Some(10), "{item}");
+    }
+    for node in &nodes[1..] {
+        assert_eq!(node.ok("/api/v1/latest?limit=10000").await["items"], fleet["items"]);
+    }
     let streaming = c["members"]
         .as_array()
         .expect("members")

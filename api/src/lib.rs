@@ -12,6 +12,7 @@ mod openapi;
 mod params;
 mod peer;
 mod scatter;
+mod summary;
 mod telemetry;
 
 use axum::routing::get;
@@ -29,6 +30,7 @@ pub use limits::{MAX_BODY_BYTES, MAX_CONCURRENT_REQUESTS, REQUEST_TIMEOUT};
 pub use metrics::Metrics;
 pub use peer::PeerHandler;
 pub use scatter::SCATTER_TIMEOUT;
+pub use summary::MAX_STEPS;
 pub use telemetry::{decode_cursor, encode_cursor, DEFAULT_TELEMETRY_LIMIT, MAX_TELEMETRY_LIMIT};
 
 /// The OpenAPI document of the REST API.
@@ -43,6 +45,8 @@ pub use telemetry::{decode_cursor, encode_cursor, DEFAULT_TELEMETRY_LIMIT, MAX_T
         gpus::get_gpu,
         gpus::list_metrics,
         telemetry::get_telemetry,
+        summary::fleet_latest,
+        summary::gpu_steps,
         cluster::get_cluster,
         cluster::healthz,
         cluster::readyz,
@@ -70,6 +74,8 @@ pub fn router(state: AppState) -> Router {
             get(telemetry::get_telemetry),
         )
         .route("/api/v1/metrics", get(gpus::list_metrics))
+        .route("/api/v1/latest", get(summary::fleet_latest))
+        .route("/api/v1/gpus/{uuid}/steps", get(summary::gpu_steps))
         .route("/api/v1/cluster", get(cluster::get_cluster))
         .route(
             "/api/v1/cluster/nodes/{name}/decommission",

@@ -16,6 +16,7 @@ use tracing::{info_span, Instrument, Span};
 use crate::cluster::local_status;
 use crate::context::AppState;
 use crate::scatter::{local_gpu, local_gpus, local_telemetry, request_kind};
+use crate::summary::{local_latest, local_steps};
 
 /// The node's answers to its peers.
 pub struct PeerHandler {
@@ -51,6 +52,35 @@ impl RequestHandler for PeerHandler {
                         Response::Hello(node.info_now())
                     }
                     Request::Ping(_) => Response::Hello(node.info_now()),
+                    Request::Latest { uuids, metrics } => {
+                        let store = node.store.clone();
+                        match tokio::task::spawn_blocking(move || {
+                            local_latest(&store, &uuids, &metrics)
+                        })
+                        .await
+                        {
+                            Ok(v) => Response::Latest(v),
+                            Err(e) => Response::Refused(e.to_string()),
+                        }
+                    }
+                    Request::Steps {
+                        uuid,
+                        metrics,
+                        start,
+                        end,
+                        step,
+                    } => {
+                        let store = node.store.clone();
+                        match tokio::task::spawn_blocking(move || {
+                            local_steps(&store, &uuid, &metrics, (start, end, step))
+                        })
+                        .await
+                        {
+                            Ok(Ok(v)) => Response::Steps(v),
+                            Ok(Err(e)) => Response::Refused(e),
+                            Err(e) => Response::Refused(e.to_string()),
+                        }
+                    }
                     Request::Peers => Response::Peers(
                         node.cluster_view()
                             .peers

@@ -99,6 +99,8 @@ pub fn request_kind(r: &Request) -> &'static str {
         Request::Gpu(_) => "gpu",
         Request::Metrics => "metrics",
         Request::Telemetry(_) => "telemetry",
+        Request::Latest { .. } => "latest",
+        Request::Steps { .. } => "steps",
         Request::Status => "cluster",
         Request::Hello(_)
         | Request::Ping(_)

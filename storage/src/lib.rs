@@ -35,8 +35,8 @@ pub use model::{
     MAX_BATCH_DECODE_BYTES, MAX_NAME_BYTES,
 };
 pub use read::{Page, RangeCursor, RangeQuery};
-pub use summary::{Latest, Steps};
 pub use store::{
     Store, StoreOptions, WriteStats, DEFAULT_BUCKET_WIDTH, DEFAULT_CHECKPOINT_INTERVAL,
     DEFAULT_MAX_HEAD_SAMPLES, IDLE_CHECKPOINT,
 };
+pub use summary::{Latest, Steps};

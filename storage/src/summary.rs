@@ -179,7 +179,10 @@ mod tests {
             .map(|l| (l.metric.as_str(), l.timestamp, l.value))
             .collect();
         assert_eq!(got, [("TEMP", 100_000, 7.0), ("UTIL", 49_000, 1.0)]);
-        let only = store.latest("GPU-1", &["UTIL".into()]).expect("read").expect("known");
+        let only = store
+            .latest("GPU-1", &["UTIL".into()])
+            .expect("read")
+            .expect("known");
         assert_eq!(only.len(), 1);
         assert!(store.latest("GPU-2", &[]).expect("read").is_none());
 

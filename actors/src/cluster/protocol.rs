@@ -36,6 +36,27 @@ pub enum Request {
         /// Start it if it is not running or done.
         start: bool,
     },
+    /// The newest sample of each metric (all when empty) of these GPUs, as this node stores
+    /// them; answered with [`Response::Latest`].
+    Latest {
+        /// GPU UUIDs.
+        uuids: Vec<String>,
+        /// Metric names; empty for all.
+        metrics: Vec<String>,
+    },
+    /// One GPU's metrics reduced to steps; answered with [`Response::Steps`].
+    Steps {
+        /// GPU UUID.
+        uuid: String,
+        /// Metric names; empty for all.
+        metrics: Vec<String>,
+        /// Inclusive start (ms).
+        start: i64,
+        /// Inclusive end (ms).
+        end: i64,
+        /// Step (ms).
+        step: i64,
+    },
     /// Cluster addresses of the peers this node sees up (the self-dialled mesh learns members
     /// this way); answered with [`Response::Peers`].
     Peers,
@@ -160,6 +181,11 @@ pub struct MemberStatus {
     pub damaged_partitions: Vec<(u32, String)>,
 }
 
+/// One GPU's newest samples on one node: (uuid, [(metric, timestamp, value)]).
+pub type LatestPart = (String, Vec<(String, i64, f64)>);
+/// One metric reduced to steps on one node: (metric, [(step start, sum, count)]).
+pub type StepsPart = (String, Vec<(i64, f64, u32)>);
+
 /// What a node answers.
 #[derive(Debug, Clone, PartialEq, Encode, Decode)]
 pub enum Response {
@@ -181,6 +207,10 @@ pub enum Response {
     Append(AppendOutcome),
     /// Cluster addresses of the peers the answering node sees up.
     Peers(Vec<String>),
+    /// Per GPU it stores: (uuid, [(metric, timestamp, value)]).
+    Latest(Vec<LatestPart>),
+    /// Per metric: (metric, [(step start, sum, count)]); `None` if it stores nothing of the GPU.
+    Steps(Option<Vec<StepsPart>>),
     /// Too many requests in flight at the answering node; retry later.
     Busy,
     /// The request could not be read (wrong version, damaged).
