@@ -119,10 +119,17 @@ async fn three_nodes_answer_identically_and_each_stores_a_share() {
     let fleet = nodes[0].ok("/api/v1/latest?limit=10000").await;
     assert_eq!(fleet["partial"], false);
     for item in fleet["items"].as_array().expect("items") {
-        assert_eq!(item["latest"].as_object().map(|o| o.len()), Some(10), "{item}");
+        assert_eq!(
+            item["latest"].as_object().map(|o| o.len()),
+            Some(10),
+            "{item}"
+        );
     }
     for node in &nodes[1..] {
-        assert_eq!(node.ok("/api/v1/latest?limit=10000").await["items"], fleet["items"]);
+        assert_eq!(
+            node.ok("/api/v1/latest?limit=10000").await["items"],
+            fleet["items"]
+        );
     }
     let streaming = c["members"]
         .as_array()

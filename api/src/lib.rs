@@ -3,6 +3,7 @@
 
 mod cluster;
 mod context;
+mod dashboard;
 mod decommission;
 mod error;
 mod gpus;
@@ -81,6 +82,8 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/cluster/nodes/{name}/decommission",
             get(decommission::get_decommission).post(decommission::start_decommission),
         )
+        .route("/", get(dashboard::index))
+        .route("/assets/{*path}", get(dashboard::asset))
         .route("/healthz", get(cluster::healthz))
         .route("/readyz", get(cluster::readyz))
         .route("/metrics", get(metrics::get_metrics))

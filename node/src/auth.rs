@@ -22,8 +22,8 @@ use axum::{Json, Router};
 pub const DEFAULT_OPEN_PATHS: &str = "/healthz,/readyz,/metrics";
 /// Longest token accepted from a file (a Kubernetes Secret holds a line, not a document).
 pub const MAX_TOKEN_FILE_BYTES: u64 = 4096;
-/// Paths that describe the API and hold no data: never guarded.
-const DESCRIPTION_PREFIXES: [&str; 2] = ["/openapi.json", "/docs"];
+/// Paths that describe the API or hold the dashboard's static files, no data: never guarded.
+const DESCRIPTION_PREFIXES: [&str; 3] = ["/openapi.json", "/docs", "/assets/"];
 
 /// A token: compared in constant time, never printed.
 #[derive(Clone)]
@@ -104,6 +104,7 @@ impl AuthConfig {
 
     fn judge(&self, method: &Method, path: &str, presented: Option<&str>) -> Verdict {
         if self.open_paths.iter().any(|p| p == path)
+            || path == "/"
             || DESCRIPTION_PREFIXES.iter().any(|p| path.starts_with(p))
         {
             return Verdict::Allow;
@@ -217,6 +218,9 @@ mod tests {
             (&both, &get, "/metrics", None, "401"),
             (&both, &get, "/openapi.json", None, "ok"),
             (&both, &get, "/docs/", None, "ok"),
+            (&both, &get, "/", None, "ok"),
+            (&both, &get, "/assets/app.js", None, "ok"),
+            (&both, &get, "/api/v1/latest", None, "401"),
             (&api_only, &post, "/api/v1/x", Some("r"), "ok"),
             (&api_only, &post, "/api/v1/x", Some("w"), "401"),
             (&admin_only, &get, "/api/v1/gpus", None, "ok"),
