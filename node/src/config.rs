@@ -34,6 +34,12 @@ pub enum Command {
     Openapi,
     /// Write a realistic synthetic DCGM CSV.
     GenCsv(GenCsvArgs),
+    /// List the cluster's GPUs with their newest utilisation, temperature and power.
+    Gpus(crate::cli::GpusArgs),
+    /// Print one GPU's samples over a window.
+    Query(crate::cli::QueryArgs),
+    /// Show the cluster's members, partitions and counts.
+    Cluster(crate::cli::ClusterArgs),
     /// End-to-end load benchmark: real nodes on loopback, a gen-csv file, throughput, the
     /// storage ceiling, bytes per sample, peak RSS and REST latency.
     Bench(crate::bench::BenchArgs),

@@ -6,6 +6,7 @@
 
 mod auth;
 pub mod bench;
+pub mod cli;
 use auth::Secret;
 pub mod config;
 pub mod decommission;

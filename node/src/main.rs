@@ -15,6 +15,9 @@ fn main() -> ExitCode {
         Some(Command::GenCsv(args)) => telemetry_node::gencsv::run(&args),
         Some(Command::Decommission(args)) => telemetry_node::decommission::run(&args),
         Some(Command::Bench(args)) => telemetry_node::bench::run(&args),
+        Some(Command::Gpus(args)) => telemetry_node::cli::gpus(&args),
+        Some(Command::Query(args)) => telemetry_node::cli::query(&args),
+        Some(Command::Cluster(args)) => telemetry_node::cli::cluster(&args),
         Some(Command::Run(args)) => telemetry_node::serve(*args),
         None => telemetry_node::serve(cli.run),
     };

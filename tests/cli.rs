@@ -1,0 +1,135 @@
+//! The client subcommands against a live node: `gpus`, `query` and `cluster` in each output
+//! format, and a clear error without the token.
+
+mod support;
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{reference_csv, Node};
+
+fn run(url: &str, token: Option<&str>, args: &[&str]) -> (bool, String, String) {
+    let mut cmd = Command::new(support::binary());
+    cmd.args(args)
+        .env("TELEMETRY_URL", url)
+        .env_remove("TELEMETRY_API_TOKEN");
+    if let Some(t) = token {
+        cmd.env("TELEMETRY_API_TOKEN", t);
+    }
+    let out = cmd.output().expect("runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpus_query_and_cluster_against_a_live_node() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let csv = reference_csv(tmp.path());
+    let mut rdr = csv::Reader::from_path(&csv).expect("csv");
+    let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.expect("record")).collect();
+    let gpus: std::collections::BTreeSet<&str> = rows.iter().map(|r| &r[4]).collect();
+    let node = Node::start(
+        &tmp.path().join("d"),
+        &[
+            "--csv",
+            csv.to_str().expect("utf8"),
+            "--rate",
+            "0",
+            "--passes",
+            "1",
+            "--timestamps",
+            "csv",
+            "--api-token",
+            "cli-token",
+        ],
+    );
+    // wait_for_samples talks without a token: poll through the CLI instead.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (ok, out, _) = run(
+            &node.url,
+            Some("cli-token"),
+            &["cluster", "--format", "json"],
+        );
+        let c: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        if ok && c["samples_stored"].as_u64() == Some(rows.len() as u64) {
+            assert_eq!(c["members"][0]["status"], "up");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "not stored: {out}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    let (ok, out, err) = run(&node.url, Some("cli-token"), &["gpus", "--format", "csv"]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines[0], "uuid,host,gpu,model,util_%,temp_c,power_w");
+    assert_eq!(lines.len() - 1, gpus.len());
+    let (ok, table, _) = run(&node.url, Some("cli-token"), &["gpus"]);
+    assert!(
+        ok && table.contains(gpus.iter().next().expect("a GPU")),
+        "{table}"
+    );
+
+    // One GPU over the file's window: every row of it, in JSON and CSV.
+    let uuid = *gpus.iter().next().expect("a GPU");
+    let want = rows.iter().filter(|r| &r[4] == uuid).count();
+    let window = [
+        "--start",
+        "2025-07-18T00:00:00Z",
+        "--end",
+        "2025-07-19T00:00:00Z",
+    ];
+    let (ok, out, err) = run(
+        &node.url,
+        Some("cli-token"),
+        &[&["query", uuid, "--format", "json"][..], &window[..]].concat(),
+    );
+    assert!(ok, "{err}");
+    let points: Vec<Value> = serde_json::from_str(&out).expect("json");
+    assert_eq!(points.len(), want);
+    let (ok, out, _) = run(
+        &node.url,
+        Some("cli-token"),
+        &[
+            &[
+                "query",
+                uuid,
+                "--format",
+                "csv",
+                "--metric",
+                "DCGM_FI_DEV_GPU_TEMP",
+            ][..],
+            &window[..],
+        ]
+        .concat(),
+    );
+    assert!(ok);
+    assert_eq!(out.lines().count(), 2, "{out}");
+    assert!(
+        out.lines()
+            .nth(1)
+            .is_some_and(|l| l.contains(",DCGM_FI_DEV_GPU_TEMP,")),
+        "{out}"
+    );
+    // The default window (the last hour) holds none of 2025's samples.
+    let (ok, out, _) = run(
+        &node.url,
+        Some("cli-token"),
+        &["query", uuid, "--format", "json"],
+    );
+    assert!(ok);
+    assert_eq!(out.trim(), "[]");
+
+    let (ok, out, _) = run(&node.url, Some("cli-token"), &["cluster"]);
+    assert!(ok && out.contains("telemetry-0"), "{out}");
+    // Without the token: a clear error and a failing exit status.
+    let (ok, _, err) = run(&node.url, None, &["gpus"]);
+    assert!(!ok);
+    assert!(err.contains("requires an API token"), "{err}");
+    node.stop();
+}
