@@ -133,3 +133,75 @@ async fn gpus_query_and_cluster_against_a_live_node() {
     assert!(err.contains("requires an API token"), "{err}");
     node.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_streams_a_file_into_a_running_node() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let csv = reference_csv(tmp.path());
+    let rows = csv::Reader::from_path(&csv).expect("csv").records().count() as u64;
+    // The reference rows plus two bad ones, in the middle of the file.
+    let text = std::fs::read_to_string(&csv).expect("read");
+    let mut lines: Vec<&str> = text.lines().collect();
+    let bad = [
+        "2025-07-18T20:42:34Z,DCGM_FI_DEV_GPU_TEMP,0,nvidia0,GPU-x,H100,h,,,,hot,",
+        "2025-07-18T20:42:34Z,DCGM_FI_DEV_GPU_TEMP,0,nvidia0,,H100,h,,,,1,",
+    ];
+    lines.splice(1000..1000, bad);
+    let mixed = tmp.path().join("mixed.csv");
+    std::fs::write(&mixed, lines.join("\n") + "\n").expect("write");
+    let node = Node::start(
+        &tmp.path().join("d"),
+        &[
+            "--no-stream",
+            "--api-token",
+            "reader",
+            "--admin-token",
+            "writer",
+        ],
+    );
+    let file = mixed.to_str().expect("utf8");
+    // The read token may not write.
+    let (ok, _, err) = run(&node.url, Some("reader"), &["import", file]);
+    assert!(!ok && err.contains("403"), "{err}");
+    let mut cmd = Command::new(support::binary());
+    let out = cmd
+        .args(["import", file])
+        .env("TELEMETRY_URL", &node.url)
+        .env("TELEMETRY_ADMIN_TOKEN", "writer")
+        .output()
+        .expect("runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!(
+            "{} rows, {rows} samples stored, 2 rejected",
+            rows + 2
+        )),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("rejected bad_value: 1") && stdout.contains("rejected missing_uuid: 1"),
+        "{stdout}"
+    );
+    // Durable at the answer: the node counts every sample at once.
+    let (ok, out, _) = run(&node.url, Some("reader"), &["cluster", "--format", "json"]);
+    assert!(ok);
+    let c: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(c["samples_stored"].as_u64(), Some(rows), "{c}");
+    // Importing again stores nothing twice.
+    let again = Command::new(support::binary())
+        .args(["import", file])
+        .env("TELEMETRY_URL", &node.url)
+        .env("TELEMETRY_ADMIN_TOKEN", "writer")
+        .output()
+        .expect("runs");
+    assert!(again.status.success());
+    let (_, out, _) = run(&node.url, Some("reader"), &["cluster", "--format", "json"]);
+    let c: Value = serde_json::from_str(&out).expect("json");
+    assert_eq!(c["samples_stored"].as_u64(), Some(rows), "{c}");
+    node.stop();
+}

@@ -7,6 +7,7 @@ mod dashboard;
 mod decommission;
 mod error;
 mod gpus;
+mod ingest;
 mod limits;
 mod metrics;
 mod openapi;
@@ -27,6 +28,7 @@ pub use context::{AppState, NodeContext};
 pub use decommission::{DecommissionStatus, COPY_BATCH, HANDOVER_WAIT};
 pub use error::ApiError;
 pub use gpus::{DEFAULT_GPU_LIMIT, MAX_GPU_LIMIT};
+pub use ingest::INGEST_DEADLINE;
 pub use limits::{MAX_BODY_BYTES, MAX_CONCURRENT_REQUESTS, REQUEST_TIMEOUT};
 pub use metrics::Metrics;
 pub use peer::PeerHandler;
@@ -48,6 +50,7 @@ pub use telemetry::{decode_cursor, encode_cursor, DEFAULT_TELEMETRY_LIMIT, MAX_T
         telemetry::get_telemetry,
         summary::fleet_latest,
         summary::gpu_steps,
+        ingest::ingest,
         cluster::get_cluster,
         cluster::healthz,
         cluster::readyz,
@@ -76,6 +79,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/metrics", get(gpus::list_metrics))
         .route("/api/v1/latest", get(summary::fleet_latest))
+        .route("/api/v1/ingest", axum::routing::post(ingest::ingest))
         .route("/api/v1/gpus/{uuid}/steps", get(summary::gpu_steps))
         .route("/api/v1/cluster", get(cluster::get_cluster))
         .route(

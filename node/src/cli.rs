@@ -1,4 +1,4 @@
-//! Client subcommands against a running cluster: `gpus`, `query`, `cluster`. They talk to any
+//! Client subcommands against a running cluster: `gpus`, `query`, `cluster`, `import`. They talk to any
 //! node's REST API (`--url`, env `TELEMETRY_URL`) with the API token if one is needed, and print
 //! a table, CSV or JSON.
 
@@ -325,4 +325,178 @@ pub fn cluster(args: &ClusterArgs) -> anyhow::Result<()> {
         );
         Ok(())
     })
+}
+
+/// Bytes of CSV per request the importer aims for.
+const IMPORT_CHUNK_BYTES: usize = 48 << 10;
+/// The API's request body limit, which no chunk may reach.
+const IMPORT_MAX_REQUEST: usize = telemetry_api::MAX_BODY_BYTES;
+
+/// Options of `telemetry-node import`.
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// DCGM CSV file to import (rows keep their own timestamps).
+    file: std::path::PathBuf,
+    #[command(flatten)]
+    client: ClientArgs,
+    /// Token for changes, when the cluster has an admin token (else the API token is used).
+    #[arg(long, env = "TELEMETRY_ADMIN_TOKEN", hide_env_values = true)]
+    admin_token: Option<String>,
+}
+
+/// `telemetry-node import`: streams a file into a running cluster in chunks, with a progress
+/// bar and a final summary.
+pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
+    let file = std::fs::File::open(&args.file)
+        .with_context(|| format!("opening {}", args.file.display()))?;
+    let total = file.metadata().map(|m| m.len()).unwrap_or(0);
+    let (mut rdr, _) = telemetry_actors::streamer::dcgm::open_reader(file)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
+    let header = rdr.byte_headers()?.clone();
+    let mut client_args = args.client.clone();
+    if let Some(t) = args.admin_token.clone().filter(|t| !t.is_empty()) {
+        client_args.api_token = Some(t);
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} ({bytes_per_sec}, {eta}) {msg}",
+        )?,
+    );
+    let started = std::time::Instant::now();
+    let (mut rows, mut samples) = (0u64, 0u64);
+    let mut rejected: std::collections::BTreeMap<String, u64> = Default::default();
+    let mut examples: Vec<String> = Vec::new();
+    runtime()?.block_on(async {
+        let c = Client::new(&client_args);
+        let new_chunk = || -> anyhow::Result<csv::Writer<Vec<u8>>> {
+            let mut w = csv::Writer::from_writer(Vec::with_capacity(IMPORT_CHUNK_BYTES + 4096));
+            w.write_byte_record(&header)?;
+            Ok(w)
+        };
+        let mut chunk = new_chunk()?;
+        let mut in_chunk = 0usize;
+        let mut rec = csv::ByteRecord::new();
+        loop {
+            let more = match rdr.read_byte_record(&mut rec) {
+                Ok(more) => more,
+                Err(e) if e.is_io_error() => return Err(e).context("reading the file"),
+                Err(e) => {
+                    rows += 1;
+                    *rejected.entry("unreadable_row".into()).or_default() += 1;
+                    if examples.len() < 5 {
+                        examples.push(e.to_string());
+                    }
+                    continue;
+                }
+            };
+            // Worst case of a record written as CSV: every byte a doubled quote.
+            let size = 2 * rec.as_slice().len() + 3 * rec.len() + 2;
+            if more && size + header.as_slice().len() * 3 > IMPORT_MAX_REQUEST {
+                rows += 1;
+                *rejected.entry("line_too_long".into()).or_default() += 1;
+                continue;
+            }
+            // The writer buffers; flushing into the Vec makes its length the chunk's size.
+            chunk.flush()?;
+            let full = chunk.get_ref().len() + size > IMPORT_MAX_REQUEST - 1024
+                || chunk.get_ref().len() >= IMPORT_CHUNK_BYTES;
+            if more && !full {
+                chunk.write_byte_record(&rec)?;
+                in_chunk += 1;
+            }
+            if (full || !more) && in_chunk > 0 {
+                let body = std::mem::replace(&mut chunk, new_chunk()?).into_inner()?;
+                in_chunk = 0;
+                let s = c.post_csv("/api/v1/ingest", body).await?;
+                rows += s["rows"].as_u64().unwrap_or(0);
+                samples += s["samples"].as_u64().unwrap_or(0);
+                for (reason, n) in s["rejected"].as_object().into_iter().flatten() {
+                    *rejected.entry(reason.clone()).or_default() += n.as_u64().unwrap_or(0);
+                }
+                for e in s["rejected_examples"].as_array().into_iter().flatten() {
+                    if examples.len() < 5 {
+                        examples.push(text(e));
+                    }
+                }
+                bar.set_position(rdr.position().byte());
+                bar.set_message(format!("{samples} samples"));
+                if more && full {
+                    chunk.write_byte_record(&rec)?;
+                    in_chunk += 1;
+                }
+            }
+            if !more {
+                break;
+            }
+        }
+        for long in rdr.get_mut().take_overlong() {
+            rows += 1;
+            *rejected.entry("line_too_long".into()).or_default() += 1;
+            if examples.len() < 5 {
+                examples.push(format!("line {long}: record over the length limit"));
+            }
+        }
+        anyhow::Ok(())
+    })?;
+    bar.finish_and_clear();
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "imported {}: {rows} rows, {samples} samples stored, {} rejected, {:.1} s, {:.0} samples/s",
+        args.file.display(),
+        rejected.values().sum::<u64>(),
+        secs,
+        samples as f64 / secs.max(1e-9)
+    );
+    for (reason, n) in &rejected {
+        println!("  rejected {reason}: {n}");
+    }
+    for e in &examples {
+        println!("  e.g. {e}");
+    }
+    Ok(())
+}
+
+impl Client {
+    /// POSTs a CSV chunk, retrying a refusal to store it for a while (the cluster may be busy
+    /// or moving partitions); chunks are idempotent, so sending one twice stores it once.
+    async fn post_csv(&self, path: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+        let mut pause = Duration::from_millis(200);
+        for attempt in 0.. {
+            let mut req = self
+                .http
+                .post(format!("{}{path}", self.base))
+                .header("content-type", "text/csv")
+                .body(body.clone());
+            if let Some(t) = &self.token {
+                req = req.bearer_auth(t);
+            }
+            let resp = req.send().await;
+            let (status, value) = match resp {
+                Ok(r) => (r.status(), r.json::<Value>().await.unwrap_or(Value::Null)),
+                Err(e) if attempt < 10 => {
+                    eprintln!("retrying a chunk: {e}");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+                Err(e) => return Err(e).context("sending a chunk"),
+            };
+            match status.as_u16() {
+                200 => return Ok(value),
+                503 if attempt < 10 => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(5));
+                }
+                401 | 403 => bail!(
+                    "{status}: importing needs the API token (or the admin token when the cluster has one)"
+                ),
+                _ => bail!(
+                    "{status}: {}",
+                    value["error"]["message"].as_str().unwrap_or("no detail")
+                ),
+            }
+        }
+        bail!("the cluster did not take a chunk after 10 attempts")
+    }
 }

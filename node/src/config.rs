@@ -40,6 +40,8 @@ pub enum Command {
     Query(crate::cli::QueryArgs),
     /// Show the cluster's members, partitions and counts.
     Cluster(crate::cli::ClusterArgs),
+    /// Stream a DCGM CSV file into a running cluster (rows keep their timestamps).
+    Import(crate::cli::ImportArgs),
     /// End-to-end load benchmark: real nodes on loopback, a gen-csv file, throughput, the
     /// storage ceiling, bytes per sample, peak RSS and REST latency.
     Bench(crate::bench::BenchArgs),

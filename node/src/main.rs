@@ -18,6 +18,7 @@ fn main() -> ExitCode {
         Some(Command::Gpus(args)) => telemetry_node::cli::gpus(&args),
         Some(Command::Query(args)) => telemetry_node::cli::query(&args),
         Some(Command::Cluster(args)) => telemetry_node::cli::cluster(&args),
+        Some(Command::Import(args)) => telemetry_node::cli::import(&args),
         Some(Command::Run(args)) => telemetry_node::serve(*args),
         None => telemetry_node::serve(cli.run),
     };

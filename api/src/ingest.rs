@@ -1,0 +1,158 @@
+//! `POST /api/v1/ingest`: a chunk of DCGM CSV (header included, at most the request body limit)
+//! appended to the cluster, as `telemetry-node import` sends a file. Rows keep their own
+//! timestamps; each partition's batch goes to its owner like a streamer's, and the answer comes
+//! once every batch is durable, so a client that gets 200 can move on and one that gets an
+//! error can send the same chunk again (stored samples are idempotent).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::Json;
+use serde::Serialize;
+use telemetry_actors::broker::{AppendRefusal, AppendReply};
+use telemetry_actors::routing::partition_of;
+use telemetry_actors::streamer::dcgm::{open_reader, RowParser, TimestampCache};
+use telemetry_storage::BatchBuilder;
+use utoipa::ToSchema;
+
+use crate::context::AppState;
+use crate::error::{ApiError, ErrorBody};
+
+/// Longest an ingest request keeps retrying appends before it answers 503.
+pub const INGEST_DEADLINE: Duration = Duration::from_secs(20);
+/// Timeout of one append attempt.
+const APPEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// Rejected rows described in an answer (the rest are only counted).
+const MAX_REJECT_DETAILS: usize = 5;
+
+/// What an ingest request stored and skipped.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct IngestSummary {
+    /// Data rows in the chunk.
+    pub rows: u64,
+    /// Samples appended (durable).
+    pub samples: u64,
+    /// Rows skipped, by reason.
+    pub rejected: BTreeMap<String, u64>,
+    /// The first few skipped rows: line number in the chunk and why.
+    pub rejected_examples: Vec<String>,
+}
+
+/// Appends a chunk of DCGM CSV.
+#[utoipa::path(post, path = "/api/v1/ingest", tag = "ingest",
+    request_body(content = String, content_type = "text/csv", description = "DCGM CSV with its header line"),
+    responses(
+        (status = 200, description = "Every valid row is durable", body = IngestSummary),
+        (status = 400, description = "Not a DCGM CSV (header)", body = ErrorBody),
+    ))]
+pub async fn ingest(
+    State(node): State<AppState>,
+    body: Bytes,
+) -> Result<Json<IngestSummary>, ApiError> {
+    let partitions = node.partitions;
+    let (batches, summary) = tokio::task::spawn_blocking(move || parse(&body, partitions))
+        .await
+        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let deadline = Instant::now() + INGEST_DEADLINE;
+    let mut pending = batches;
+    let mut pause = Duration::from_millis(50);
+    while !pending.is_empty() {
+        let mut again = Vec::new();
+        for (partition, payload) in pending {
+            let outcome = node
+                .router
+                .append(partition, payload.clone(), APPEND_TIMEOUT)
+                .await;
+            match outcome {
+                Ok(AppendReply::Ack(_)) => {}
+                Ok(AppendReply::Refused(AppendRefusal::TooLarge { bytes, limit })) => {
+                    return Err(ApiError::internal(format!(
+                        "a batch of {bytes} bytes is over the partition's record limit {limit}"
+                    )));
+                }
+                _ => again.push((partition, payload)),
+            }
+        }
+        if !again.is_empty() && Instant::now() + pause > deadline {
+            return Err(ApiError::not_ready(format!(
+                "{} of the chunk's batches were not stored within {INGEST_DEADLINE:?} (partitions full or their owners unreachable); send the chunk again",
+                again.len()
+            )));
+        }
+        if !again.is_empty() {
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_secs(1));
+        }
+        pending = again;
+    }
+    Ok(Json(summary))
+}
+
+type Batches = Vec<(u32, Arc<Vec<u8>>)>;
+
+fn parse(body: &[u8], partitions: u32) -> Result<(Batches, IngestSummary), ApiError> {
+    let (mut rdr, cols) = open_reader(body).map_err(ApiError::bad_request)?;
+    let mut parser = RowParser::new(cols);
+    let mut times = TimestampCache::default();
+    let mut builders: BTreeMap<u32, BatchBuilder> = BTreeMap::new();
+    let mut summary = IngestSummary {
+        rows: 0,
+        samples: 0,
+        rejected: BTreeMap::new(),
+        rejected_examples: Vec::new(),
+    };
+    let reject = |s: &mut IngestSummary, line: u64, reason: &str, detail: String| {
+        *s.rejected.entry(reason.to_string()).or_default() += 1;
+        if s.rejected_examples.len() < MAX_REJECT_DETAILS {
+            s.rejected_examples.push(format!("line {line}: {detail}"));
+        }
+    };
+    let mut rec = csv::StringRecord::new();
+    loop {
+        let line = rdr.position().line() + 1;
+        match rdr.read_record(&mut rec) {
+            Ok(true) => {}
+            Ok(false) => break,
+            Err(e) => {
+                summary.rows += 1;
+                reject(&mut summary, line, "unreadable_row", e.to_string());
+                if e.is_io_error() {
+                    break;
+                }
+                continue;
+            }
+        }
+        summary.rows += 1;
+        let parsed = parser
+            .parse(&rec)
+            .and_then(|(row, gpu)| Ok((times.parse(row.csv_timestamp)?, row, gpu)));
+        match parsed {
+            Ok((ts, row, gpu)) => {
+                let p = partition_of(row.uuid, partitions);
+                builders
+                    .entry(p)
+                    .or_default()
+                    .push(gpu, row.metric, ts, row.value);
+                summary.samples += 1;
+            }
+            Err(e) => reject(&mut summary, line, e.reason, e.detail),
+        }
+    }
+    for long in rdr.get_mut().take_overlong() {
+        summary.rows += 1;
+        reject(
+            &mut summary,
+            long,
+            "line_too_long",
+            "record over the length limit".into(),
+        );
+    }
+    let batches = builders
+        .into_iter()
+        .map(|(p, mut b)| (p, Arc::new(b.take().encode())))
+        .collect();
+    Ok((batches, summary))
+}
