@@ -113,6 +113,12 @@ pub struct RunArgs {
     /// DCGM CSV file to stream (repeatable); none streams the embedded sample.
     #[arg(long, env = "TELEMETRY_CSV", value_delimiter = ',')]
     pub csv: Vec<PathBuf>,
+    /// dcgm-exporter `/metrics` URL to scrape instead of streaming CSV (repeatable).
+    #[arg(long, env = "TELEMETRY_SCRAPE", value_delimiter = ',')]
+    pub scrape: Vec<String>,
+    /// Time between two scrapes of each --scrape URL.
+    #[arg(long, env = "TELEMETRY_SCRAPE_INTERVAL", default_value = "10s", value_parser = parse_duration)]
+    pub scrape_interval: Duration,
     /// Timestamp given to samples.
     #[arg(long, env = "TELEMETRY_TIMESTAMPS", value_enum, default_value_t = Timestamps::Now)]
     pub timestamps: Timestamps,

@@ -249,7 +249,15 @@ pub async fn run(
     cluster_tls(&args)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
-    let files = if args.no_stream {
+    if !args.scrape.is_empty() && !args.csv.is_empty() {
+        bail!("--scrape and --csv are two sources: give one of them");
+    }
+    for url in &args.scrape {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("--scrape {url:?}: expected an http:// or https:// URL of a /metrics endpoint");
+        }
+    }
+    let files = if args.no_stream || !args.scrape.is_empty() {
         Vec::new()
     } else if args.csv.is_empty() {
         vec![sample_file(&args.data_dir)?]
@@ -328,7 +336,7 @@ pub async fn run(
     };
     let live = ctx.cluster_view().live.clone();
     let owned = owned_by(&args.node_name, args.partitions, &live);
-    let streamers = if files.is_empty() {
+    let streamers = if files.is_empty() && (args.no_stream || args.scrape.is_empty()) {
         Vec::new()
     } else {
         (0..args.streamers)
@@ -342,6 +350,8 @@ pub async fn run(
                 passes: args.passes,
                 partitions: args.partitions,
                 shard: (i, args.streamers),
+                scrape: args.scrape.clone(),
+                scrape_interval: args.scrape_interval,
             })
             .collect()
     };

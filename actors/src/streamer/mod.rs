@@ -7,6 +7,7 @@
 
 pub mod dcgm;
 pub mod lines;
+pub mod scrape;
 mod source;
 
 use std::collections::HashMap;

@@ -53,6 +53,10 @@ pub struct SourceConfig {
     /// `index`, so `count` streamers share a file without overlap (malformed rows, which have
     /// no GPU, are counted by streamer 0 only).
     pub shard: (u32, u32),
+    /// dcgm-exporter `/metrics` URLs scraped instead of reading files (see `scrape.rs`).
+    pub scrape: Vec<String>,
+    /// Time between two scrapes of a URL.
+    pub scrape_interval: Duration,
 }
 
 /// One encoded batch bound for a partition.
@@ -68,19 +72,19 @@ pub struct Outgoing {
     pub trace: Option<String>,
 }
 
-fn now_ms() -> Timestamp {
+pub(super) fn now_ms() -> Timestamp {
     chrono::Utc::now().timestamp_millis()
 }
 
-struct Batcher {
-    builders: Vec<BatchBuilder>,
-    tx: mpsc::Sender<Outgoing>,
-    last_flush: Instant,
+pub(super) struct Batcher {
+    pub(super) builders: Vec<BatchBuilder>,
+    pub(super) tx: mpsc::Sender<Outgoing>,
+    pub(super) last_flush: Instant,
 }
 
 impl Batcher {
     /// Sends one partition's batch; false once the actor is gone.
-    fn emit(&mut self, partition: u32) -> bool {
+    pub(super) fn emit(&mut self, partition: u32) -> bool {
         let Some(b) = self.builders.get_mut(partition as usize) else {
             return true;
         };
@@ -106,7 +110,7 @@ impl Batcher {
         self.tx.blocking_send(out).is_ok()
     }
 
-    fn emit_all(&mut self) -> bool {
+    pub(super) fn emit_all(&mut self) -> bool {
         self.last_flush = Instant::now();
         (0..self.builders.len() as u32).all(|p| self.emit(p))
     }
@@ -126,6 +130,11 @@ pub fn run(
         tx,
         last_flush: Instant::now(),
     };
+    if !cfg.scrape.is_empty() {
+        super::scrape::run(&cfg, &mut batcher, &stop, &stats);
+        batcher.emit_all();
+        return;
+    }
     let mut last_stamp: Timestamp = i64::MIN;
     let mut pass = 0u64;
     let rate_start = Instant::now();

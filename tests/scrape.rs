@@ -1,0 +1,117 @@
+//! `--scrape`: a node scrapes a fake dcgm-exporter whose `/metrics` text is built from the shared
+//! CSV (its `labels_raw` column is exactly dcgm-exporter's label set) and stores every GPU and
+//! value it serves, scrape after scrape.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use support::{reference_csv, Node};
+
+/// The exposition text of the CSV, and each (uuid, metric)'s value.
+fn exposition(csv: &std::path::Path) -> (String, BTreeMap<(String, String), f64>) {
+    let mut text = String::new();
+    let mut values = BTreeMap::new();
+    let mut rdr = csv::Reader::from_path(csv).expect("csv");
+    for rec in rdr.records() {
+        let rec = rec.expect("record");
+        let labels: Vec<&str> = rec[11]
+            .split(',')
+            .filter(|l| !l.starts_with("__name__="))
+            .collect();
+        text.push_str(&format!(
+            "{}{{{}}} {}\n",
+            &rec[1],
+            labels.join(","),
+            &rec[10]
+        ));
+        values.insert(
+            (rec[4].to_string(), rec[1].to_string()),
+            rec[10].parse().expect("number"),
+        );
+    }
+    text.push_str("# a non-DCGM series is ignored\ngo_goroutines 7\n");
+    (text, values)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_scrapes_a_dcgm_exporter() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let csv = reference_csv(tmp.path());
+    let (text, values) = exposition(&csv);
+    let scrapes = Arc::new(AtomicU64::new(0));
+    let counter = scrapes.clone();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            counter.fetch_add(1, Ordering::Relaxed);
+            let body = text.clone();
+            async move { body }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/metrics", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let node = Node::start(
+        &tmp.path().join("d"),
+        &[
+            "--scrape",
+            &url,
+            "--scrape-interval",
+            "500ms",
+            "--partitions",
+            "16",
+        ],
+    );
+    let per_scrape = values.len() as u64;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let cluster = loop {
+        let c = node.ok("/api/v1/cluster").await;
+        if c["samples_stored"].as_u64().unwrap_or(0) >= 3 * per_scrape {
+            break c;
+        }
+        assert!(Instant::now() < deadline, "not scraped: {c}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(scrapes.load(Ordering::Relaxed) >= 3);
+    assert_eq!(cluster["members"][0]["rows_rejected"], 0);
+    // Every GPU with its attributes from the labels, every value as served.
+    let fleet = node.ok("/api/v1/latest?limit=10000").await;
+    assert_eq!(fleet["total"].as_u64(), Some(values.len() as u64 / 10));
+    for g in fleet["items"].as_array().expect("items") {
+        let uuid = g["uuid"].as_str().expect("uuid");
+        assert!(
+            g["hostname"]
+                .as_str()
+                .is_some_and(|h| h.starts_with("mtv5-")),
+            "{g}"
+        );
+        assert_eq!(g["model"], "NVIDIA H100 80GB HBM3");
+        for (metric, v) in g["latest"].as_object().expect("latest") {
+            assert_eq!(
+                v["value"].as_f64(),
+                Some(values[&(uuid.to_string(), metric.clone())]),
+                "{uuid} {metric}"
+            );
+        }
+    }
+    node.stop();
+}
+
+#[test]
+fn scrape_and_csv_together_are_refused() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(support::binary())
+        .args(["--data-dir", tmp.path().to_str().expect("utf8")])
+        .args(["--scrape", "http://127.0.0.1:1/metrics", "--csv", "x.csv"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("give one of them"));
+}
