@@ -21,18 +21,12 @@ pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Metric-name prefix of the samples taken (dcgm-exporter's fields).
 const DCGM_PREFIX: &str = "DCGM_FI_";
 
-/// What one scrape gave.
-#[derive(Debug, Default, PartialEq, Eq)]
-pub struct ScrapeCount {
-    /// DCGM samples taken.
-    pub samples: u64,
-    /// DCGM samples skipped (no UUID, a non-numeric value, over-long names).
-    pub rejected: u64,
-}
+/// One DCGM sample of a scrape: its GPU, metric, value and the exporter's own time, if given.
+pub type ScrapedSample = (GpuInfo, String, f64, Option<Timestamp>);
 
-/// Turns one `/metrics` text into rows: `(gpu, metric, value)` for each DCGM sample, and how many
-/// DCGM samples were unusable.
-pub fn parse_exposition(text: &str) -> (Vec<(GpuInfo, String, f64, Option<Timestamp>)>, u64) {
+/// Turns one `/metrics` text into a sample per DCGM series, and how many DCGM samples were
+/// unusable.
+pub fn parse_exposition(text: &str) -> (Vec<ScrapedSample>, u64) {
     let lines = text.lines().map(|l| Ok(l.to_string()));
     let Ok(scrape) = prometheus_parse::Scrape::parse_at(lines, chrono::DateTime::UNIX_EPOCH) else {
         return (Vec::new(), 0);
