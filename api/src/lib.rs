@@ -13,6 +13,7 @@ mod metrics;
 mod openapi;
 mod params;
 mod peer;
+mod prometheus;
 mod scatter;
 mod summary;
 mod telemetry;
@@ -80,6 +81,17 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/metrics", get(gpus::list_metrics))
         .route("/api/v1/latest", get(summary::fleet_latest))
         .route("/api/v1/ingest", axum::routing::post(ingest::ingest))
+        .route(
+            "/prometheus/api/v1/query_range",
+            get(prometheus::query_range),
+        )
+        .route("/prometheus/api/v1/query", get(prometheus::query))
+        .route("/prometheus/api/v1/series", get(prometheus::series))
+        .route("/prometheus/api/v1/labels", get(prometheus::labels))
+        .route(
+            "/prometheus/api/v1/label/{name}/values",
+            get(prometheus::label_values),
+        )
         .route("/api/v1/gpus/{uuid}/steps", get(summary::gpu_steps))
         .route("/api/v1/cluster", get(cluster::get_cluster))
         .route(
