@@ -123,5 +123,43 @@ async fn latest_values_and_steps_match_the_file() {
     );
     assert_eq!(node.get(&path.replace("step=1m", "step=soon")).await.0, 400);
     assert_eq!(node.get("/api/v1/gpus/GPU-nope/steps").await.0, 404);
+
+    // Every panel of the Grafana fleet dashboard runs on the node's Prometheus-compatible API
+    // and finds data (the host variable set to all).
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../k8s/helm/gpu-telemetry/dashboards/gpu-fleet.json"
+        ))
+        .expect("dashboard"),
+    )
+    .expect("JSON");
+    let at = "2025-07-18T20:44:30Z";
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().expect("targets") {
+            let expr = target["expr"]
+                .as_str()
+                .expect("expr")
+                .replace("$host", ".*");
+            let body: serde_json::Value = reqwest::Client::new()
+                .get(format!("{}/prometheus/api/v1/query", node.url))
+                .query(&[("time", at), ("query", expr.as_str())])
+                .send()
+                .await
+                .expect("query")
+                .json()
+                .await
+                .expect("JSON");
+            assert_eq!(body["status"], "success", "{expr}: {body}");
+            assert!(
+                body["data"]["result"]
+                    .as_array()
+                    .is_some_and(|r| !r.is_empty()),
+                "{expr}: no data: {body}"
+            );
+        }
+    }
+    let hosts = node.ok("/prometheus/api/v1/label/Hostname/values").await;
+    assert_eq!(hosts["data"].as_array().map(Vec::len), Some(1));
     node.stop();
 }
