@@ -61,11 +61,18 @@ pub async fn ingest(
     let mut pause = Duration::from_millis(50);
     while !pending.is_empty() {
         let mut again = Vec::new();
+        // All partitions at once: each append waits for its partition's fsync.
+        let mut calls = tokio::task::JoinSet::new();
         for (partition, payload) in pending {
-            let outcome = node
+            let call = node
                 .router
-                .append(partition, payload.clone(), APPEND_TIMEOUT)
-                .await;
+                .append(partition, payload.clone(), APPEND_TIMEOUT);
+            calls.spawn(async move { (partition, payload, call.await) });
+        }
+        while let Some(done) = calls.join_next().await {
+            let Ok((partition, payload, outcome)) = done else {
+                return Err(ApiError::internal("an append task failed"));
+            };
             match outcome {
                 Ok(AppendReply::Ack(_)) => {}
                 Ok(AppendReply::Refused(AppendRefusal::TooLarge { bytes, limit })) => {

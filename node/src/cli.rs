@@ -79,6 +79,7 @@ pub struct ClusterArgs {
 }
 
 /// A blocking-free client on a small runtime.
+#[derive(Clone)]
 pub(crate) struct Client {
     http: reqwest::Client,
     base: String,
@@ -329,6 +330,8 @@ pub fn cluster(args: &ClusterArgs) -> anyhow::Result<()> {
 
 /// Bytes of CSV per request the importer aims for.
 const IMPORT_CHUNK_BYTES: usize = 48 << 10;
+/// Chunks the importer keeps in flight.
+const IMPORT_IN_FLIGHT: usize = 4;
 /// The API's request body limit, which no chunk may reach.
 const IMPORT_MAX_REQUEST: usize = telemetry_api::MAX_BODY_BYTES;
 
@@ -346,6 +349,40 @@ pub struct ImportArgs {
 
 /// `telemetry-node import`: streams a file into a running cluster in chunks, with a progress
 /// bar and a final summary.
+/// What an import stored and skipped so far.
+#[derive(Default)]
+struct Totals {
+    rows: u64,
+    samples: u64,
+    rejected: std::collections::BTreeMap<String, u64>,
+    examples: Vec<String>,
+}
+
+impl Totals {
+    /// A row skipped here, before sending.
+    fn reject(&mut self, reason: &str, example: String) {
+        self.rows += 1;
+        *self.rejected.entry(reason.to_string()).or_default() += 1;
+        if self.examples.len() < 5 {
+            self.examples.push(example);
+        }
+    }
+
+    /// A node's answer to one chunk.
+    fn add(&mut self, s: Value) {
+        self.rows += s["rows"].as_u64().unwrap_or(0);
+        self.samples += s["samples"].as_u64().unwrap_or(0);
+        for (reason, n) in s["rejected"].as_object().into_iter().flatten() {
+            *self.rejected.entry(reason.clone()).or_default() += n.as_u64().unwrap_or(0);
+        }
+        for e in s["rejected_examples"].as_array().into_iter().flatten() {
+            if self.examples.len() < 5 {
+                self.examples.push(text(e));
+            }
+        }
+    }
+}
+
 pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("opening {}", args.file.display()))?;
@@ -364,9 +401,7 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
         )?,
     );
     let started = std::time::Instant::now();
-    let (mut rows, mut samples) = (0u64, 0u64);
-    let mut rejected: std::collections::BTreeMap<String, u64> = Default::default();
-    let mut examples: Vec<String> = Vec::new();
+    let mut t = Totals::default();
     runtime()?.block_on(async {
         let c = Client::new(&client_args);
         let new_chunk = || -> anyhow::Result<csv::Writer<Vec<u8>>> {
@@ -376,25 +411,21 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
         };
         let mut chunk = new_chunk()?;
         let mut in_chunk = 0usize;
+        let mut sending = tokio::task::JoinSet::new();
         let mut rec = csv::ByteRecord::new();
         loop {
             let more = match rdr.read_byte_record(&mut rec) {
                 Ok(more) => more,
                 Err(e) if e.is_io_error() => return Err(e).context("reading the file"),
                 Err(e) => {
-                    rows += 1;
-                    *rejected.entry("unreadable_row".into()).or_default() += 1;
-                    if examples.len() < 5 {
-                        examples.push(e.to_string());
-                    }
+                    t.reject("unreadable_row", e.to_string());
                     continue;
                 }
             };
             // Worst case of a record written as CSV: every byte a doubled quote.
             let size = 2 * rec.as_slice().len() + 3 * rec.len() + 2;
             if more && size + header.as_slice().len() * 3 > IMPORT_MAX_REQUEST {
-                rows += 1;
-                *rejected.entry("line_too_long".into()).or_default() += 1;
+                t.reject("line_too_long", "a record too long for one request".into());
                 continue;
             }
             // The writer buffers; flushing into the Vec makes its length the chunk's size.
@@ -408,19 +439,16 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
             if (full || !more) && in_chunk > 0 {
                 let body = std::mem::replace(&mut chunk, new_chunk()?).into_inner()?;
                 in_chunk = 0;
-                let s = c.post_csv("/api/v1/ingest", body).await?;
-                rows += s["rows"].as_u64().unwrap_or(0);
-                samples += s["samples"].as_u64().unwrap_or(0);
-                for (reason, n) in s["rejected"].as_object().into_iter().flatten() {
-                    *rejected.entry(reason.clone()).or_default() += n.as_u64().unwrap_or(0);
-                }
-                for e in s["rejected_examples"].as_array().into_iter().flatten() {
-                    if examples.len() < 5 {
-                        examples.push(text(e));
+                // A few chunks in flight: each waits for fsyncs at the owners.
+                if sending.len() >= IMPORT_IN_FLIGHT {
+                    if let Some(done) = sending.join_next().await {
+                        t.add(done??);
                     }
                 }
+                let c = c.clone();
+                sending.spawn(async move { c.post_csv("/api/v1/ingest", body).await });
                 bar.set_position(rdr.position().byte());
-                bar.set_message(format!("{samples} samples"));
+                bar.set_message(format!("{} samples", t.samples));
                 if more && full {
                     chunk.write_byte_record(&rec)?;
                     in_chunk += 1;
@@ -430,28 +458,32 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
                 break;
             }
         }
+        while let Some(done) = sending.join_next().await {
+            t.add(done??);
+        }
         for long in rdr.get_mut().take_overlong() {
-            rows += 1;
-            *rejected.entry("line_too_long".into()).or_default() += 1;
-            if examples.len() < 5 {
-                examples.push(format!("line {long}: record over the length limit"));
-            }
+            t.reject(
+                "line_too_long",
+                format!("line {long}: record over the length limit"),
+            );
         }
         anyhow::Ok(())
     })?;
     bar.finish_and_clear();
     let secs = started.elapsed().as_secs_f64();
     println!(
-        "imported {}: {rows} rows, {samples} samples stored, {} rejected, {:.1} s, {:.0} samples/s",
+        "imported {}: {} rows, {} samples stored, {} rejected, {:.1} s, {:.0} samples/s",
         args.file.display(),
-        rejected.values().sum::<u64>(),
+        t.rows,
+        t.samples,
+        t.rejected.values().sum::<u64>(),
         secs,
-        samples as f64 / secs.max(1e-9)
+        t.samples as f64 / secs.max(1e-9)
     );
-    for (reason, n) in &rejected {
+    for (reason, n) in &t.rejected {
         println!("  rejected {reason}: {n}");
     }
-    for e in &examples {
+    for e in &t.examples {
         println!("  e.g. {e}");
     }
     Ok(())
