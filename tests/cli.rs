@@ -32,21 +32,8 @@ async fn gpus_query_and_cluster_against_a_live_node() {
     let mut rdr = csv::Reader::from_path(&csv).expect("csv");
     let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.expect("record")).collect();
     let gpus: std::collections::BTreeSet<&str> = rows.iter().map(|r| &r[4]).collect();
-    let node = Node::start(
-        &tmp.path().join("d"),
-        &[
-            "--csv",
-            csv.to_str().expect("utf8"),
-            "--rate",
-            "0",
-            "--passes",
-            "1",
-            "--timestamps",
-            "csv",
-            "--api-token",
-            "cli-token",
-        ],
-    );
+    let args = [&support::one_pass(&csv)[..], &["--api-token", "cli-token"]].concat();
+    let node = Node::start(&tmp.path().join("d"), &args);
     // wait_for_samples talks without a token: poll through the CLI instead.
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
@@ -138,7 +125,7 @@ async fn gpus_query_and_cluster_against_a_live_node() {
 async fn import_streams_a_file_into_a_running_node() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let csv = reference_csv(tmp.path());
-    let rows = csv::Reader::from_path(&csv).expect("csv").records().count() as u64;
+    let rows = support::csv_rows(&csv);
     // The reference rows plus two bad ones, in the middle of the file.
     let text = std::fs::read_to_string(&csv).expect("read");
     let mut lines: Vec<&str> = text.lines().collect();

@@ -29,13 +29,16 @@ impl Member {
 
     /// Starts the member with the seed `seed` and `extra` flags.
     fn start(&self, dir: &Path, seed: &str, cookie: &str, extra: &[&str]) -> Node {
+        self.start_seeded(dir, Some(seed), cookie, extra)
+    }
+
+    /// Starts the member with its cookie and, if given, a seed list.
+    fn start_seeded(&self, dir: &Path, seed: Option<&str>, cookie: &str, extra: &[&str]) -> Node {
         let mut args = vec![
             "--node-name",
             &self.name,
             "--cluster-addr",
             &self.cluster,
-            "--seeds",
-            seed,
             "--cluster-cookie",
             cookie,
             "--partitions",
@@ -43,9 +46,28 @@ impl Member {
             "--liveness-timeout",
             "2s",
         ];
+        if let Some(seed) = seed {
+            args.extend(["--seeds", seed]);
+        }
         args.extend(extra);
         Node::start(&dir.join(&self.name), &args)
     }
+}
+
+/// Every node sees three members up, is ready, stores all `rows` and answers the same points.
+async fn formed_and_complete(nodes: &[&Node], rows: u64) {
+    for n in nodes {
+        wait_live(n, 3).await;
+    }
+    wait_stored(nodes[0], rows, Duration::from_secs(60)).await;
+    let mut answers = Vec::new();
+    for n in nodes {
+        let (status, _) = n.get("/readyz").await;
+        assert_eq!(status, 200, "{} not ready", n.url);
+        answers.push(all_points(n).await);
+    }
+    assert_eq!(answers[0].0 as u64, rows);
+    assert!(answers.iter().all(|a| *a == answers[0]));
 }
 
 /// Members 1..=2 store only; member 0 (the seed) streams 20 passes of the reference CSV stamped
@@ -89,7 +111,7 @@ async fn one_pass(tmp: &Path, m: &[Member], extra: &[&str]) -> (u64, [Node; 3], 
 }
 
 fn rows(csv: &Path) -> u64 {
-    csv::Reader::from_path(csv).expect("csv").records().count() as u64
+    support::csv_rows(csv)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -275,4 +297,51 @@ async fn a_node_with_the_wrong_cookie_is_refused() {
     for n in [n0, n1, stranger] {
         n.stop();
     }
+}
+
+/// The first node of a cluster has a cookie and no seeds; the others name it as their seed.
+/// Whichever starts first, the cluster forms, every answer is complete, and the first node
+/// rejoins after a restart with the same flags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_node_needs_no_seeds_whichever_starts_first() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let csv = reference_csv(tmp.path());
+    let rows = rows(&csv);
+    let csv_arg = csv.to_str().expect("utf8");
+    let stream = [
+        "--csv",
+        csv_arg,
+        "--passes",
+        "1",
+        "--timestamps",
+        "csv",
+        "--rate",
+        "0",
+    ];
+    for first_node_first in [true, false] {
+        let dir = tmp.path().join(format!("first-{first_node_first}"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let m: Vec<Member> = (0..3).map(Member::new).collect();
+        let seed = m[0].cluster.clone();
+        let first = || m[0].start_seeded(&dir, None, COOKIE, &["--no-stream"]);
+        let n0 = first_node_first.then(first);
+        let n1 = m[1].start(&dir, &seed, COOKIE, &["--no-stream"]);
+        let n2 = m[2].start(&dir, &seed, COOKIE, &stream);
+        let n0 = n0.unwrap_or_else(first);
+        formed_and_complete(&[&n0, &n1, &n2], rows).await;
+        if first_node_first {
+            n0.stop();
+            let n0 = first();
+            formed_and_complete(&[&n0, &n1, &n2], rows).await;
+        }
+    }
+    // Without a cookie a node is alone and says so.
+    let alone = Node::start_env(
+        &tmp.path().join("alone"),
+        &["--no-stream"],
+        &[("RUST_LOG", "info")],
+    );
+    let (status, _) = alone.get("/readyz").await;
+    assert_eq!(status, 200);
+    assert!(alone.stop_and_log().contains("standalone"));
 }

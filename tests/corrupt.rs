@@ -49,7 +49,7 @@ fn partition_with_records(broker: &Path) -> (u32, PathBuf) {
 async fn damaged_partition_log_is_reported_and_the_rest_is_served() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let csv = reference_csv(tmp.path());
-    let rows = csv::Reader::from_path(&csv).expect("csv").records().count() as u64;
+    let rows = support::csv_rows(&csv);
     let data = tmp.path().join("d");
     let node = Node::start(
         &data,
@@ -108,12 +108,7 @@ async fn damaged_partition_log_is_reported_and_the_rest_is_served() {
             .contains(&partition.to_string()),
         "{body}"
     );
-    let metrics = reqwest::get(format!("{}/metrics", node.url))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = node.metrics_text().await;
     assert!(
         metrics.contains("telemetry_broker_damaged_partitions 1"),
         "{metrics}"
@@ -140,7 +135,7 @@ async fn damaged_partition_log_is_reported_and_the_rest_is_served() {
 async fn damaged_store_file_is_reported_at_start_up() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let csv = reference_csv(tmp.path());
-    let rows = csv::Reader::from_path(&csv).expect("csv").records().count() as u64;
+    let rows = support::csv_rows(&csv);
     let data = tmp.path().join("d");
     let args = [
         "--csv",

@@ -317,28 +317,11 @@ async fn malformed_rows_are_skipped_and_counted() {
         "2025-07-18T20:42:34Z,DCGM_FI_DEV_GPU_TEMP,4,nvidia4,GPU-e,H100,host-1,,,,44,",
     ];
     std::fs::write(&path, format!("{header}\n{}\n", rows.join("\n"))).expect("write");
-    let node = Node::start(
-        &tmp.path().join("d"),
-        &[
-            "--csv",
-            path.to_str().expect("utf8"),
-            "--rate",
-            "0",
-            "--passes",
-            "1",
-            "--timestamps",
-            "csv",
-        ],
-    );
+    let node = Node::start(&tmp.path().join("d"), &support::one_pass(&path));
     let cluster = node.wait_for_samples(2, Duration::from_secs(60)).await;
     assert_eq!(cluster["members"][0]["rows_read"], 6);
     assert_eq!(cluster["members"][0]["rows_rejected"], 4);
-    let metrics = reqwest::get(format!("{}/metrics", node.url))
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = node.metrics_text().await;
     assert!(
         metrics.contains("telemetry_csv_rows_rejected_total{reason=\"line_too_long\"} 1"),
         "{metrics}"

@@ -11,18 +11,8 @@ use support::{reference_csv, Node};
 async fn expired_samples_are_dropped_and_counted_out() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let csv = reference_csv(tmp.path());
-    let rows = csv::Reader::from_path(&csv).expect("csv").records().count() as u64;
-    let csv_arg = csv.to_str().expect("utf8").to_string();
-    let common = [
-        "--csv",
-        csv_arg.as_str(),
-        "--rate",
-        "0",
-        "--passes",
-        "1",
-        "--timestamps",
-        "csv",
-    ];
+    let rows = support::csv_rows(&csv);
+    let common = support::one_pass(&csv);
 
     // Without retention the same stream is kept (control).
     let keep = Node::start(&tmp.path().join("keep"), &common);

@@ -32,19 +32,7 @@ async fn latest_values_and_steps_match_the_file() {
             .push((rec[0].to_string(), value));
     }
     let rows: usize = values.values().map(Vec::len).sum();
-    let node = Node::start(
-        &tmp.path().join("d"),
-        &[
-            "--csv",
-            csv.to_str().expect("utf8"),
-            "--rate",
-            "0",
-            "--passes",
-            "1",
-            "--timestamps",
-            "csv",
-        ],
-    );
+    let node = Node::start(&tmp.path().join("d"), &support::one_pass(&csv));
     node.wait_for_samples(rows as u64, Duration::from_secs(60))
         .await;
 

@@ -66,7 +66,7 @@ fn by_id(spans: &[ExportedSpan]) -> HashMap<&str, &ExportedSpan> {
 async fn a_batch_and_a_query_are_each_one_trace_across_two_nodes() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let csv = reference_csv(tmp.path());
-    let rows = csv::Reader::from_path(&csv).expect("csv").records().count() as u64;
+    let rows = support::csv_rows(&csv);
     let ca = FakeCollectorServer::start().await.expect("collector A");
     let cb = FakeCollectorServer::start().await.expect("collector B");
     let (addr_a, addr_b) = (free_addr(), free_addr());

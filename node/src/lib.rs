@@ -11,6 +11,7 @@ use auth::Secret;
 pub mod config;
 pub mod decommission;
 pub mod gencsv;
+mod known_peers;
 mod observability;
 
 use std::future::Future;
@@ -112,12 +113,39 @@ fn sample_file(data_dir: &Path) -> anyhow::Result<PathBuf> {
 fn advertised(args: &RunArgs) -> anyhow::Result<String> {
     match &args.advertise_addr {
         Some(a) => Ok(a.clone()),
-        None if args.cluster_addr.ip().is_unspecified() && !args.seeds.is_empty() => bail!(
+        None if args.cluster_addr.ip().is_unspecified() && clustered(args) => bail!(
             "--cluster-addr {} listens on every interface: give --advertise-addr host:port \
              that peers can dial (in Kubernetes, the pod's stable DNS name)",
             args.cluster_addr
         ),
         None => Ok(args.cluster_addr.to_string()),
+    }
+}
+
+/// Whether the node takes part in a cluster: a cookie makes it listen on its cluster address
+/// and accept members, with or without seeds (the first node of a cluster has none).
+fn clustered(args: &RunArgs) -> bool {
+    args.cluster_cookie
+        .as_deref()
+        .is_some_and(|c| !c.is_empty())
+}
+
+/// The cluster cookie, or why the flags cannot form a cluster; `None` runs standalone.
+fn cookie(args: &RunArgs) -> anyhow::Result<Option<String>> {
+    let tls = args.cluster_tls_cert.is_some()
+        || args.cluster_tls_key.is_some()
+        || args.cluster_tls_ca.is_some();
+    match &args.cluster_cookie {
+        Some(c) if !c.is_empty() => Ok(Some(c.clone())),
+        _ if !args.seeds.is_empty() => bail!(
+            "--seeds given without --cluster-cookie: nodes of a cluster authenticate each other \
+             with a shared cookie (set it, or TELEMETRY_CLUSTER_COOKIE, on every node)"
+        ),
+        _ if tls => bail!(
+            "cluster TLS given without --cluster-cookie: a cluster node needs the shared cookie \
+             as well as its certificate (set it, or TELEMETRY_CLUSTER_COOKIE, on every node)"
+        ),
+        _ => Ok(None),
     }
 }
 
@@ -154,12 +182,15 @@ async fn join(
     view_tx: watch::Sender<Arc<ClusterView>>,
     mut view: watch::Receiver<Arc<ClusterView>>,
 ) -> anyhow::Result<(ClusterHandle, tokio::task::JoinHandle<()>)> {
-    let seeds: Vec<String> = args
-        .seeds
-        .iter()
-        .filter(|s| **s != me.cluster_addr)
-        .cloned()
-        .collect();
+    // The seeds, then the members seen before a restart (the first node of a cluster has no
+    // seeds but rejoins through them).
+    let mut seeds: Vec<String> = args.seeds.clone();
+    for known in known_peers::load(&args.data_dir) {
+        if !seeds.contains(&known) {
+            seeds.push(known);
+        }
+    }
+    seeds.retain(|s| *s != me.cluster_addr);
     let config = ClusterConfig {
         me,
         listen_ip: args.cluster_addr.ip(),
@@ -196,6 +227,7 @@ async fn join(
             );
         }
     }
+    known_peers::remember(args.data_dir.clone(), view.clone());
     Ok((
         ClusterHandle {
             actor,
@@ -218,15 +250,21 @@ pub async fn run(
         http_addr: local.to_string(),
         phase: Phase::Active,
     };
-    let clustered = !args.seeds.is_empty();
-    let cookie = match (&args.cluster_cookie, clustered) {
-        (Some(c), _) if !c.is_empty() => Some(c.clone()),
-        (_, true) => bail!(
-            "--seeds given without --cluster-cookie: nodes of a cluster authenticate each other \
-             with a shared cookie (set it, or TELEMETRY_CLUSTER_COOKIE, on every node)"
-        ),
-        (_, false) => None,
-    };
+    let cookie = cookie(&args)?;
+    let clustered = cookie.is_some();
+    if clustered {
+        tracing::info!(
+            cluster_addr = %args.cluster_addr,
+            advertised = %me.cluster_addr,
+            seeds = ?args.seeds,
+            "clustered: listening for members on the cluster address"
+        );
+    } else {
+        tracing::info!(
+            "standalone: no --cluster-cookie, so this node owns every partition, does not listen \
+             on --cluster-addr and accepts no members"
+        );
+    }
     let auth_config = auth::AuthConfig {
         api: Secret::resolve(
             args.api_token.as_deref(),

@@ -20,6 +20,26 @@ pub fn binary() -> &'static str {
     env!("CARGO_BIN_EXE_telemetry-node")
 }
 
+/// Data rows of a CSV file.
+pub fn csv_rows(path: &Path) -> u64 {
+    csv::Reader::from_path(path).expect("csv").records().count() as u64
+}
+
+/// Flags that stream `csv` once, unthrottled, with the file's own timestamps.
+pub fn one_pass(csv: &Path) -> [&str; 8] {
+    let csv = csv.to_str().expect("utf-8 path");
+    [
+        "--csv",
+        csv,
+        "--rate",
+        "0",
+        "--passes",
+        "1",
+        "--timestamps",
+        "csv",
+    ]
+}
+
 /// The shared CSV, or a `gen-csv` file of the same shape in `dir` when it is absent: one row per
 /// (GPU, metric), the metrics spread over several scrape timestamps like the exporter's dump.
 pub fn reference_csv(dir: &Path) -> PathBuf {
@@ -132,6 +152,16 @@ impl Node {
         let status = resp.status().as_u16();
         let body = resp.json::<Value>().await.unwrap_or(Value::Null);
         (status, body)
+    }
+
+    /// The text of `/metrics`.
+    pub async fn metrics_text(&self) -> String {
+        reqwest::get(format!("{}/metrics", self.url))
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
     }
 
     /// GET a path that must answer 200.
