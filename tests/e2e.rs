@@ -109,6 +109,14 @@ async fn one_pass_is_stored_exactly_and_survives_restart() {
     assert_eq!(cluster["members"][0]["partitions_owned"], 16);
     assert_eq!(cluster["members"][0]["rows_rejected"], 0);
     assert_eq!(node.ok("/readyz").await["status"], "ready");
+    // Disk use is reported while the data is still in the store's journal, not only once fjall
+    // flushed a table; the broker's figure stands beside it.
+    for figure in ["storage_bytes", "broker_bytes"] {
+        assert!(
+            cluster["members"][0][figure].as_u64() > Some(0),
+            "{figure}: {cluster}"
+        );
+    }
 
     // Every GPU, with hostname and index.
     let gpus = node.ok("/api/v1/gpus?limit=10000").await;
@@ -262,6 +270,19 @@ async fn one_pass_is_stored_exactly_and_survives_restart() {
 
     // Restart on the same data dir, serving only: same counts, same answers, no duplicates.
     node.stop();
+    // A graceful stop consumed everything, so no partition keeps a byte of consumed log.
+    let mut segments = 0;
+    for part in std::fs::read_dir(data.join("broker")).expect("broker dir") {
+        for f in std::fs::read_dir(part.expect("entry").path()).expect("partition dir") {
+            let f = f.expect("entry").path();
+            if f.extension().is_some_and(|e| e == "log") {
+                segments += 1;
+                let len = std::fs::metadata(&f).expect("metadata").len();
+                assert_eq!(len, 0, "{} keeps consumed records", f.display());
+            }
+        }
+    }
+    assert_eq!(segments, 16, "one empty active segment per partition");
     let node = Node::start(&data, &["--no-stream", "--partitions", "16"]);
     let cluster = node.ok("/api/v1/cluster").await;
     assert_eq!(cluster["samples_stored"].as_u64(), Some(exp.rows));

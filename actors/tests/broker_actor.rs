@@ -18,6 +18,7 @@ fn config() -> LogConfig {
         segment_bytes: 1024,
         max_unconsumed_bytes: 4096,
         max_record_bytes: 1024,
+        ..LogConfig::default()
     }
 }
 

@@ -29,8 +29,12 @@ pub struct Member {
     pub status: String,
     /// Distinct samples stored on the node.
     pub samples_stored: u64,
-    /// Bytes on disk of the node's sample store after its latest flush (journal excluded).
+    /// Bytes the node's sample store takes on disk (allocated blocks of its directory: tables
+    /// and journal).
     pub storage_bytes: u64,
+    /// Bytes the node's broker partition logs take on disk (allocated blocks): what the
+    /// collectors have not consumed yet, plus less than one segment per partition.
+    pub broker_bytes: u64,
     /// Number of partitions the node owns.
     pub partitions_owned: usize,
     /// Records appended to the node's partitions but not yet committed by its collectors.
@@ -115,6 +119,7 @@ pub async fn local_status(node: &NodeContext) -> MemberStatus {
         address: node.info.http_addr.clone(),
         samples_stored: node.store.samples_stored(),
         storage_bytes: node.store.disk_space(),
+        broker_bytes: node.broker_bytes(),
         partitions,
         samples_acked: node.stats.samples_acked.get(),
         rows_read: node.stats.rows_read.get(),
@@ -174,6 +179,7 @@ pub async fn get_cluster(State(node): State<AppState>) -> Json<ClusterView> {
                     address: s.address,
                     samples_stored: s.samples_stored,
                     storage_bytes: s.storage_bytes,
+                    broker_bytes: s.broker_bytes,
                     samples_acked: s.samples_acked,
                     rows_read: s.rows_read,
                     rows_rejected: s.rows_rejected,
@@ -193,6 +199,7 @@ pub async fn get_cluster(State(node): State<AppState>) -> Json<ClusterView> {
                     status: status.into(),
                     samples_stored: 0,
                     storage_bytes: 0,
+                    broker_bytes: 0,
                     broker_lag_records: 0,
                     samples_acked: 0,
                     rows_read: 0,

@@ -20,6 +20,8 @@ pub struct NodeContext {
     pub partitions: u32,
     /// The node's store.
     pub store: Arc<Store>,
+    /// Directory of the broker's partition logs.
+    pub broker_dir: std::path::PathBuf,
     /// Running broker partitions.
     pub registry: Arc<PartitionRegistry>,
     /// Pipeline counters.
@@ -52,6 +54,11 @@ impl NodeContext {
             phase: *self.phase.lock().unwrap_or_else(|e| e.into_inner()),
             ..self.info.clone()
         }
+    }
+
+    /// Bytes the broker's partition logs take on disk.
+    pub fn broker_bytes(&self) -> u64 {
+        telemetry_storage::disk::allocated_bytes(&self.broker_dir)
     }
 
     /// The partitions this node owns now.

@@ -71,6 +71,7 @@ pub struct Metrics {
     partitions_owned: Gauge,
     samples_in_store: Gauge,
     storage_bytes: Gauge,
+    broker_bytes: Gauge,
 }
 
 impl Metrics {
@@ -90,6 +91,7 @@ impl Metrics {
             partitions_owned: Gauge::default(),
             samples_in_store: Gauge::default(),
             storage_bytes: Gauge::default(),
+            broker_bytes: Gauge::default(),
         };
         let r = &mut registry;
         r.register_with_unit(
@@ -131,9 +133,15 @@ impl Metrics {
         );
         r.register_with_unit(
             "telemetry_store_disk",
-            "Disk space of the store's flushed tables",
+            "Disk space of the store's directory (allocated blocks)",
             Unit::Bytes,
             m.storage_bytes.clone(),
+        );
+        r.register_with_unit(
+            "telemetry_broker_disk",
+            "Disk space of the broker's partition logs (allocated blocks)",
+            Unit::Bytes,
+            m.broker_bytes.clone(),
         );
         // Series exist at 0 before the first partial answer, so dashboards show 0, not "no data".
         for route in ["gpus", "gpu", "metrics", "telemetry", "cluster"] {
@@ -191,6 +199,8 @@ impl Metrics {
             .set(node.store.samples_stored().min(i64::MAX as u64) as i64);
         self.storage_bytes
             .set(node.store.disk_space().min(i64::MAX as u64) as i64);
+        self.broker_bytes
+            .set(node.broker_bytes().min(i64::MAX as u64) as i64);
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         // Writing into a String cannot fail.

@@ -33,9 +33,12 @@ pub struct BenchArgs {
     /// Node processes (one streams, the others store and serve).
     #[arg(long, default_value_t = 1)]
     pub nodes: u32,
-    /// Hosts in the generated file (8 GPUs each).
+    /// Hosts in the generated file.
     #[arg(long, default_value_t = 16)]
     pub hosts: u32,
+    /// GPUs per host in the generated file.
+    #[arg(long, default_value_t = 8)]
+    pub gpus_per_host: u32,
     /// Scrapes at 1 s (3,600 = one hour, so "1 h of one GPU" is 36 K samples).
     #[arg(long, default_value_t = 3600)]
     pub scrapes: u32,
@@ -114,24 +117,6 @@ fn peak_rss_mib(pid: u32) -> f64 {
                 .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
         })
         .map_or(f64::NAN, |kib| kib / 1024.0)
-}
-
-/// Bytes a directory takes on disk (allocated blocks: fjall's journal is a sparse preallocated
-/// file, so its length would overstate it).
-fn dir_bytes(path: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(path) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.file_type() {
-            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
-            _ => e.metadata().map_or(0, |m| {
-                use std::os::unix::fs::MetadataExt;
-                m.blocks() * 512
-            }),
-        })
-        .sum()
 }
 
 /// Parses the file and writes it straight into a fresh store; samples/s until all is queryable.
@@ -233,6 +218,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let csv = dir.join("bench.csv");
     let gen = GenCsvArgs {
         hosts: args.hosts,
+        gpus_per_host: args.gpus_per_host,
         scrapes: args.scrapes,
         output: Some(csv.clone()),
         ..crate::gencsv::sample_args()
@@ -399,11 +385,13 @@ async fn pipeline(
             .args(["-TERM", &p.child.id().to_string()])
             .status();
     }
-    let (mut disk, mut tables) = (0, 0);
+    let (mut disk, mut tables, mut broker, mut whole) = (0, 0, 0, 0);
     for mut p in procs {
         let _ = p.child.wait();
-        disk += dir_bytes(&p.data.join("store"));
-        tables += dir_bytes(&p.data.join("store").join("keyspaces"));
+        disk += telemetry_storage::disk::allocated_bytes(&p.data.join("store"));
+        tables += telemetry_storage::disk::allocated_bytes(&p.data.join("store").join("keyspaces"));
+        broker += telemetry_storage::disk::allocated_bytes(&p.data.join("broker"));
+        whole += telemetry_storage::disk::allocated_bytes(&p.data);
     }
     println!("bench: {nodes} node(s), {rows} samples, CSV → queryable in {secs:.2} s: {rate:.0} samples/s");
     if let Some(c) = ceiling {
@@ -417,6 +405,14 @@ async fn pipeline(
     println!(
         "  store on disk after shutdown: {:.3} bytes/sample ({disk} bytes; {tables} in tables)",
         disk as f64 / rows as f64,
+    );
+    println!(
+        "  broker logs after shutdown: {:.3} bytes/sample ({broker} bytes)",
+        broker as f64 / rows as f64,
+    );
+    println!(
+        "  whole data directories after shutdown: {:.3} bytes/sample ({whole} bytes, as du -s --block-size=1)",
+        whole as f64 / rows as f64,
     );
     println!(
         "  peak RSS per node (MiB): {}",

@@ -343,6 +343,7 @@ pub async fn run(
         info: me.clone(),
         partitions: args.partitions,
         store: store.clone(),
+        broker_dir: args.data_dir.join("broker"),
         registry: registry.clone(),
         stats: stats.clone(),
         router: router.clone(),

@@ -20,6 +20,7 @@ mod bits;
 mod bucket;
 mod catalog;
 pub mod codec;
+pub mod disk;
 mod error;
 mod flush;
 mod keys;

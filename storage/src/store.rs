@@ -1,7 +1,7 @@
 //! The store: fjall keyspaces, the catalog, per-series heads, and the write and checkpoint paths.
 
 use std::collections::HashMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -101,6 +101,7 @@ pub(crate) struct Inner {
 
 /// The node's time-series store. Share it behind an `Arc`; all methods take `&self`.
 pub struct Store {
+    dir: PathBuf,
     pub(crate) db: Database,
     pub(crate) ks: Keyspaces,
     pub(crate) width: i64,
@@ -203,6 +204,7 @@ impl Store {
             .filter_map(|s| s.extent.map(|e| e.1))
             .max();
         Ok(Self {
+            dir: path.as_ref().to_path_buf(),
             db,
             ks,
             width,
@@ -486,10 +488,10 @@ impl Store {
         inner.disk_count + inner.head_new
     }
 
-    /// Bytes on disk of the flushed tables of all keyspaces (the journal is not counted: it is
-    /// preallocated and recycled, so it says nothing about the size of the data).
+    /// Bytes the store's directory takes on disk (allocated blocks: tables, journal and
+    /// metadata), as `du` counts them.
     pub fn disk_space(&self) -> u64 {
-        self.keyspaces().iter().map(|ks| ks.disk_space()).sum()
+        crate::disk::allocated_bytes(&self.dir)
     }
 }
 

@@ -5,18 +5,32 @@
 //! `len u32 | crc32 u32 | offset u64 | payload`, little-endian, the CRC covering offset and payload.
 //! Records become readable by consumers only once they are durable (fsynced), so a consumer never
 //! sees a record that a crash could take back. Whole segments behind the lowest committed offset
-//! are deleted.
+//! are deleted, and the active segment is rolled once its consumed part is worth deleting
+//! ([`PartitionLog::reclaim`]), so consumed records do not linger on disk: what a partition
+//! holds is what is unconsumed plus less than one segment.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{ErrorKind, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::error::{ActorError, Result};
 
 /// Bytes of a record header: length, CRC and offset.
 pub const RECORD_HEADER_BYTES: u64 = 16;
+
+/// Default size at which a segment is closed and a new one started.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 4 << 20;
+
+/// Default consumed bytes at the head of the active segment that make it roll, so that they can
+/// be deleted once the consumer passes the rest.
+pub const DEFAULT_RECLAIM_BYTES: u64 = 256 << 10;
+
+/// Default age after which a fully consumed active segment rolls whatever its size (a slow
+/// partition's consumed records are deleted within this time too).
+pub const DEFAULT_RECLAIM_AGE: Duration = Duration::from_secs(30);
 
 /// Limits of one partition log.
 #[derive(Debug, Clone)]
@@ -27,14 +41,20 @@ pub struct LogConfig {
     pub max_unconsumed_bytes: u64,
     /// A record larger than this is refused permanently (it could never fit a fetch).
     pub max_record_bytes: u64,
+    /// The active segment rolls once this many of its bytes are consumed.
+    pub reclaim_bytes: u64,
+    /// A fully consumed active segment this old rolls whatever its size.
+    pub reclaim_age: Duration,
 }
 
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
-            segment_bytes: 16 << 20,
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
             max_unconsumed_bytes: 256 << 20,
             max_record_bytes: 8 << 20,
+            reclaim_bytes: DEFAULT_RECLAIM_BYTES,
+            reclaim_age: DEFAULT_RECLAIM_AGE,
         }
     }
 }
@@ -65,6 +85,8 @@ struct Segment {
     /// File position of each record, indexed by `offset - base`.
     positions: Vec<u64>,
     size: u64,
+    /// When this process opened or created it (the age that [`LogConfig::reclaim_age`] counts).
+    opened: Instant,
 }
 
 impl Segment {
@@ -308,6 +330,7 @@ impl PartitionLog {
             file,
             positions,
             size: pos,
+            opened: Instant::now(),
         })
     }
 
@@ -327,6 +350,7 @@ impl PartitionLog {
             file,
             positions: Vec::new(),
             size: 0,
+            opened: Instant::now(),
         })
     }
 
@@ -544,6 +568,30 @@ impl PartitionLog {
         };
         write().map_err(|e| io_err(&path, e))?;
         sync_dir(&self.dir)?;
+        self.reclaim(Instant::now(), false)
+    }
+
+    /// Rolls the active segment when its consumed part is worth deleting — at least
+    /// `reclaim_bytes` consumed, or everything consumed and the segment older than `reclaim_age`
+    /// (or `closing`) — then deletes every segment the consumers have passed.
+    pub fn reclaim(&mut self, now: Instant, closing: bool) -> Result<()> {
+        let low = self.low_watermark();
+        let due = self.segments.last().is_some_and(|active| {
+            if active.positions.is_empty() || low < active.base {
+                return false;
+            }
+            let all = low >= active.end_offset();
+            let consumed = match active.positions.get((low - active.base) as usize) {
+                Some(&pos) => pos,
+                None => active.size,
+            };
+            consumed >= self.config.reclaim_bytes
+                || (all
+                    && (closing || now.duration_since(active.opened) >= self.config.reclaim_age))
+        });
+        if due {
+            self.roll()?;
+        }
         self.trim()
     }
 
@@ -572,6 +620,8 @@ mod tests {
             segment_bytes: 100,
             max_unconsumed_bytes: 1000,
             max_record_bytes: 200,
+            reclaim_bytes: 1 << 20,
+            reclaim_age: Duration::from_secs(3600),
         }
     }
 
@@ -620,6 +670,53 @@ mod tests {
         // Reads respect the byte budget but always return at least one record.
         assert_eq!(log.read(12, 1).expect("read").len(), 1);
         assert_eq!(log.read(12, 60).expect("read").len(), 2);
+    }
+
+    #[test]
+    fn consumed_bytes_are_reclaimed_by_size_age_and_at_close() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let config = LogConfig {
+            segment_bytes: 1 << 20,
+            reclaim_bytes: 200,
+            ..small()
+        };
+        let mut log = PartitionLog::open(dir.path(), config).expect("open");
+        for i in 0..10u8 {
+            log.append_sync(&[i; 34]).expect("io").expect("accepted");
+        }
+        // 50-byte records: 150 consumed bytes stay, 250 roll the active segment.
+        log.commit("c", 3).expect("commit");
+        assert_eq!(log.segment_count(), 1);
+        log.commit("c", 5).expect("commit");
+        assert_eq!(log.segment_count(), 2, "rolled at 250 consumed bytes");
+        assert_eq!(log.first_offset(), 0, "records 5..10 are not consumed yet");
+        log.commit("c", 10).expect("commit");
+        assert_eq!((log.segment_count(), log.first_offset()), (1, 10));
+        assert_eq!(log.disk_bytes(), 0);
+        // Fully consumed but small: kept until it is old enough, or the log closes.
+        log.append_sync(&[1; 34]).expect("io").expect("accepted");
+        log.commit("c", 11).expect("commit");
+        assert_eq!(log.disk_bytes(), 50);
+        let now = Instant::now();
+        log.reclaim(now, false).expect("reclaim");
+        assert_eq!(log.disk_bytes(), 50);
+        log.reclaim(now + Duration::from_secs(3601), false)
+            .expect("reclaim");
+        assert_eq!((log.disk_bytes(), log.first_offset()), (0, 11));
+        log.append_sync(&[2; 34]).expect("io").expect("accepted");
+        log.reclaim(now, true).expect("reclaim");
+        assert_eq!(
+            log.disk_bytes(),
+            50,
+            "unconsumed records are never reclaimed"
+        );
+        log.commit("c", 12).expect("commit");
+        log.reclaim(now, true).expect("reclaim");
+        assert_eq!(log.disk_bytes(), 0);
+        drop(log);
+        let mut log = PartitionLog::open(dir.path(), small()).expect("reopen");
+        assert_eq!((log.next_offset(), log.committed("c")), (12, 12));
+        assert_eq!(log.append_sync(b"x").expect("io"), Ok(12));
     }
 
     #[test]

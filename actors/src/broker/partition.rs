@@ -17,6 +17,10 @@ use crate::stats::PipelineStats;
 /// Fetches parked per partition; one more is answered empty at once rather than queued.
 pub const MAX_PARKED_FETCHES: usize = 8;
 
+/// How often an idle partition checks whether its consumed segment is old enough to delete
+/// (commits check it too).
+pub const RECLAIM_TICK: Duration = Duration::from_secs(5);
+
 /// The broker partition actor.
 pub struct BrokerPartition;
 
@@ -126,6 +130,8 @@ pub enum BrokerMsg {
     },
     /// Internal: a parked fetch's wait expired.
     FetchExpired(u64),
+    /// Internal: time to delete consumed segments that aged ([`RECLAIM_TICK`]).
+    Reclaim,
 }
 
 // Local only: never crosses nodes (the cluster endpoint carries bytes instead).
@@ -180,7 +186,7 @@ impl Actor for BrokerPartition {
 
     async fn pre_start(
         &self,
-        _myself: ActorRef<Self::Msg>,
+        myself: ActorRef<Self::Msg>,
         args: Self::Arguments,
     ) -> Result<Self::State, ActorProcessingErr> {
         let dir = args.dir.clone();
@@ -191,6 +197,7 @@ impl Actor for BrokerPartition {
             next = log.next_offset(),
             "partition log open"
         );
+        myself.send_interval(RECLAIM_TICK, || BrokerMsg::Reclaim);
         Ok(State {
             partition: args.partition,
             log,
@@ -227,6 +234,10 @@ impl Actor for BrokerPartition {
                     }
                 }
             }
+        }
+        // A drained partition leaves only empty segments behind.
+        if let Err(e) = state.log.reclaim(std::time::Instant::now(), true) {
+            tracing::warn!(partition = state.partition, error = %e, "consumed segments not deleted at stop");
         }
         Ok(())
     }
@@ -315,6 +326,11 @@ impl Actor for BrokerPartition {
                 let res = state.log.commit(&consumer, offset);
                 let _ = reply.send(res.as_ref().map(|_| ()).map_err(|e| e.to_string()));
                 res?;
+            }
+            BrokerMsg::Reclaim => {
+                if let Err(e) = state.log.reclaim(std::time::Instant::now(), false) {
+                    tracing::warn!(partition = state.partition, error = %e, "consumed segments not deleted; retried at the next tick");
+                }
             }
             BrokerMsg::Status(reply) => {
                 let _ = reply.send(PartitionStatus {

@@ -10,7 +10,7 @@ use telemetry_storage::GpuInfo;
 use super::membership::NodeInfo;
 
 /// Version of this protocol; a message with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
 /// Largest message accepted, far below ractor_cluster's 16 MiB frame cap.
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 
@@ -167,8 +167,10 @@ pub struct MemberStatus {
     pub address: String,
     /// Distinct samples stored.
     pub samples_stored: u64,
-    /// Disk space of the store's flushed tables.
+    /// Disk space of the store's directory (allocated blocks).
     pub storage_bytes: u64,
+    /// Disk space of the broker's partition logs (allocated blocks).
+    pub broker_bytes: u64,
     /// Partitions it runs, with their queue positions.
     pub partitions: Vec<PartitionPosition>,
     /// Samples its streamers had acknowledged.
@@ -304,8 +306,8 @@ mod tests {
     #[test]
     fn other_versions_and_garbage_are_refused() {
         let mut msg = encode(None, &Request::Ping(node()));
-        msg[1] = 2;
-        assert_eq!(decode::<Request>(&msg), Err(ProtocolError::Version(2)));
+        msg[1] = 1;
+        assert_eq!(decode::<Request>(&msg), Err(ProtocolError::Version(1)));
         assert!(matches!(
             decode::<Request>(&[]),
             Err(ProtocolError::Malformed(_))
