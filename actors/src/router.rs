@@ -121,6 +121,11 @@ impl Router {
                         limit: 0,
                     }))
                 }
+                Some(Response::Append(AppendOutcome::DiskFull(reason))) => {
+                    Ok(AppendReply::Refused(AppendRefusal::DiskFull {
+                        reason: format!("{owner}: {reason}"),
+                    }))
+                }
                 Some(Response::Append(AppendOutcome::TooLarge { bytes, limit })) => {
                     Ok(AppendReply::Refused(AppendRefusal::TooLarge {
                         bytes,
@@ -162,6 +167,9 @@ pub async fn append_local(
     match tokio::time::timeout(timeout, rx).await {
         Ok(Ok(AppendReply::Ack(o))) => AppendOutcome::Ack(o),
         Ok(Ok(AppendReply::Refused(AppendRefusal::Full { .. }))) => AppendOutcome::Full,
+        Ok(Ok(AppendReply::Refused(AppendRefusal::DiskFull { reason }))) => {
+            AppendOutcome::DiskFull(reason)
+        }
         Ok(Ok(AppendReply::Refused(AppendRefusal::TooLarge { bytes, limit }))) => {
             AppendOutcome::TooLarge { bytes, limit }
         }

@@ -77,6 +77,8 @@ pub struct SupervisorArgs {
     pub registry: Arc<PartitionRegistry>,
     /// Node-wide counters.
     pub stats: Arc<PipelineStats>,
+    /// Room on the data volume, which the broker partitions check before each append.
+    pub disk: Arc<telemetry_storage::disk::DiskGuard>,
     /// Routes the streamers' appends.
     pub router: Router,
     /// This node's name and the partition count, to compute ownership from the view.
@@ -155,6 +157,7 @@ impl State {
                     dir: a.config.broker_dir.join(format!("p-{p:04}")),
                     config: a.config.log.clone(),
                     stats: a.stats.clone(),
+                    disk: a.disk.clone(),
                 };
                 let spawned =
                     Actor::spawn_linked(None, BrokerPartition, args, myself.get_cell()).await;

@@ -28,6 +28,7 @@ async fn start(dir: &std::path::Path) -> ActorRef<BrokerMsg> {
         dir: dir.to_path_buf(),
         config: config(),
         stats: Arc::new(PipelineStats::default()),
+        disk: Arc::new(telemetry_storage::disk::DiskGuard::new(dir, 0)),
     };
     Actor::spawn(None, BrokerPartition, args)
         .await

@@ -35,6 +35,10 @@ pub struct Member {
     /// Bytes the node's broker partition logs take on disk (allocated blocks): what the
     /// collectors have not consumed yet, plus less than one segment per partition.
     pub broker_bytes: u64,
+    /// Bytes free on the node's data volume at its last check.
+    pub disk_free_bytes: u64,
+    /// Why the node refuses new data for lack of disk space, while it does (reads go on).
+    pub disk_full: Option<String>,
     /// Number of partitions the node owns.
     pub partitions_owned: usize,
     /// Records appended to the node's partitions but not yet committed by its collectors.
@@ -120,6 +124,8 @@ pub async fn local_status(node: &NodeContext) -> MemberStatus {
         samples_stored: node.store.samples_stored(),
         storage_bytes: node.store.disk_space(),
         broker_bytes: node.broker_bytes(),
+        disk_free_bytes: node.disk.free_bytes(),
+        disk_full: node.disk.reason(),
         partitions,
         samples_acked: node.stats.samples_acked.get(),
         rows_read: node.stats.rows_read.get(),
@@ -180,6 +186,8 @@ pub async fn get_cluster(State(node): State<AppState>) -> Json<ClusterView> {
                     samples_stored: s.samples_stored,
                     storage_bytes: s.storage_bytes,
                     broker_bytes: s.broker_bytes,
+                    disk_free_bytes: s.disk_free_bytes,
+                    disk_full: s.disk_full,
                     samples_acked: s.samples_acked,
                     rows_read: s.rows_read,
                     rows_rejected: s.rows_rejected,
@@ -200,6 +208,8 @@ pub async fn get_cluster(State(node): State<AppState>) -> Json<ClusterView> {
                     samples_stored: 0,
                     storage_bytes: 0,
                     broker_bytes: 0,
+                    disk_free_bytes: 0,
+                    disk_full: None,
                     broker_lag_records: 0,
                     samples_acked: 0,
                     rows_read: 0,
@@ -265,6 +275,11 @@ pub async fn readyz(State(node): State<AppState>) -> Result<Json<Health>, ApiErr
     if !damaged.is_empty() {
         return Err(ApiError::not_ready(format!(
             "partition logs damaged: {damaged:?} (see /api/v1/cluster); the node still answers queries"
+        )));
+    }
+    if let Some(reason) = node.disk.reason() {
+        return Err(ApiError::not_ready(format!(
+            "{reason}; new data is refused until space is freed, the node still answers queries"
         )));
     }
     if node.ready() {

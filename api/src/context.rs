@@ -22,6 +22,8 @@ pub struct NodeContext {
     pub store: Arc<Store>,
     /// Directory of the broker's partition logs.
     pub broker_dir: std::path::PathBuf,
+    /// Room on the data volume (disk full refuses appends, not reads).
+    pub disk: Arc<telemetry_storage::disk::DiskGuard>,
     /// Running broker partitions.
     pub registry: Arc<PartitionRegistry>,
     /// Pipeline counters.

@@ -75,6 +75,12 @@ pub async fn ingest(
             };
             match outcome {
                 Ok(AppendReply::Ack(_)) => {}
+                Ok(AppendReply::Refused(AppendRefusal::DiskFull { reason })) => {
+                    // Waiting would not help within a request: the client keeps the chunk.
+                    return Err(ApiError::not_ready(format!(
+                        "{reason}; nothing is lost, send the chunk again once space is freed"
+                    )));
+                }
                 Ok(AppendReply::Refused(AppendRefusal::TooLarge { bytes, limit })) => {
                     return Err(ApiError::internal(format!(
                         "a batch of {bytes} bytes is over the partition's record limit {limit}"

@@ -72,6 +72,8 @@ pub struct Metrics {
     samples_in_store: Gauge,
     storage_bytes: Gauge,
     broker_bytes: Gauge,
+    disk_free_bytes: Gauge,
+    disk_full: Gauge,
 }
 
 impl Metrics {
@@ -92,6 +94,8 @@ impl Metrics {
             samples_in_store: Gauge::default(),
             storage_bytes: Gauge::default(),
             broker_bytes: Gauge::default(),
+            disk_free_bytes: Gauge::default(),
+            disk_full: Gauge::default(),
         };
         let r = &mut registry;
         r.register_with_unit(
@@ -142,6 +146,17 @@ impl Metrics {
             "Disk space of the broker's partition logs (allocated blocks)",
             Unit::Bytes,
             m.broker_bytes.clone(),
+        );
+        r.register_with_unit(
+            "telemetry_disk_free",
+            "Bytes free on the data volume at the last check",
+            Unit::Bytes,
+            m.disk_free_bytes.clone(),
+        );
+        r.register(
+            "telemetry_disk_full",
+            "1 while the node refuses new data for lack of disk space (below --min-free-disk or after ENOSPC)",
+            m.disk_full.clone(),
         );
         // Series exist at 0 before the first partial answer, so dashboards show 0, not "no data".
         for route in ["gpus", "gpu", "metrics", "telemetry", "cluster"] {
@@ -201,6 +216,9 @@ impl Metrics {
             .set(node.store.disk_space().min(i64::MAX as u64) as i64);
         self.broker_bytes
             .set(node.broker_bytes().min(i64::MAX as u64) as i64);
+        self.disk_free_bytes
+            .set(node.disk.free_bytes().min(i64::MAX as u64) as i64);
+        self.disk_full.set(i64::from(node.disk.is_full()));
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         // Writing into a String cannot fail.

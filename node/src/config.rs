@@ -168,6 +168,12 @@ pub struct RunArgs {
     /// committed at checkpoints, so this bounds how much a restart replays.
     #[arg(long, env = "TELEMETRY_CHECKPOINT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
     pub checkpoint_interval: Duration,
+    /// Free space kept in reserve on the data volume (`100MiB`, `2GiB`, `0`): below it the node
+    /// refuses new data (retryably; producers keep their batches) and keeps answering reads, so
+    /// that what it accepted can still be checkpointed; it takes data again once space is back.
+    #[arg(long, env = "TELEMETRY_MIN_FREE_DISK", value_parser = parse_bytes,
+          default_value_t = telemetry_storage::disk::DEFAULT_MIN_FREE_DISK)]
+    pub min_free_disk: u64,
     /// Drop buckets that ended longer ago than this (`7d`, `30d`); omitted, data is kept forever.
     #[arg(long, env = "TELEMETRY_RETENTION", value_parser = parse_duration)]
     pub retention: Option<Duration>,
@@ -180,4 +186,54 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err(format!("{s:?}: must be longer than zero"));
     }
     Ok(d)
+}
+
+/// Parses a byte count: `1048576`, `64KiB`, `512MiB`, `2GiB`, `1TiB` (also `KB`, `MB`, `GB`,
+/// `TB` as powers of 1,000).
+pub fn parse_bytes(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?}: expected a byte count such as 512MiB"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        "TiB" => 1 << 40,
+        "KB" => 1_000,
+        "MB" => 1_000_000,
+        "GB" => 1_000_000_000,
+        "TB" => 1_000_000_000_000,
+        other => {
+            return Err(format!(
+                "{s:?}: unknown unit {other:?} (B, KiB, MiB, GiB, TiB)"
+            ))
+        }
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?}: too large"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_bytes;
+
+    #[test]
+    fn byte_counts() {
+        for (text, want) in [
+            ("0", Ok(0)),
+            ("1048576", Ok(1 << 20)),
+            ("512MiB", Ok(512 << 20)),
+            ("2GiB", Ok(2 << 30)),
+            ("10 MB", Ok(10_000_000)),
+        ] {
+            assert_eq!(parse_bytes(text), want, "{text}");
+        }
+        for bad in ["", "MiB", "-1", "5 parsecs", "99999999999TiB"] {
+            assert!(parse_bytes(bad).is_err(), "{bad}");
+        }
+    }
 }

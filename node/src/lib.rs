@@ -39,6 +39,7 @@ use telemetry_actors::supervisor::{
     PipelineConfig, PipelineSupervisor, SupervisorArgs, SupervisorMsg, DRAIN_TIMEOUT,
 };
 use telemetry_api::{Metrics, NodeContext, PeerHandler};
+use telemetry_storage::disk::{DiskGuard, DISK_CHECK_INTERVAL};
 use telemetry_storage::{Store, StoreOptions};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -328,6 +329,19 @@ pub async fn run(
             })
         })?;
     let store = Arc::new(store);
+    let disk = Arc::new(DiskGuard::new(&args.data_dir, args.min_free_disk));
+    disk.check();
+    {
+        let disk = disk.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(DISK_CHECK_INTERVAL);
+            loop {
+                tick.tick().await;
+                let d = disk.clone();
+                let _ = tokio::task::spawn_blocking(move || d.check()).await;
+            }
+        });
+    }
     let registry = Arc::new(PartitionRegistry::default());
     let stats = Arc::new(PipelineStats::default());
     let (view_tx, view_rx) = watch::channel(Arc::new(ClusterView {
@@ -344,6 +358,7 @@ pub async fn run(
         partitions: args.partitions,
         store: store.clone(),
         broker_dir: args.data_dir.join("broker"),
+        disk: disk.clone(),
         registry: registry.clone(),
         stats: stats.clone(),
         router: router.clone(),
@@ -411,6 +426,7 @@ pub async fn run(
             store: store.clone(),
             registry: registry.clone(),
             stats: stats.clone(),
+            disk,
             router,
             me: me.name.clone(),
             partitions: args.partitions,

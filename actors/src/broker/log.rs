@@ -17,6 +17,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::error::{ActorError, Result};
+use telemetry_storage::disk::is_out_of_space;
 
 /// Bytes of a record header: length, CRC and offset.
 pub const RECORD_HEADER_BYTES: u64 = 16;
@@ -69,6 +70,12 @@ pub enum AppendRefusal {
         /// The configured bound.
         limit: u64,
     },
+    /// The data volume is full (below the free-space reserve, or a write failed with ENOSPC or
+    /// EDQUOT): retry once space is freed; nothing was written.
+    DiskFull {
+        /// What is full, for the producer's log.
+        reason: String,
+    },
     /// The record is bigger than any record the log accepts: do not retry as is.
     TooLarge {
         /// Size of the refused record.
@@ -108,6 +115,12 @@ fn io_err(path: &Path, e: std::io::Error) -> ActorError {
     ActorError::Io {
         path: path.to_path_buf(),
         source: e,
+    }
+}
+
+fn disk_full(path: &Path, e: &std::io::Error) -> AppendRefusal {
+    AppendRefusal::DiskFull {
+        reason: format!("{}: {e}", path.display()),
     }
 }
 
@@ -463,7 +476,12 @@ impl PartitionLog {
             .last()
             .is_some_and(|s| s.size >= self.config.segment_bytes)
         {
-            self.roll()?;
+            match self.roll() {
+                Err(ActorError::Io { path, source }) if is_out_of_space(&source) => {
+                    return Ok(Err(disk_full(&path, &source)));
+                }
+                other => other?,
+            }
         }
         let offset = self.next_offset();
         let Some(seg) = self.segments.last_mut() else {
@@ -473,6 +491,9 @@ impl PartitionLog {
         if let Err(e) = seg.file.write_all(&rec) {
             // Leave no half record behind a failed write: later appends would land after it.
             let _ = seg.file.set_len(seg.size);
+            if is_out_of_space(&e) {
+                return Ok(Err(disk_full(&seg.path, &e)));
+            }
             return Err(io_err(&seg.path, e));
         }
         seg.positions.push(seg.size);
@@ -552,7 +573,7 @@ impl PartitionLog {
         if self.consumers.get(consumer) == Some(&offset) {
             return Ok(());
         }
-        self.consumers.insert(consumer.to_string(), offset);
+        let before = self.consumers.insert(consumer.to_string(), offset);
         let path = Self::consumers_path(&self.dir);
         let tmp = path.with_extension("tmp");
         let text: String = self
@@ -566,8 +587,14 @@ impl PartitionLog {
             f.sync_all()?;
             fs::rename(&tmp, &path)
         };
-        write().map_err(|e| io_err(&path, e))?;
-        sync_dir(&self.dir)?;
+        if let Err(e) = write().and_then(|()| File::open(&self.dir)?.sync_all()) {
+            // Not durable: forget it, so that the same commit is written again next time.
+            match before {
+                Some(b) => self.consumers.insert(consumer.to_string(), b),
+                None => self.consumers.remove(consumer),
+            };
+            return Err(io_err(&path, e));
+        }
         self.reclaim(Instant::now(), false)
     }
 

@@ -13,6 +13,9 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 
 use super::log::{AppendRefusal, LogConfig, PartitionLog};
 use crate::stats::PipelineStats;
+use telemetry_storage::disk::{is_out_of_space, DiskGuard};
+
+use crate::error::ActorError;
 
 /// Fetches parked per partition; one more is answered empty at once rather than queued.
 pub const MAX_PARKED_FETCHES: usize = 8;
@@ -34,6 +37,8 @@ pub struct BrokerPartitionArgs {
     pub config: LogConfig,
     /// Node-wide counters.
     pub stats: Arc<PipelineStats>,
+    /// Room on the data volume: appends are refused while it is full.
+    pub disk: Arc<DiskGuard>,
 }
 
 /// State of a running partition.
@@ -46,6 +51,7 @@ pub struct State {
     parked: Vec<Parked>,
     next_fetch_id: u64,
     stats: Arc<PipelineStats>,
+    disk: Arc<DiskGuard>,
 }
 
 struct Parked {
@@ -206,6 +212,7 @@ impl Actor for BrokerPartition {
             parked: Vec::new(),
             next_fetch_id: 0,
             stats: args.stats,
+            disk: args.disk,
         })
     }
 
@@ -249,12 +256,23 @@ impl Actor for BrokerPartition {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
+            BrokerMsg::Append { reply, .. } if state.disk.is_full() => {
+                state.stats.append_refusals.inc();
+                let reason = state.disk.reason().unwrap_or_else(|| "disk full".into());
+                let _ = reply.send(AppendReply::Refused(AppendRefusal::DiskFull { reason }));
+            }
             BrokerMsg::Append { payload, reply } => match state.log.append(&payload) {
                 Ok(Ok(offset)) => {
                     state.unsynced.push((offset, reply));
                     Self::start_sync(&myself, state)?;
                 }
                 Ok(Err(refusal)) => {
+                    if let AppendRefusal::DiskFull { reason } = &refusal {
+                        state.disk.out_of_space(
+                            &format!("partition {}", state.partition),
+                            &std::io::Error::other(reason.clone()),
+                        );
+                    }
                     state.stats.append_refusals.inc();
                     let _ = reply.send(AppendReply::Refused(refusal));
                 }
@@ -325,7 +343,16 @@ impl Actor for BrokerPartition {
             } => {
                 let res = state.log.commit(&consumer, offset);
                 let _ = reply.send(res.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-                res?;
+                match res {
+                    // The consumer keeps its position and commits again later; the old
+                    // consumers file is intact (it is replaced by rename).
+                    Err(ActorError::Io { path, source }) if is_out_of_space(&source) => {
+                        state
+                            .disk
+                            .out_of_space(&path.display().to_string(), &source);
+                    }
+                    other => other?,
+                }
             }
             BrokerMsg::Reclaim => {
                 if let Err(e) = state.log.reclaim(std::time::Instant::now(), false) {

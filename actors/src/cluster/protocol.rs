@@ -76,6 +76,8 @@ pub enum AppendOutcome {
     Ack(u64),
     /// Over the partition's bound; retry later.
     Full,
+    /// The owner's data volume is full; retry once it has room (the reason says why).
+    DiskFull(String),
     /// Bigger than any record the partition accepts.
     TooLarge {
         /// Size of the record.
@@ -171,6 +173,10 @@ pub struct MemberStatus {
     pub storage_bytes: u64,
     /// Disk space of the broker's partition logs (allocated blocks).
     pub broker_bytes: u64,
+    /// Bytes free on its data volume.
+    pub disk_free_bytes: u64,
+    /// Why it refuses new data for lack of space, while it does.
+    pub disk_full: Option<String>,
     /// Partitions it runs, with their queue positions.
     pub partitions: Vec<PartitionPosition>,
     /// Samples its streamers had acknowledged.

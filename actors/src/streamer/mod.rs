@@ -215,6 +215,10 @@ impl Actor for Streamer {
                         Some(MAX_RETRY_BACKOFF)
                     }
                     Ok(AppendReply::Refused(AppendRefusal::Full { .. })) => Some(Duration::ZERO),
+                    Ok(AppendReply::Refused(AppendRefusal::DiskFull { reason })) => {
+                        tracing::debug!(%reason, "owner's disk is full; keeping the batch and retrying");
+                        Some(Duration::ZERO)
+                    }
                     Ok(AppendReply::Failed(e)) | Err(e) => {
                         tracing::debug!(error = %e, "append failed; retrying");
                         Some(Duration::ZERO)

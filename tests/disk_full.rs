@@ -1,0 +1,167 @@
+//! A full data volume is a state, not a crash: on a tmpfs the test mounts, a streaming node
+//! whose free space drops below its reserve refuses new data, stays up and keeps answering,
+//! then resumes by itself once the volume is grown, and loses nothing.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use support::{binary, Node};
+
+/// Unmounts the tmpfs when the test ends, however it ends.
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    /// Mounts a tmpfs of `size` at `dir`; `None` where this machine does not allow it.
+    fn tmpfs(dir: &Path, size: &str) -> Option<Mount> {
+        std::fs::create_dir_all(dir).expect("mount point");
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(dir)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            eprintln!(
+                "SKIPPED: cannot mount a tmpfs here ({}); this test needs root",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            return None;
+        }
+        Some(Mount(dir.to_path_buf()))
+    }
+
+    fn resize(&self, size: &str) {
+        let status = Command::new("mount")
+            .args(["-o", &format!("remount,size={size}")])
+            .arg(&self.0)
+            .status()
+            .expect("mount runs");
+        assert!(status.success(), "remount failed");
+    }
+
+    fn free_bytes(&self) -> u64 {
+        let out = Command::new("df")
+            .args(["--output=avail", "-B1"])
+            .arg(&self.0)
+            .output()
+            .expect("df runs");
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .nth(1)
+            .and_then(|l| l.trim().parse().ok())
+            .expect("df prints the free bytes")
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+async fn poll<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_new_data_serves_reads_and_resumes_when_grown() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let Some(mount) = Mount::tmpfs(&tmp.path().join("vol"), "64m") else {
+        return;
+    };
+    let csv = tmp.path().join("fleet.csv");
+    let status = Command::new(binary())
+        .args(["gen-csv", "--hosts", "2", "--scrapes", "200", "-o"])
+        .arg(&csv)
+        .status()
+        .expect("gen-csv");
+    assert!(status.success());
+    let per_pass = support::csv_rows(&csv);
+    let passes = 20u64;
+    let data = mount.0.join("d");
+    let node = Node::start_env(
+        &data,
+        &[
+            "--csv",
+            csv.to_str().expect("utf-8"),
+            "--rate",
+            "50000",
+            "--passes",
+            &passes.to_string(),
+            "--partitions",
+            "8",
+            "--min-free-disk",
+            "16MiB",
+        ],
+        &[("RUST_LOG", "info")],
+    );
+    poll("some samples are stored", async || {
+        let c = node.ok("/api/v1/cluster").await;
+        (c["samples_stored"].as_u64() > Some(0)).then_some(())
+    })
+    .await;
+
+    // Fill the volume to 8 MiB short of full: below the 16 MiB reserve.
+    let filler = mount.0.join("filler");
+    let fill = mount.free_bytes().saturating_sub(8 << 20);
+    std::fs::write(&filler, vec![0u8; fill as usize]).expect("filler");
+    let reason = poll("the node says its disk is full", async || {
+        let (status, body) = node.get("/readyz").await;
+        (status == 503 && body.to_string().contains("disk full")).then_some(body)
+    })
+    .await;
+    assert!(reason.to_string().contains("--min-free-disk"), "{reason}");
+    let cluster = node.ok("/api/v1/cluster").await;
+    assert!(cluster["members"][0]["disk_full"].is_string(), "{cluster}");
+    assert!(node.metrics_text().await.contains("telemetry_disk_full 1"));
+    // Reads go on, and the node does not take new data (in-flight batches may still land).
+    let stalled = node.ok("/api/v1/cluster").await["samples_stored"]
+        .as_u64()
+        .expect("count");
+    assert!(
+        stalled < passes * per_pass,
+        "streamed everything before the disk filled"
+    );
+    let gpus = node.ok("/api/v1/gpus?limit=100").await;
+    assert_eq!(gpus["partial"], false);
+    let acked = |c: &serde_json::Value| c["members"][0]["samples_acked"].as_u64().unwrap_or(0);
+    let before = acked(&node.ok("/api/v1/cluster").await);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let after = acked(&node.ok("/api/v1/cluster").await);
+    assert!(
+        after - before < per_pass,
+        "still taking data: {before} -> {after}"
+    );
+
+    // More room: ingestion resumes by itself and every sample of every pass arrives.
+    mount.resize("512m");
+    poll("the node is ready again", async || {
+        (node.get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    node.wait_for_samples(passes * per_pass, Duration::from_secs(120))
+        .await;
+    assert!(node.metrics_text().await.contains("telemetry_disk_full 0"));
+    let log = node.stop_and_log();
+    assert_eq!(
+        log.matches("refusing new data until space is freed")
+            .count(),
+        1,
+        "{log}"
+    );
+    assert!(log.contains("disk has room again"), "{log}");
+
+    let node = Node::start(&data, &["--no-stream", "--partitions", "8"]);
+    let c = node.ok("/api/v1/cluster").await;
+    assert_eq!(c["samples_stored"].as_u64(), Some(passes * per_pass));
+    node.stop();
+}
