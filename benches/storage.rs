@@ -40,9 +40,9 @@ fn bench_set(c: &mut Criterion, label: &str, set: &DataSet) {
     let (_dir, store) = ingest(&batches);
     assert_eq!(store.samples_stored(), set.len() as u64);
     store.flush_tables().expect("flush");
-    let flushed = store.disk_space();
+    let flushed = store.table_bytes();
     store.compact().expect("compact");
-    let compacted = store.disk_space();
+    let compacted = store.table_bytes();
     let n = set.len() as f64;
     eprintln!(
         "\n{}: {} samples, on disk after a flush {flushed} bytes = {:.3} bytes/sample, \

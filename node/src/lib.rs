@@ -251,6 +251,8 @@ pub async fn run(
         http_addr: local.to_string(),
         phase: Phase::Active,
     };
+    // Refuse bad TLS files before anything starts, even on a node that has no seeds yet.
+    cluster_tls(&args)?;
     let cookie = cookie(&args)?;
     let clustered = cookie.is_some();
     if clustered {
@@ -284,8 +286,6 @@ pub async fn run(
             .cloned()
             .collect(),
     };
-    // Refuse bad TLS files before anything starts, even on a node that has no seeds yet.
-    cluster_tls(&args)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     if !args.scrape.is_empty() && !args.csv.is_empty() {

@@ -493,6 +493,12 @@ impl Store {
     pub fn disk_space(&self) -> u64 {
         crate::disk::allocated_bytes(&self.dir)
     }
+
+    /// Bytes of the flushed tables of all keyspaces (what retention and compaction give back;
+    /// the journal is recycled by fjall on its own schedule).
+    pub fn table_bytes(&self) -> u64 {
+        self.keyspaces().iter().map(|ks| ks.disk_space()).sum()
+    }
 }
 
 fn load_catalog(ks: &Keyspaces, width: i64) -> Result<Catalog> {
