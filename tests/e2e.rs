@@ -252,7 +252,15 @@ async fn one_pass_is_stored_exactly_and_survives_restart() {
             .as_str()
             .is_some_and(|m| !m.is_empty()));
     }
-    for bad in ["?limit=-1", "?offset=x", "?limit=10001"] {
+    // Every cursor of the documented form TIMESTAMP_MS:METRIC is one: the page after that point.
+    let after = node.ok(&format!("{base}?cursor=0:")).await;
+    assert!(after["items"].as_array().is_some_and(|i| !i.is_empty()));
+    for bad in [
+        "?limit=-1",
+        "?offset=x",
+        "?limit=10001",
+        "?offset=2147483648",
+    ] {
         assert_eq!(
             node.get(&format!("/api/v1/gpus{bad}")).await.0,
             400,

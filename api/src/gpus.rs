@@ -100,7 +100,7 @@ pub struct MetricList {
 #[utoipa::path(get, path = "/api/v1/gpus", tag = "gpus",
     params(
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "Page size, 1 to 10000 (default 1000)"),
-        ("offset" = Option<usize>, Query, description = "GPUs to skip (default 0)"),
+        ("offset" = Option<usize>, Query, minimum = 0, maximum = 2147483647, description = "GPUs to skip, 0 to 2147483647 (default 0)"),
     ),
     responses(
         (status = 200, description = "A page of GPUs ordered by UUID", body = GpuList),
@@ -112,7 +112,7 @@ pub async fn list_gpus(
 ) -> Result<Json<GpuList>, ApiError> {
     let p = Params::parse(q.as_deref());
     let limit = p.bounded("limit", DEFAULT_GPU_LIMIT, 1, MAX_GPU_LIMIT)?;
-    let offset = p.bounded("offset", 0, 0, usize::MAX)?;
+    let offset = p.bounded("offset", 0, 0, crate::params::MAX_OFFSET)?;
     let local = local_gpus(&node.store);
     let g = gather(&node, local, Request::Gpus, |r| match r {
         Response::Gpus(v) => Some(v),

@@ -14,7 +14,7 @@ use axum::Json;
 use serde::Serialize;
 use telemetry_actors::broker::{AppendRefusal, AppendReply};
 use telemetry_actors::routing::partition_of;
-use telemetry_actors::streamer::dcgm::{open_reader, RowParser, TimestampCache};
+use telemetry_actors::streamer::dcgm::{open_reader, RowParser, TimestampCache, REQUIRED_COLUMNS};
 use telemetry_storage::BatchBuilder;
 use utoipa::ToSchema;
 
@@ -41,9 +41,38 @@ pub struct IngestSummary {
     pub rejected_examples: Vec<String>,
 }
 
+/// A chunk of DCGM CSV as the document states it: a header line naming every required column
+/// (any order, other columns allowed, no quotes), then rows; a row that does not parse is
+/// skipped and counted, not refused. At most 64 KiB (`MAX_BODY_BYTES`; 413 beyond).
+pub struct DcgmCsv;
+
+/// The documented form of an ingest body: exactly what [`open_reader`] accepts of a header
+/// without quotes (a lookahead per required column, as a whole, trimmed field).
+pub fn ingest_body_pattern() -> String {
+    let mut p = String::from("^");
+    for c in REQUIRED_COLUMNS {
+        p.push_str(&format!(
+            r#"(?=(?:[^"\r\n]*,)?[^\S\r\n]*{c}[^\S\r\n]*(?:,|\r?\n|$))"#
+        ));
+    }
+    p.push_str(r#"[^"\r\n]*(?:\r?\n[\s\S]*)?$"#);
+    p
+}
+
+impl utoipa::PartialSchema for DcgmCsv {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .pattern(Some(ingest_body_pattern()))
+            .into()
+    }
+}
+
+impl ToSchema for DcgmCsv {}
+
 /// Appends a chunk of DCGM CSV.
 #[utoipa::path(post, path = "/api/v1/ingest", tag = "ingest",
-    request_body(content = String, content_type = "text/csv", description = "DCGM CSV with its header line"),
+    request_body(content = DcgmCsv, content_type = "text/csv", description = "DCGM CSV with its header line (the exporter's columns), then rows; at most 64 KiB"),
     responses(
         (status = 200, description = "Every valid row is durable", body = IngestSummary),
         (status = 400, description = "Not a DCGM CSV (header)", body = ErrorBody),

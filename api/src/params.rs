@@ -8,6 +8,9 @@ use telemetry_storage::Timestamp;
 
 use crate::error::ApiError;
 
+/// Largest `offset` of a listing (the document states it; a fleet has far fewer GPUs).
+pub const MAX_OFFSET: usize = i32::MAX as usize;
+
 /// Decoded query parameters, in order.
 pub struct Params(Vec<(String, String)>);
 

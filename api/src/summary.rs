@@ -120,7 +120,7 @@ pub fn local_steps(
 #[utoipa::path(get, path = "/api/v1/latest", tag = "gpus",
     params(
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "Page size, 1 to 10000 (default 1000)"),
-        ("offset" = Option<usize>, Query, description = "GPUs to skip (default 0)"),
+        ("offset" = Option<usize>, Query, minimum = 0, maximum = 2147483647, description = "GPUs to skip, 0 to 2147483647 (default 0)"),
         ("metric" = Option<Vec<String>>, Query, description = "Metric names; repeat or comma-separate (default: all)"),
     ),
     responses(
@@ -133,7 +133,7 @@ pub async fn fleet_latest(
 ) -> Result<Json<FleetPage>, ApiError> {
     let p = Params::parse(q.as_deref());
     let limit = p.bounded("limit", DEFAULT_GPU_LIMIT, 1, MAX_GPU_LIMIT)?;
-    let offset = p.bounded("offset", 0, 0, usize::MAX)?;
+    let offset = p.bounded("offset", 0, 0, crate::params::MAX_OFFSET)?;
     let metrics = p.all("metric");
     let g = gather(&node, local_gpus(&node.store), Request::Gpus, |r| match r {
         Response::Gpus(v) => Some(v),
@@ -205,12 +205,12 @@ pub async fn fleet_latest(
         ("uuid" = String, Path, description = "GPU UUID"),
         ("start_time" = Option<String>, Query, format = DateTime, description = "Inclusive start, RFC 3339 (default: one hour before end)"),
         ("end_time" = Option<String>, Query, format = DateTime, description = "Inclusive end, RFC 3339 (default: now)"),
-        ("step" = Option<String>, Query, description = "Step (`10s`, `1m`, `5m`); default: the window / 300. At most 10,000 steps."),
+        ("step" = Option<String>, Query, pattern = r"^[1-9][0-9]{0,8}(ms|s|m|h|d)$", description = "Step (`10s`, `1m`, `5m`); default: the window / 300. At most 10,000 steps: a finer step is widened to fit, and `step_ms` in the answer is the step used."),
         ("metric" = Option<Vec<String>>, Query, description = "Metric names; repeat or comma-separate (default: all)"),
     ),
     responses(
         (status = 200, description = "Steps per metric", body = StepsPage),
-        (status = 400, description = "Bad parameter or too many steps", body = ErrorBody),
+        (status = 400, description = "Bad parameter (start_time after end_time)", body = ErrorBody),
         (status = 404, description = "Unknown GPU", body = ErrorBody),
     ))]
 pub async fn gpu_steps(
@@ -239,12 +239,8 @@ pub async fn gpu_steps(
             })?,
         None => ((end - start) / DEFAULT_STEPS).max(1000),
     };
-    let steps = (end - start) / step + 1;
-    if steps > MAX_STEPS {
-        return Err(ApiError::bad_request(format!(
-            "{steps} steps asked for, at most {MAX_STEPS}: widen step or narrow the window"
-        )));
-    }
+    // The finest step that keeps (end - start) / step + 1 within MAX_STEPS.
+    let step = step.max((end - start + MAX_STEPS - 2) / (MAX_STEPS - 1));
     let metrics = p.all("metric");
     let store = node.store.clone();
     let (u, m) = (uuid.clone(), metrics.clone());

@@ -24,7 +24,7 @@ pub const DEFAULT_TELEMETRY_LIMIT: usize = 1000;
 /// Largest page of telemetry reads.
 pub const MAX_TELEMETRY_LIMIT: usize = 10_000;
 /// Longest accepted cursor string.
-const MAX_CURSOR_LEN: usize = 1024;
+const MAX_CURSOR_LEN: usize = 1100;
 
 /// One sample.
 #[derive(Debug, Serialize, ToSchema)]
@@ -52,16 +52,33 @@ pub struct TelemetryPage {
     pub unavailable_nodes: Vec<String>,
 }
 
-/// Encodes a cursor for clients (opaque).
+/// The documented form of a cursor: empty (first page) or `TIMESTAMP_MS:METRIC`, the last point
+/// returned. Every string of this form is a valid cursor: the next page starts after that point.
+/// (The OpenAPI attribute needs the literal; a test holds the two equal.)
+#[cfg(test)]
+const CURSOR_PATTERN: &str = r"^(-?[0-9]{1,18}:[!-~]{0,1024})?$";
+
+/// Encodes a cursor for clients: `TIMESTAMP_MS:METRIC` of the last point returned.
 pub fn encode_cursor(c: &RangeCursor) -> String {
-    URL_SAFE_NO_PAD.encode(format!("v1\n{}\n{}", c.timestamp, c.metric))
+    format!("{}:{}", c.timestamp, c.metric)
 }
 
-/// Decodes a client's cursor, or says why it is not one of ours.
+/// Decodes a client's cursor, or says why it is not one. Cursors of earlier versions (base64 of
+/// `v1\nTIMESTAMP\nMETRIC`, never containing `:`) are still understood.
 pub fn decode_cursor(s: &str) -> Result<RangeCursor, ApiError> {
-    let bad = || ApiError::bad_request("cursor is not a cursor returned by this API");
+    let bad = || {
+        ApiError::bad_request(
+            "cursor must be TIMESTAMP_MS:METRIC, the next_cursor of a previous page",
+        )
+    };
     if s.len() > MAX_CURSOR_LEN {
         return Err(bad());
+    }
+    if let Some((ts, metric)) = s.split_once(':') {
+        return Ok(RangeCursor {
+            timestamp: ts.parse().map_err(|_| bad())?,
+            metric: metric.to_string(),
+        });
     }
     let bytes = URL_SAFE_NO_PAD.decode(s).map_err(|_| bad())?;
     let text = String::from_utf8(bytes).map_err(|_| bad())?;
@@ -83,7 +100,7 @@ pub fn decode_cursor(s: &str) -> Result<RangeCursor, ApiError> {
         ("end_time" = Option<String>, Query, format = DateTime, description = "Inclusive end, RFC 3339 (default: latest)"),
         ("metric" = Option<Vec<String>>, Query, description = "Metric name; repeat or comma-separate for several (default: all)"),
         ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "Page size, 1 to 10000 (default 1000)"),
-        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page (empty or absent: the first page)"),
+        ("cursor" = Option<String>, Query, pattern = r"^(-?[0-9]{1,18}:[!-~]{0,1024})?$", max_length = 1044, description = "next_cursor of the previous page: `TIMESTAMP_MS:METRIC` of the last point returned; the page starts after it (empty or absent: the first page)"),
     ),
     responses(
         (status = 200, description = "A page of samples", body = TelemetryPage),
@@ -259,6 +276,20 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Any cursor of the documented form decodes to the point it names.
+        #[test]
+        fn documented_cursors_decode(
+            ts in -999_999_999_999_999_999i64..=999_999_999_999_999_999,
+            metric in "[!-~]{0,64}",
+        ) {
+            let text = format!("{ts}:{metric}");
+            proptest::prop_assert!(regex::Regex::new(CURSOR_PATTERN).expect("pattern").is_match(&text));
+            let c = decode_cursor(&text).expect("documented form");
+            proptest::prop_assert_eq!((c.timestamp, c.metric), (ts, metric));
+        }
+    }
+
     #[test]
     fn cursor_round_trips_and_garbage_is_refused() {
         let c = RangeCursor {
@@ -267,15 +298,40 @@ mod tests {
         };
         let back = decode_cursor(&encode_cursor(&c)).expect("ours");
         assert_eq!(back, c);
+        let legacy = URL_SAFE_NO_PAD.encode("v1\n7\nDCGM_FI_DEV_GPU_TEMP");
+        assert_eq!(
+            decode_cursor(&legacy).expect("an earlier version's cursor"),
+            RangeCursor {
+                timestamp: 7,
+                metric: "DCGM_FI_DEV_GPU_TEMP".into()
+            }
+        );
         for bad in [
             "",
             "!!!",
             "djE",
+            "x:m",
+            "99999999999999999999:m",
             &"A".repeat(5000),
             &URL_SAFE_NO_PAD.encode("v2\n1\nm"),
             &URL_SAFE_NO_PAD.encode("v1\nx\nm"),
         ] {
             assert!(decode_cursor(bad).is_err(), "{bad:?}");
+        }
+        let doc: serde_json::Value =
+            serde_json::from_str(&crate::openapi_json()).expect("document");
+        let documented = doc["paths"]["/api/v1/gpus/{uuid}/telemetry"]["get"]["parameters"]
+            .as_array()
+            .and_then(|ps| ps.iter().find(|p| p["name"] == "cursor"))
+            .map(|p| p["schema"]["pattern"].clone());
+        assert_eq!(documented, Some(serde_json::json!(CURSOR_PATTERN)));
+        // Every string of the documented form is a cursor.
+        let pattern = regex::Regex::new(CURSOR_PATTERN).expect("pattern");
+        for good in ["-5:A", "0:", "123456789012345678:DCGM_FI_DEV_GPU_TEMP"] {
+            assert!(
+                pattern.is_match(good) && decode_cursor(good).is_ok(),
+                "{good}"
+            );
         }
     }
 }
