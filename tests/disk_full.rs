@@ -165,3 +165,62 @@ async fn a_full_disk_refuses_new_data_serves_reads_and_resumes_when_grown() {
     assert_eq!(c["samples_stored"].as_u64(), Some(passes * per_pass));
     node.stop();
 }
+
+/// Without a reserve the volume really runs out: appends and checkpoints fail with ENOSPC. The
+/// node stays up, refuses new data, recovers its store once the volume is grown, and stores
+/// every sample of every pass exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn enospc_without_a_reserve_is_survived_and_nothing_is_lost() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let Some(mount) = Mount::tmpfs(&tmp.path().join("vol"), "3m") else {
+        return;
+    };
+    let csv = tmp.path().join("fleet.csv");
+    let status = Command::new(binary())
+        .args(["gen-csv", "--hosts", "2", "--scrapes", "200", "-o"])
+        .arg(&csv)
+        .status()
+        .expect("gen-csv");
+    assert!(status.success());
+    let per_pass = support::csv_rows(&csv);
+    let passes = 20u64;
+    let data = mount.0.join("d");
+    let node = Node::start_env(
+        &data,
+        &[
+            "--csv",
+            csv.to_str().expect("utf-8"),
+            "--rate",
+            "100000",
+            "--passes",
+            &passes.to_string(),
+            "--partitions",
+            "8",
+            "--min-free-disk",
+            "0",
+            "--checkpoint-interval",
+            "1s",
+        ],
+        &[("RUST_LOG", "info")],
+    );
+    poll("the volume runs out", async || {
+        let (status, body) = node.get("/readyz").await;
+        (status == 503 && body.to_string().contains("disk full")).then_some(())
+    })
+    .await;
+    // Up and answering while full.
+    assert_eq!(node.ok("/api/v1/gpus?limit=10").await["partial"], false);
+
+    mount.resize("512m");
+    node.wait_for_samples(passes * per_pass, Duration::from_secs(120))
+        .await;
+    poll("the node is ready again", async || {
+        (node.get("/readyz").await.0 == 200).then_some(())
+    })
+    .await;
+    node.stop();
+    let node = Node::start(&data, &["--no-stream", "--partitions", "8"]);
+    let c = node.ok("/api/v1/cluster").await;
+    assert_eq!(c["samples_stored"].as_u64(), Some(passes * per_pass));
+    node.stop();
+}

@@ -28,6 +28,8 @@ pub const POLL_WAIT: Duration = Duration::from_millis(200);
 pub const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 /// Pause before retrying when the partition is not reachable.
 const RETRY_DELAY: Duration = Duration::from_millis(100);
+/// Pause between attempts to recover the store after a failed checkpoint (a full disk).
+pub const STORE_RETRY_DELAY: Duration = Duration::from_secs(1);
 
 /// The collector actor.
 pub struct Collector;
@@ -60,6 +62,11 @@ pub struct State {
     last_commit: Instant,
     /// Set until the committed offset was read from the broker.
     positioned: bool,
+    /// The store's epoch when this collector positioned: if it moves on, what was written and
+    /// not yet durable is gone, so the collector replays from its commit.
+    epoch: u64,
+    /// Set while the store is poisoned by a failed checkpoint (logged once).
+    store_down: bool,
 }
 
 /// Messages of a [`Collector`].
@@ -91,6 +98,8 @@ impl State {
         {
             self.next = s.committed_offset;
             self.committed = s.committed_offset;
+            self.written.clear();
+            self.epoch = self.store.epoch();
             self.positioned = true;
             tracing::debug!(
                 partition = self.partition,
@@ -206,6 +215,12 @@ impl State {
             }
         })
         .await??;
+        if self.store.epoch() != self.epoch {
+            // The store recovered from a failed checkpoint since this collector positioned:
+            // writes it counted on may be gone, so replay from the last commit.
+            self.positioned = false;
+            return Ok(());
+        }
         let ready = self
             .written
             .iter()
@@ -232,6 +247,39 @@ impl State {
     }
 }
 
+impl State {
+    /// After a store error: if a failed checkpoint poisoned the store, try to recover it (which
+    /// fails while the disk is still full) and answer true, so the collector waits and replays
+    /// instead of failing; any other error is the caller's to raise.
+    async fn store_unavailable(&mut self, e: &ActorProcessingErr) -> bool {
+        let recovering = matches!(
+            e.downcast_ref::<StorageError>(),
+            Some(StorageError::Recovering | StorageError::Poisoned)
+        );
+        if !recovering && !self.store.is_poisoned() {
+            return false;
+        }
+        if !self.store_down {
+            self.store_down = true;
+            tracing::warn!(partition = self.partition, error = %e, "store unavailable after a failed checkpoint; nothing is committed, retrying");
+        }
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.recover()).await {
+            Ok(Ok(_)) => {
+                self.store_down = false;
+                self.positioned = false;
+            }
+            Ok(Err(e)) => {
+                tracing::debug!(partition = self.partition, error = %e, "store not recovered yet")
+            }
+            Err(e) => {
+                tracing::debug!(partition = self.partition, error = %e, "store recovery task failed")
+            }
+        }
+        true
+    }
+}
+
 impl Actor for Collector {
     type Msg = CollectorMsg;
     type State = State;
@@ -253,6 +301,8 @@ impl Actor for Collector {
             written: VecDeque::new(),
             last_commit: Instant::now(),
             positioned: false,
+            epoch: 0,
+            store_down: false,
         })
     }
 
@@ -268,18 +318,27 @@ impl Actor for Collector {
                     myself.send_after(RETRY_DELAY, || CollectorMsg::Poll);
                     return Ok(());
                 }
-                match state.consume_once(POLL_WAIT).await? {
-                    None => {
-                        myself.send_after(RETRY_DELAY, || CollectorMsg::Poll);
-                        return Ok(());
-                    }
-                    Some(n) => {
-                        if n == 0 || state.last_commit.elapsed() >= COMMIT_INTERVAL {
-                            state.commit(false).await?;
+                let round = async {
+                    match state.consume_once(POLL_WAIT).await? {
+                        None => Ok(false),
+                        Some(n) => {
+                            if n == 0 || state.last_commit.elapsed() >= COMMIT_INTERVAL {
+                                state.commit(false).await?;
+                            }
+                            Ok(true)
                         }
                     }
+                };
+                match round.await {
+                    Ok(true) => myself.cast(CollectorMsg::Poll)?,
+                    Ok(false) => {
+                        myself.send_after(RETRY_DELAY, || CollectorMsg::Poll);
+                    }
+                    Err(e) if state.store_unavailable(&e).await => {
+                        myself.send_after(STORE_RETRY_DELAY, || CollectorMsg::Poll);
+                    }
+                    Err(e) => return Err(e),
                 }
-                myself.cast(CollectorMsg::Poll)?;
             }
             CollectorMsg::Drain(reply) => {
                 let res: Result<u64, String> = async {

@@ -16,6 +16,10 @@ use std::time::Duration;
 /// so that what it already accepted can still be checkpointed, committed and trimmed.
 pub const DEFAULT_MIN_FREE_DISK: u64 = 100 << 20;
 
+/// After a write failed for lack of space, the disk counts as full until at least this much (or
+/// the reserve, if larger) is free again, so a volume at its very end does not flap.
+pub const OUT_OF_SPACE_HEADROOM: u64 = 32 << 20;
+
 /// How often the node measures the free space of its data volume.
 pub const DISK_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -35,6 +39,8 @@ pub struct DiskGuard {
     dir: PathBuf,
     min_free: u64,
     full: AtomicBool,
+    /// Set by an ENOSPC/EDQUOT: clearing then needs [`OUT_OF_SPACE_HEADROOM`].
+    hit_the_end: AtomicBool,
     free: AtomicU64,
     reason: Mutex<Option<String>>,
 }
@@ -46,6 +52,7 @@ impl DiskGuard {
             dir: dir.into(),
             min_free,
             full: AtomicBool::new(false),
+            hit_the_end: AtomicBool::new(false),
             free: AtomicU64::new(u64::MAX),
             reason: Mutex::new(None),
         }
@@ -86,12 +93,20 @@ impl DiskGuard {
         };
         let free = stat.f_bavail.saturating_mul(stat.f_frsize);
         self.free.store(free, Ordering::Release);
+        let needed = if self.hit_the_end.load(Ordering::Acquire) {
+            self.min_free.max(OUT_OF_SPACE_HEADROOM)
+        } else {
+            self.min_free
+        };
         if free < self.min_free {
             self.set_full(format!(
                 "disk full: {free} bytes free on the data volume, below the reserve of {} (--min-free-disk)",
                 self.min_free
             ));
+        } else if free < needed {
+            // Still full after ENOSPC: keep the reason that says so.
         } else if self.full.swap(false, Ordering::AcqRel) {
+            self.hit_the_end.store(false, Ordering::Release);
             *self.reason.lock().unwrap_or_else(|e| e.into_inner()) = None;
             tracing::info!(free, reserve = self.min_free, dir = %self.dir.display(), "disk has room again: taking new data");
         }
@@ -99,6 +114,7 @@ impl DiskGuard {
 
     /// Records that a write failed for lack of space (ENOSPC, EDQUOT).
     pub fn out_of_space(&self, what: &str, e: &std::io::Error) {
+        self.hit_the_end.store(true, Ordering::Release);
         self.set_full(format!("disk full: {what}: {e}"));
     }
 

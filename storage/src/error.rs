@@ -20,9 +20,13 @@ pub enum StorageError {
     /// The store cannot be opened as asked (another format, another bucket width).
     #[error("store configuration: {0}")]
     Config(String),
-    /// An earlier checkpoint failed; the store refuses work until the node restarts and replays.
-    #[error("the store failed during a checkpoint and must be reopened")]
+    /// An earlier checkpoint failed; the store refuses writes until [`crate::Store::recover`]
+    /// reopens it (the collectors then replay the broker logs).
+    #[error("the store failed during a checkpoint and must be recovered")]
     Poisoned,
+    /// The store is reopening its database after a failed checkpoint; retry shortly.
+    #[error("the store is recovering from a failed checkpoint")]
+    Recovering,
     /// A batch that cannot be stored (dangling index, too many metrics).
     #[error("invalid batch: {0}")]
     InvalidBatch(String),

@@ -16,7 +16,7 @@ use crate::bucket::{decode_chunk, merge_newer, read_bucket};
 use crate::catalog::{encode_extent, OpenBucket, Part, Series};
 use crate::codec::{encode, header, Sample, LEVEL_SEALED};
 use crate::keys::{bucket_of, chunk_key, parse_chunk_key, series_key, SeriesId};
-use crate::store::{Inner, Keyspaces, Store};
+use crate::store::{Engine, Inner, Keyspaces, Store};
 use crate::{Result, StorageError, Timestamp};
 
 /// Parts of one level that merge into one part of the next level.
@@ -181,10 +181,11 @@ impl Inner {
     pub(crate) fn flush(
         &mut self,
         store: &Store,
+        eng: &Engine,
         batch: &mut WriteBatch,
         generation: u64,
     ) -> Result<()> {
-        let ks = &store.ks;
+        let ks = &eng.ks;
         let cat = &mut self.catalog;
         let mut gpus = std::mem::take(&mut cat.dirty_gpus);
         gpus.sort_unstable();
@@ -204,7 +205,7 @@ impl Inner {
         }
 
         let mut ctx = Ctx {
-            snap: store.db.snapshot(),
+            snap: eng.db.snapshot(),
             ks,
             width: store.width,
             generation,
@@ -238,11 +239,12 @@ impl Inner {
     pub(crate) fn expire(
         &mut self,
         store: &Store,
+        eng: &Engine,
         batch: &mut WriteBatch,
         before: Timestamp,
     ) -> Result<u64> {
-        let (ks, width) = (&store.ks, store.width);
-        let snap = store.db.snapshot();
+        let (ks, width) = (&eng.ks, store.width);
+        let snap = eng.db.snapshot();
         let mut removed = 0u64;
         let mut scratch = Vec::new();
         for series in self.catalog.series.iter_mut() {
@@ -301,6 +303,8 @@ mod tests {
 
     fn chunks(store: &Store) -> Vec<(Timestamp, u8)> {
         store
+            .engine()
+            .expect("engine")
             .ks
             .samples
             .iter()

@@ -164,7 +164,8 @@ impl Store {
                 }));
             }
             // The snapshot is taken under the lock, so heads and chunks are one consistent view.
-            let snapshot = self.db.snapshot();
+            let eng = self.engine()?;
+            let snapshot = eng.db.snapshot();
             let mut readers = Vec::new();
             for &slot in cat.gpu_series.get(gpu as usize).into_iter().flatten() {
                 let Some(s) = cat.series.get(slot as usize) else {
@@ -185,7 +186,7 @@ impl Store {
                 readers.push(SeriesReader {
                     id: s.id,
                     metric: name.clone(),
-                    chunks: snapshot.range(&self.ks.samples, range),
+                    chunks: snapshot.range(&eng.ks.samples, range),
                     peeked: None,
                     head: s.head[lo..hi].to_vec(),
                     head_pos: 0,

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -76,6 +76,28 @@ pub(crate) struct Keyspaces {
     pub meta: Keyspace,
 }
 
+/// The open fjall database and its keyspaces; replaced whole when the store recovers from a
+/// failed checkpoint ([`Store::recover`]).
+pub(crate) struct Engine {
+    pub db: Database,
+    pub ks: Keyspaces,
+}
+
+impl Engine {
+    fn keyspaces(&self) -> [&Keyspace; 5] {
+        [
+            &self.ks.samples,
+            &self.ks.gpus,
+            &self.ks.metrics,
+            &self.ks.series,
+            &self.ks.meta,
+        ]
+    }
+}
+
+/// Longest a recovery waits for readers to let go of the failed database.
+const RECOVER_WAIT: Duration = Duration::from_secs(10);
+
 /// Everything behind the store's lock.
 pub(crate) struct Inner {
     pub catalog: Catalog,
@@ -102,8 +124,8 @@ pub(crate) struct Inner {
 /// The node's time-series store. Share it behind an `Arc`; all methods take `&self`.
 pub struct Store {
     dir: PathBuf,
-    pub(crate) db: Database,
-    pub(crate) ks: Keyspaces,
+    /// `None` only while [`Store::recover`] reopens the database.
+    engine: RwLock<Option<Arc<Engine>>>,
     pub(crate) width: i64,
     opts: StoreOptions,
     pub(crate) inner: Mutex<Inner>,
@@ -111,6 +133,8 @@ pub struct Store {
     checkpoint_lock: Mutex<()>,
     durable: AtomicU64,
     poisoned: AtomicBool,
+    /// Counts recoveries: writes of an earlier epoch that were not durable are gone.
+    epoch: AtomicU64,
 }
 
 fn be_u64(v: &[u8], what: &'static str) -> Result<u64> {
@@ -142,7 +166,24 @@ impl Inner {
 impl Store {
     /// Opens (or creates) the store in `path` and loads its catalog.
     pub fn open(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Self> {
-        let db = Database::builder(path.as_ref())
+        let (engine, width, inner, generation) = Self::load(path.as_ref(), &opts)?;
+        Ok(Self {
+            dir: path.as_ref().to_path_buf(),
+            engine: RwLock::new(Some(Arc::new(engine))),
+            width,
+            opts,
+            inner: Mutex::new(inner),
+            checkpoint_lock: Mutex::new(()),
+            durable: AtomicU64::new(generation),
+            poisoned: AtomicBool::new(false),
+            epoch: AtomicU64::new(0),
+        })
+    }
+
+    /// Opens the database and reads what the last checkpoint left: the engine, the bucket
+    /// width, the in-memory state and the durable generation.
+    fn load(path: &Path, opts: &StoreOptions) -> Result<(Engine, i64, Inner, u64)> {
+        let db = Database::builder(path)
             .cache_size(opts.cache_bytes)
             .open()?;
         let ks = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
@@ -203,33 +244,99 @@ impl Store {
             .iter()
             .filter_map(|s| s.extent.map(|e| e.1))
             .max();
-        Ok(Self {
-            dir: path.as_ref().to_path_buf(),
-            db,
-            ks,
-            width,
-            opts,
-            inner: Mutex::new(Inner {
-                catalog,
-                dirty: Vec::new(),
-                generation: generation + 1,
-                head_samples: 0,
-                disk_count,
-                head_new: 0,
-                high_water,
-                head_min: None,
-                last_checkpoint: Instant::now(),
-                last_write: Instant::now(),
-                expired_before: None,
-            }),
-            checkpoint_lock: Mutex::new(()),
-            durable: AtomicU64::new(generation),
-            poisoned: AtomicBool::new(false),
-        })
+        let inner = Inner {
+            catalog,
+            dirty: Vec::new(),
+            generation: generation + 1,
+            head_samples: 0,
+            disk_count,
+            head_new: 0,
+            high_water,
+            head_min: None,
+            last_checkpoint: Instant::now(),
+            last_write: Instant::now(),
+            expired_before: None,
+        };
+        Ok((Engine { db, ks }, width, inner, generation))
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The open database (an error only while a recovery reopens it).
+    pub(crate) fn engine(&self) -> Result<Arc<Engine>> {
+        self.engine
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(StorageError::Recovering)
+    }
+
+    /// True after a checkpoint failed, until [`Store::recover`] succeeds.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.load(Ordering::Acquire)
+    }
+
+    /// Counts successful recoveries. A writer that saw another epoch must replay from its last
+    /// commit: what it wrote then and was not yet durable is gone.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
+    /// After a failed checkpoint (a full disk, say): reopens the database and reloads the state
+    /// of the last durable checkpoint, so the store takes writes again without a restart. The
+    /// heads are empty afterwards and the epoch moves on; collectors replay the broker logs from
+    /// their commits. Returns false when there was nothing to recover; an error (the disk still
+    /// full, readers still holding the old database) leaves the store poisoned, to retry later.
+    pub fn recover(&self) -> Result<bool> {
+        let _one = self
+            .checkpoint_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if !self.is_poisoned() {
+            return Ok(false);
+        }
+        let mut inner = self.lock();
+        let old = self
+            .engine
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        let gone = old.as_ref().map(Arc::downgrade);
+        drop(old);
+        // fjall locks its directory: every handle of the failed database must be dropped first.
+        let deadline = Instant::now() + RECOVER_WAIT;
+        let loaded = loop {
+            let released = gone.as_ref().is_none_or(|w| w.upgrade().is_none());
+            let res = if released {
+                Self::load(&self.dir, &self.opts)
+            } else {
+                Err(StorageError::Recovering)
+            };
+            match res {
+                Ok(l) => break Ok(l),
+                Err(e) if Instant::now() >= deadline => break Err(e),
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        let (engine, _, fresh, generation) = match loaded {
+            Ok(l) => l,
+            Err(e) => {
+                // Reads go on through whatever can be reopened next time; keep the old one out.
+                return Err(e);
+            }
+        };
+        *inner = fresh;
+        self.durable.store(generation, Ordering::Release);
+        *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(engine));
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        self.poisoned.store(false, Ordering::Release);
+        tracing::info!(
+            generation,
+            "store recovered from a failed checkpoint; writes resume"
+        );
+        Ok(true)
     }
 
     fn check_poisoned(&self) -> Result<()> {
@@ -298,7 +405,8 @@ impl Store {
 
         // Samples at or before a series' last time: overwrite in the head, or check the disk.
         if !late.is_empty() {
-            let snapshot = self.db.snapshot();
+            let eng = self.engine()?;
+            let snapshot = eng.db.snapshot();
             let mut decoded: HashMap<(u32, i64), Vec<Sample>> = HashMap::new();
             for (slot, (ts, v)) in late {
                 let series = &mut cat.series[slot as usize];
@@ -315,7 +423,7 @@ impl Store {
                         let samples = match decoded.entry((slot, bucket)) {
                             std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
                             std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                                read_bucket(&snapshot, &self.ks.samples, series.id, bucket)?.0,
+                                read_bucket(&snapshot, &eng.ks.samples, series.id, bucket)?.0,
                             ),
                         };
                         samples.binary_search_by_key(&ts, |x| x.0).is_ok()
@@ -411,6 +519,7 @@ impl Store {
     }
 
     fn checkpoint_locked(&self, cutoff: Option<Timestamp>, force: bool) -> Result<u64> {
+        let eng = self.engine()?;
         let mut compact = false;
         let generation = {
             let mut inner = self.lock();
@@ -424,15 +533,15 @@ impl Store {
                 return Ok(self.durable_generation());
             }
             let generation = inner.generation;
-            let mut batch = self.db.batch();
-            inner.flush(self, &mut batch, generation)?;
-            batch.insert(&self.ks.meta, META_GENERATION, generation.to_be_bytes());
-            batch.insert(&self.ks.meta, META_COUNT, inner.disk_count.to_be_bytes());
+            let mut batch = eng.db.batch();
+            inner.flush(self, &eng, &mut batch, generation)?;
+            batch.insert(&eng.ks.meta, META_GENERATION, generation.to_be_bytes());
+            batch.insert(&eng.ks.meta, META_COUNT, inner.disk_count.to_be_bytes());
             batch.commit()?;
             if let Some(before) = expire {
-                let mut batch = self.db.batch();
-                let removed = inner.expire(self, &mut batch, before)?;
-                batch.insert(&self.ks.meta, META_COUNT, inner.disk_count.to_be_bytes());
+                let mut batch = eng.db.batch();
+                let removed = inner.expire(self, &eng, &mut batch, before)?;
+                batch.insert(&eng.ks.meta, META_COUNT, inner.disk_count.to_be_bytes());
                 batch.commit()?;
                 inner.expired_before = inner.expired_before.max(Some(before));
                 compact = removed > 0;
@@ -444,20 +553,21 @@ impl Store {
             inner.last_checkpoint = Instant::now();
             generation
         };
-        self.db.persist(PersistMode::SyncAll)?;
+        eng.db.persist(PersistMode::SyncAll)?;
         self.durable.store(generation, Ordering::Release);
         if compact {
             // Dropped chunks leave tombstones (some still in the memtable): flushing them and
             // compacting everything gives the disk space back.
-            self.ks.samples.rotate_memtable_and_wait()?;
-            self.ks.samples.major_compact()?;
+            eng.ks.samples.rotate_memtable_and_wait()?;
+            eng.ks.samples.major_compact()?;
         }
         Ok(generation)
     }
 
     /// Writes memtables out as disk tables and waits, so [`Store::disk_space`] counts all data.
     pub fn flush_tables(&self) -> Result<()> {
-        for ks in self.keyspaces() {
+        let eng = self.engine()?;
+        for ks in eng.keyspaces() {
             ks.rotate_memtable_and_wait()?;
         }
         Ok(())
@@ -466,20 +576,11 @@ impl Store {
     /// Flushes and fully compacts every keyspace (space of dropped chunks is given back).
     pub fn compact(&self) -> Result<()> {
         self.flush_tables()?;
-        for ks in self.keyspaces() {
+        let eng = self.engine()?;
+        for ks in eng.keyspaces() {
             ks.major_compact()?;
         }
         Ok(())
-    }
-
-    fn keyspaces(&self) -> [&Keyspace; 5] {
-        [
-            &self.ks.samples,
-            &self.ks.gpus,
-            &self.ks.metrics,
-            &self.ks.series,
-            &self.ks.meta,
-        ]
     }
 
     /// Distinct samples stored (a sample written twice counts once).
@@ -497,7 +598,8 @@ impl Store {
     /// Bytes of the flushed tables of all keyspaces (what retention and compaction give back;
     /// the journal is recycled by fjall on its own schedule).
     pub fn table_bytes(&self) -> u64 {
-        self.keyspaces().iter().map(|ks| ks.disk_space()).sum()
+        self.engine()
+            .map_or(0, |e| e.keyspaces().iter().map(|ks| ks.disk_space()).sum())
     }
 }
 
@@ -527,4 +629,66 @@ fn load_catalog(ks: &Keyspaces, width: i64) -> Result<Catalog> {
         cat.load_series(&k, &v, width)?;
     }
     Ok(cat)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{BatchBuilder, GpuInfo};
+
+    fn batch(from: i64, n: i64) -> SampleBatch {
+        let gpu = GpuInfo {
+            uuid: "GPU-r".into(),
+            hostname: "h".into(),
+            gpu_index: 0,
+            device: "nvidia0".into(),
+            model: "m".into(),
+            container: None,
+            pod: None,
+            namespace: None,
+        };
+        let mut b = BatchBuilder::default();
+        for t in from..from + n {
+            b.push(&gpu, "DCGM_FI_DEV_GPU_TEMP", t * 1000, t as f64);
+        }
+        b.take()
+    }
+
+    /// A failed checkpoint poisons the store; recovery brings back exactly the last durable
+    /// checkpoint, moves the epoch on and takes writes again.
+    #[test]
+    fn recovery_reloads_the_last_checkpoint_and_moves_the_epoch() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("open");
+        assert!(!store.recover().expect("nothing to recover"));
+        store.write(&batch(0, 10)).expect("write");
+        let durable = store.checkpoint().expect("checkpoint");
+        store.write(&batch(10, 5)).expect("write");
+        assert_eq!(store.samples_stored(), 15);
+        // What a checkpoint that failed half-way leaves: heads drained, nothing committed.
+        store.poisoned.store(true, Ordering::Release);
+        assert!(matches!(
+            store.write(&batch(20, 1)),
+            Err(StorageError::Poisoned)
+        ));
+        let reader = store.engine().expect("engine");
+        drop(reader);
+        assert!(store.recover().expect("recovered"));
+        assert_eq!(store.epoch(), 1);
+        assert!(!store.is_poisoned());
+        assert_eq!(store.durable_generation(), durable);
+        assert_eq!(
+            store.samples_stored(),
+            10,
+            "only the durable checkpoint is back"
+        );
+        // The replay of what was lost is stored once, and checkpoints work again.
+        store.write(&batch(10, 5)).expect("write");
+        store.write(&batch(0, 15)).expect("replayed write");
+        assert_eq!(store.samples_stored(), 15);
+        assert!(store.checkpoint().expect("checkpoint") > durable);
+        drop(store);
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("reopen");
+        assert_eq!(store.samples_stored(), 15);
+    }
 }
