@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use ractor::rpc::CallResult;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use telemetry_storage::disk::{is_out_of_space, DiskGuard};
 use telemetry_storage::{SampleBatch, StorageError, Store};
 
 use crate::broker::{BrokerMsg, FetchReply, COLLECTOR_CONSUMER};
@@ -44,6 +45,9 @@ pub struct CollectorArgs {
     pub store: Arc<Store>,
     /// Node-wide counters.
     pub stats: Arc<PipelineStats>,
+    /// Room on the data volume: a checkpoint that ran out of space marks it full, and the store
+    /// is not recovered before it has room again.
+    pub disk: Arc<DiskGuard>,
 }
 
 /// State of a running collector.
@@ -52,6 +56,7 @@ pub struct State {
     registry: Arc<PartitionRegistry>,
     store: Arc<Store>,
     stats: Arc<PipelineStats>,
+    disk: Arc<DiskGuard>,
     /// Next offset to fetch; everything below is written to the store.
     next: u64,
     /// Everything below is durable in the store and committed at the broker.
@@ -252,16 +257,24 @@ impl State {
     /// fails while the disk is still full) and answer true, so the collector waits and replays
     /// instead of failing; any other error is the caller's to raise.
     async fn store_unavailable(&mut self, e: &ActorProcessingErr) -> bool {
-        let recovering = matches!(
-            e.downcast_ref::<StorageError>(),
-            Some(StorageError::Recovering | StorageError::Poisoned)
-        );
+        let err = e.downcast_ref::<StorageError>();
+        let recovering = matches!(err, Some(StorageError::Recovering | StorageError::Poisoned));
         if !recovering && !self.store.is_poisoned() {
             return false;
+        }
+        if let Some(io) = err
+            .and_then(StorageError::io)
+            .filter(|io| is_out_of_space(io))
+        {
+            self.disk.out_of_space("store checkpoint", io);
         }
         if !self.store_down {
             self.store_down = true;
             tracing::warn!(partition = self.partition, error = %e, "store unavailable after a failed checkpoint; nothing is committed, retrying");
+        }
+        if self.disk.is_full() {
+            // Reopening now would only fail the next checkpoint again.
+            return true;
         }
         let store = self.store.clone();
         match tokio::task::spawn_blocking(move || store.recover()).await {
@@ -296,6 +309,7 @@ impl Actor for Collector {
             registry: args.registry,
             store: args.store,
             stats: args.stats,
+            disk: args.disk,
             next: 0,
             committed: 0,
             written: VecDeque::new(),

@@ -186,6 +186,7 @@ impl State {
                     registry: a.registry.clone(),
                     store: a.store.clone(),
                     stats: a.stats.clone(),
+                    disk: a.disk.clone(),
                 };
                 let (r, _) = Actor::spawn_linked(None, Collector, args, myself.get_cell()).await?;
                 self.collectors.insert(p, r.clone());

@@ -60,35 +60,40 @@ pub fn serve(args: RunArgs) -> anyhow::Result<()> {
         .context("starting the runtime")?;
     let obs = rt.block_on(async { observability::init(args.log_format, &args.node_name) })?;
     let res = rt.block_on(async move {
+        let shutdown = shutdown_signal();
         let listener = TcpListener::bind(args.http_addr)
             .await
             .with_context(|| format!("binding the API to {}", args.http_addr))?;
-        run(args, listener, shutdown_signal()).await
+        run(args, listener, shutdown).await
     });
     // Inside the runtime's lifetime: the gRPC exporter flushes through it.
     obs.shutdown();
     res
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// Completes at SIGINT or SIGTERM. The handlers are registered when this is called, not when
+/// the future is first polled, so a signal that arrives while the node starts (or just after
+/// it printed its address) still means a graceful stop rather than the default kill.
+fn shutdown_signal() -> impl Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    {
+    let handlers = {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
+        (
+            signal(SignalKind::terminate()).ok(),
+            signal(SignalKind::interrupt()).ok(),
+        )
+    };
+    async move {
+        #[cfg(unix)]
+        if let (Some(mut term), Some(mut int)) = handlers {
+            tokio::select! {
+                _ = term.recv() => {},
+                _ = int.recv() => {},
             }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
+            return;
         }
+        let _ = tokio::signal::ctrl_c().await;
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }
 
 /// Checks every CSV's header before anything starts, naming the file and the missing columns.

@@ -31,3 +31,18 @@ pub enum StorageError {
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
 }
+
+impl StorageError {
+    /// The I/O error underneath, when there is one.
+    pub fn io(&self) -> Option<&std::io::Error> {
+        match self {
+            Self::Fjall(fjall::Error::Io(e)) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// True when the volume (or the quota) is out of space: retryable once space is freed.
+    pub fn is_out_of_space(&self) -> bool {
+        self.io().is_some_and(crate::disk::is_out_of_space)
+    }
+}
