@@ -72,37 +72,47 @@ async fn poll<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_full_disk_refuses_new_data_serves_reads_and_resumes_when_grown() {
-    let tmp = tempfile::tempdir().expect("tempdir");
-    let Some(mount) = Mount::tmpfs(&tmp.path().join("vol"), "64m") else {
-        return;
-    };
-    let csv = tmp.path().join("fleet.csv");
+/// Passes of the generated file each test streams.
+const PASSES: u64 = 20;
+
+/// Streams PASSES passes of a generated 32,000-row file onto `mount` with `extra` flags (info
+/// logs); returns the node, its data directory and the samples it will store in all.
+fn stream_onto(tmp: &Path, mount: &Mount, extra: &[&str]) -> (Node, std::path::PathBuf, u64) {
+    let csv = tmp.join("fleet.csv");
     let status = Command::new(binary())
         .args(["gen-csv", "--hosts", "2", "--scrapes", "200", "-o"])
         .arg(&csv)
         .status()
         .expect("gen-csv");
     assert!(status.success());
-    let per_pass = support::csv_rows(&csv);
-    let passes = 20u64;
+    let total = PASSES * support::csv_rows(&csv);
     let data = mount.0.join("d");
-    let node = Node::start_env(
-        &data,
-        &[
-            "--csv",
-            csv.to_str().expect("utf-8"),
-            "--rate",
-            "50000",
-            "--passes",
-            &passes.to_string(),
-            "--partitions",
-            "8",
-            "--min-free-disk",
-            "16MiB",
-        ],
-        &[("RUST_LOG", "info")],
+    let passes = PASSES.to_string();
+    let mut args = vec!["--csv", csv.to_str().expect("utf-8"), "--passes", &passes];
+    args.extend(["--partitions", "8"]);
+    args.extend(extra);
+    let node = Node::start_env(&data, &args, &[("RUST_LOG", "info")]);
+    (node, data, total)
+}
+
+/// After a clean stop, a restart on the same data serves exactly `total` samples.
+async fn restart_holds(data: &Path, total: u64) {
+    let node = Node::start(data, &["--no-stream", "--partitions", "8"]);
+    let c = node.ok("/api/v1/cluster").await;
+    assert_eq!(c["samples_stored"].as_u64(), Some(total));
+    node.stop();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_refuses_new_data_serves_reads_and_resumes_when_grown() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let Some(mount) = Mount::tmpfs(&tmp.path().join("vol"), "64m") else {
+        return;
+    };
+    let (node, data, total) = stream_onto(
+        tmp.path(),
+        &mount,
+        &["--rate", "50000", "--min-free-disk", "16MiB"],
     );
     poll("some samples are stored", async || {
         let c = node.ok("/api/v1/cluster").await;
@@ -128,7 +138,7 @@ async fn a_full_disk_refuses_new_data_serves_reads_and_resumes_when_grown() {
         .as_u64()
         .expect("count");
     assert!(
-        stalled < passes * per_pass,
+        stalled < total,
         "streamed everything before the disk filled"
     );
     let gpus = node.ok("/api/v1/gpus?limit=100").await;
@@ -138,7 +148,7 @@ async fn a_full_disk_refuses_new_data_serves_reads_and_resumes_when_grown() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = acked(&node.ok("/api/v1/cluster").await);
     assert!(
-        after - before < per_pass,
+        after - before < total / PASSES,
         "still taking data: {before} -> {after}"
     );
 
@@ -148,8 +158,7 @@ async fn a_full_disk_refuses_new_data_serves_reads_and_resumes_when_grown() {
         (node.get("/readyz").await.0 == 200).then_some(())
     })
     .await;
-    node.wait_for_samples(passes * per_pass, Duration::from_secs(120))
-        .await;
+    node.wait_for_samples(total, Duration::from_secs(120)).await;
     assert!(node.metrics_text().await.contains("telemetry_disk_full 0"));
     let log = node.stop_and_log();
     assert_eq!(
@@ -160,10 +169,7 @@ async fn a_full_disk_refuses_new_data_serves_reads_and_resumes_when_grown() {
     );
     assert!(log.contains("disk has room again"), "{log}");
 
-    let node = Node::start(&data, &["--no-stream", "--partitions", "8"]);
-    let c = node.ok("/api/v1/cluster").await;
-    assert_eq!(c["samples_stored"].as_u64(), Some(passes * per_pass));
-    node.stop();
+    restart_holds(&data, total).await;
 }
 
 /// Without a reserve the volume really runs out: appends and checkpoints fail with ENOSPC. The
@@ -175,33 +181,17 @@ async fn enospc_without_a_reserve_is_survived_and_nothing_is_lost() {
     let Some(mount) = Mount::tmpfs(&tmp.path().join("vol"), "3m") else {
         return;
     };
-    let csv = tmp.path().join("fleet.csv");
-    let status = Command::new(binary())
-        .args(["gen-csv", "--hosts", "2", "--scrapes", "200", "-o"])
-        .arg(&csv)
-        .status()
-        .expect("gen-csv");
-    assert!(status.success());
-    let per_pass = support::csv_rows(&csv);
-    let passes = 20u64;
-    let data = mount.0.join("d");
-    let node = Node::start_env(
-        &data,
+    let (node, data, total) = stream_onto(
+        tmp.path(),
+        &mount,
         &[
-            "--csv",
-            csv.to_str().expect("utf-8"),
             "--rate",
             "100000",
-            "--passes",
-            &passes.to_string(),
-            "--partitions",
-            "8",
             "--min-free-disk",
             "0",
             "--checkpoint-interval",
             "1s",
         ],
-        &[("RUST_LOG", "info")],
     );
     poll("the volume runs out", async || {
         let (status, body) = node.get("/readyz").await;
@@ -212,15 +202,11 @@ async fn enospc_without_a_reserve_is_survived_and_nothing_is_lost() {
     assert_eq!(node.ok("/api/v1/gpus?limit=10").await["partial"], false);
 
     mount.resize("512m");
-    node.wait_for_samples(passes * per_pass, Duration::from_secs(120))
-        .await;
+    node.wait_for_samples(total, Duration::from_secs(120)).await;
     poll("the node is ready again", async || {
         (node.get("/readyz").await.0 == 200).then_some(())
     })
     .await;
     node.stop();
-    let node = Node::start(&data, &["--no-stream", "--partitions", "8"]);
-    let c = node.ok("/api/v1/cluster").await;
-    assert_eq!(c["samples_stored"].as_u64(), Some(passes * per_pass));
-    node.stop();
+    restart_holds(&data, total).await;
 }
