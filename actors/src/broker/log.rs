@@ -10,17 +10,18 @@
 //! holds is what is unconsumed plus less than one segment.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File, OpenOptions};
-use std::io::{ErrorKind, Write};
+use std::fs::{self, File};
+use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use super::consumers;
+use super::record::{encode_record, RECORD_HEADER_BYTES};
+use super::recovery::recover_segment;
+use super::segment::{io_err, Segment};
 use crate::error::{ActorError, Result};
 use telemetry_storage::disk::is_out_of_space;
-
-/// Bytes of a record header: length, CRC and offset.
-pub const RECORD_HEADER_BYTES: u64 = 16;
 
 /// Default size at which a segment is closed and a new one started.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 4 << 20;
@@ -85,23 +86,6 @@ pub enum AppendRefusal {
     },
 }
 
-struct Segment {
-    base: u64,
-    path: PathBuf,
-    file: File,
-    /// File position of each record, indexed by `offset - base`.
-    positions: Vec<u64>,
-    size: u64,
-    /// When this process opened or created it (the age that [`LogConfig::reclaim_age`] counts).
-    opened: Instant,
-}
-
-impl Segment {
-    fn end_offset(&self) -> u64 {
-        self.base + self.positions.len() as u64
-    }
-}
-
 /// One partition's log.
 pub struct PartitionLog {
     dir: PathBuf,
@@ -111,114 +95,10 @@ pub struct PartitionLog {
     consumers: BTreeMap<String, u64>,
 }
 
-fn io_err(path: &Path, e: std::io::Error) -> ActorError {
-    ActorError::Io {
-        path: path.to_path_buf(),
-        source: e,
-    }
-}
-
 fn disk_full(path: &Path, e: &std::io::Error) -> AppendRefusal {
     AppendRefusal::DiskFull {
         reason: format!("{}: {e}", path.display()),
     }
-}
-
-fn segment_path(dir: &Path, base: u64) -> PathBuf {
-    dir.join(format!("{base:020}.log"))
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err(dir, e))
-}
-
-/// Why bytes are not the record expected at an offset.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RecordError {
-    /// Fewer bytes than a header.
-    #[error("truncated header")]
-    TruncatedHeader,
-    /// The header names another offset.
-    #[error("record carries offset {0}")]
-    WrongOffset(u64),
-    /// The header claims more than any record may hold.
-    #[error("record length {0} over the limit")]
-    TooLong(u64),
-    /// Fewer bytes than the header claims.
-    #[error("record of {0} bytes is cut short")]
-    Truncated(u64),
-    /// The checksum does not match.
-    #[error("checksum mismatch")]
-    Checksum,
-}
-
-/// Total length (header included) of the record at the start of `bytes`, from its header alone.
-pub fn record_len(bytes: &[u8], expected: u64, max_record_bytes: u64) -> Result<u64, RecordError> {
-    let header = bytes
-        .get(..RECORD_HEADER_BYTES as usize)
-        .ok_or(RecordError::TruncatedHeader)?;
-    let mut len = [0u8; 4];
-    len.copy_from_slice(&header[0..4]);
-    let len = u64::from(u32::from_le_bytes(len));
-    let mut off = [0u8; 8];
-    off.copy_from_slice(&header[8..16]);
-    let offset = u64::from_le_bytes(off);
-    if offset != expected {
-        return Err(RecordError::WrongOffset(offset));
-    }
-    if len > max_record_bytes {
-        return Err(RecordError::TooLong(len));
-    }
-    Ok(RECORD_HEADER_BYTES + len)
-}
-
-/// The payload of the record at offset `expected` at the start of `bytes` and the record's
-/// total length, checksum verified.
-pub fn decode_record(
-    bytes: &[u8],
-    expected: u64,
-    max_record_bytes: u64,
-) -> Result<(&[u8], u64), RecordError> {
-    let total = record_len(bytes, expected, max_record_bytes)?;
-    let record = bytes
-        .get(..total as usize)
-        .ok_or(RecordError::Truncated(total))?;
-    let mut sum = [0u8; 4];
-    sum.copy_from_slice(&record[4..8]);
-    let payload = &record[RECORD_HEADER_BYTES as usize..];
-    if crc(expected, payload) != u32::from_le_bytes(sum) {
-        return Err(RecordError::Checksum);
-    }
-    Ok((payload, total))
-}
-
-/// The bytes of the record at `offset`: length, checksum, offset (little-endian), payload.
-pub fn encode_record(offset: u64, payload: &[u8]) -> Vec<u8> {
-    let mut rec = Vec::with_capacity(RECORD_HEADER_BYTES as usize + payload.len());
-    rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    rec.extend_from_slice(&crc(offset, payload).to_le_bytes());
-    rec.extend_from_slice(&offset.to_le_bytes());
-    rec.extend_from_slice(payload);
-    rec
-}
-
-/// Position of an intact record for offset `expected` anywhere in `bytes` (the search for
-/// acknowledged records behind damage).
-pub fn find_record(bytes: &[u8], expected: u64, max_record_bytes: u64) -> Option<usize> {
-    let needle = expected.to_le_bytes();
-    (0..bytes.len().saturating_sub(RECORD_HEADER_BYTES as usize - 1)).find(|&i| {
-        bytes.get(i + 8..i + 16) == Some(&needle[..])
-            && decode_record(&bytes[i..], expected, max_record_bytes).is_ok()
-    })
-}
-
-fn crc(offset: u64, payload: &[u8]) -> u32 {
-    let mut h = crc32fast::Hasher::new();
-    h.update(&offset.to_le_bytes());
-    h.update(payload);
-    h.finalize()
 }
 
 impl PartitionLog {
@@ -242,7 +122,7 @@ impl PartitionLog {
         let count = bases.len();
         for (i, base) in bases.into_iter().enumerate() {
             let is_last = i + 1 == count;
-            let seg = Self::recover_segment(&dir, base, is_last, &config)?;
+            let seg = recover_segment(&dir, base, is_last, &config)?;
             if let Some(prev) = segments.last() {
                 let prev: &Segment = prev;
                 if prev.end_offset() != base {
@@ -256,7 +136,7 @@ impl PartitionLog {
             segments.push(seg);
         }
         let mut log = Self {
-            consumers: Self::load_consumers(&dir)?,
+            consumers: consumers::load(&dir)?,
             dir,
             config,
             segments,
@@ -264,7 +144,7 @@ impl PartitionLog {
         };
         if log.segments.is_empty() {
             let base = log.consumers.values().copied().max().unwrap_or(0);
-            log.segments.push(log.create_segment(base)?);
+            log.segments.push(Segment::create(&log.dir, base)?);
         }
         log.durable = log.next_offset();
         let (first, next) = (log.first_offset(), log.next_offset());
@@ -275,128 +155,6 @@ impl PartitionLog {
             }
         }
         Ok(log)
-    }
-
-    fn recover_segment(
-        dir: &Path,
-        base: u64,
-        is_last: bool,
-        config: &LogConfig,
-    ) -> Result<Segment> {
-        let path = segment_path(dir, base);
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .open(&path)
-            .map_err(|e| io_err(&path, e))?;
-        let len = file.metadata().map_err(|e| io_err(&path, e))?.len();
-        let mut positions = Vec::new();
-        let mut pos = 0u64;
-        let mut header = [0u8; RECORD_HEADER_BYTES as usize];
-        let mut record = Vec::new();
-        let bad = loop {
-            if pos == len {
-                break None;
-            }
-            let expected = base + positions.len() as u64;
-            let head_len = RECORD_HEADER_BYTES.min(len - pos) as usize;
-            file.read_exact_at(&mut header[..head_len], pos)
-                .map_err(|e| io_err(&path, e))?;
-            let want = match record_len(&header[..head_len], expected, config.max_record_bytes) {
-                Ok(n) if n <= len - pos => n,
-                Ok(n) => break Some(format!("record of {n} bytes runs past the segment")),
-                Err(e) => break Some(e.to_string()),
-            };
-            record.resize(want as usize, 0);
-            file.read_exact_at(&mut record, pos)
-                .map_err(|e| io_err(&path, e))?;
-            if let Err(e) = decode_record(&record, expected, config.max_record_bytes) {
-                break Some(e.to_string());
-            }
-            positions.push(pos);
-            pos += want;
-        };
-        if let Some(detail) = bad {
-            let offset = base + positions.len() as u64;
-            let intact_after = !is_last || {
-                let mut rest = vec![0u8; (len - pos) as usize];
-                file.read_exact_at(&mut rest, pos)
-                    .map_err(|e| io_err(&path, e))?;
-                find_record(&rest, offset + 1, config.max_record_bytes).is_some()
-            };
-            if intact_after {
-                // Records after the damaged one were written after it, so it was acknowledged.
-                return Err(ActorError::CorruptLog {
-                    dir: dir.to_path_buf(),
-                    offset,
-                    detail,
-                });
-            }
-            // A torn tail is the one record a crash interrupted; it was never acknowledged.
-            tracing::warn!(segment = %path.display(), offset, %detail, dropped_bytes = len - pos, "truncating torn tail of partition log");
-            file.set_len(pos).map_err(|e| io_err(&path, e))?;
-            file.sync_all().map_err(|e| io_err(&path, e))?;
-        }
-        Ok(Segment {
-            base,
-            path,
-            file,
-            positions,
-            size: pos,
-            opened: Instant::now(),
-        })
-    }
-
-    fn create_segment(&self, base: u64) -> Result<Segment> {
-        let path = segment_path(&self.dir, base);
-        let file = OpenOptions::new()
-            .read(true)
-            .append(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(|e| io_err(&path, e))?;
-        sync_dir(&self.dir)?;
-        Ok(Segment {
-            base,
-            path,
-            file,
-            positions: Vec::new(),
-            size: 0,
-            opened: Instant::now(),
-        })
-    }
-
-    fn consumers_path(dir: &Path) -> PathBuf {
-        dir.join("consumers")
-    }
-
-    fn load_consumers(dir: &Path) -> Result<BTreeMap<String, u64>> {
-        let path = Self::consumers_path(dir);
-        let text = match fs::read_to_string(&path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == ErrorKind::NotFound => return Ok(BTreeMap::new()),
-            Err(e) => return Err(io_err(&path, e)),
-        };
-        let mut out = BTreeMap::new();
-        for (n, line) in text.lines().enumerate() {
-            let parsed = line
-                .rsplit_once(' ')
-                .and_then(|(name, off)| Some((name.to_string(), off.parse::<u64>().ok()?)));
-            match parsed {
-                Some((name, off)) => {
-                    out.insert(name, off);
-                }
-                None => {
-                    return Err(ActorError::CorruptLog {
-                        dir: dir.to_path_buf(),
-                        offset: 0,
-                        detail: format!("consumers file line {}: {line:?}", n + 1),
-                    })
-                }
-            }
-        }
-        Ok(out)
     }
 
     /// Offset the next append will get.
@@ -506,7 +264,7 @@ impl PartitionLog {
             seg.file.sync_data().map_err(|e| io_err(&seg.path, e))?;
         }
         self.durable = self.next_offset();
-        let seg = self.create_segment(self.next_offset())?;
+        let seg = Segment::create(&self.dir, self.next_offset())?;
         self.segments.push(seg);
         Ok(())
     }
@@ -574,26 +332,13 @@ impl PartitionLog {
             return Ok(());
         }
         let before = self.consumers.insert(consumer.to_string(), offset);
-        let path = Self::consumers_path(&self.dir);
-        let tmp = path.with_extension("tmp");
-        let text: String = self
-            .consumers
-            .iter()
-            .map(|(n, o)| format!("{n} {o}\n"))
-            .collect();
-        let write = || -> std::io::Result<()> {
-            let mut f = File::create(&tmp)?;
-            f.write_all(text.as_bytes())?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)
-        };
-        if let Err(e) = write().and_then(|()| File::open(&self.dir)?.sync_all()) {
+        if let Err(e) = consumers::store(&self.dir, &self.consumers) {
             // Not durable: forget it, so that the same commit is written again next time.
             match before {
                 Some(b) => self.consumers.insert(consumer.to_string(), b),
                 None => self.consumers.remove(consumer),
             };
-            return Err(io_err(&path, e));
+            return Err(e);
         }
         self.reclaim(Instant::now(), false)
     }
@@ -641,6 +386,8 @@ impl PartitionLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::segment::segment_path;
+    use std::fs::OpenOptions;
 
     fn small() -> LogConfig {
         LogConfig {
@@ -816,31 +563,6 @@ mod tests {
             Err(ActorError::CorruptLog { offset, .. }) => assert_eq!(offset, 1),
             Err(e) => panic!("wrong error {e}"),
             Ok(l) => panic!("damage truncated silently to {} records", l.next_offset()),
-        }
-    }
-
-    proptest::proptest! {
-        /// Records decode to what was encoded; any single flipped bit is detected; arbitrary
-        /// bytes decode to an error, never a panic or an allocation they claim.
-        #[test]
-        fn record_decoding(
-            offset in 0u64..1 << 40,
-            payload in proptest::collection::vec(proptest::num::u8::ANY, 0..300),
-            flip in 0usize..2400,
-            garbage in proptest::collection::vec(proptest::num::u8::ANY, 0..64),
-        ) {
-            let rec = encode_record(offset, &payload);
-            let decoded = decode_record(&rec, offset, 1 << 20);
-            proptest::prop_assert_eq!(decoded, Ok((&payload[..], rec.len() as u64)));
-            let mut bad = rec.clone();
-            let bit = flip % (bad.len() * 8);
-            bad[bit / 8] ^= 1 << (bit % 8);
-            proptest::prop_assert!(decode_record(&bad, offset, 1 << 20).is_err());
-            proptest::prop_assert!(decode_record(&rec[..rec.len() - 1], offset, 1 << 20).is_err());
-            let _ = decode_record(&garbage, offset, 1 << 20);
-            let mut behind = garbage.clone();
-            behind.extend_from_slice(&rec);
-            proptest::prop_assert!(find_record(&behind, offset, 1 << 20).is_some());
         }
     }
 }
