@@ -321,7 +321,7 @@ pub async fn run(
     let store = tokio::task::spawn_blocking(move || Store::open(store_dir, store_opts))
         .await?
         .map_err(|e| {
-            let damaged = e.to_string().contains("ChecksumMismatch");
+            let damaged = e.is_corruption();
             anyhow::Error::new(e).context(if damaged {
                 format!(
                     "opening the store in {shown}: a store file failed its checksum (damaged on disk). \

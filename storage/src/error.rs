@@ -41,6 +41,31 @@ impl StorageError {
         }
     }
 
+    /// True when data on disk is damaged (a checksum, header or trailer that does not hold, a
+    /// record that does not decode): retrying cannot help; restore or move the store aside.
+    pub fn is_corruption(&self) -> bool {
+        use fjall::LsmError;
+        match self {
+            Self::Corrupt { .. } => true,
+            Self::Fjall(fjall::Error::Storage(e)) => matches!(
+                e,
+                LsmError::ChecksumMismatch { .. }
+                    | LsmError::InvalidTrailer
+                    | LsmError::InvalidHeader(_)
+                    | LsmError::InvalidTag(_)
+                    | LsmError::Unrecoverable
+                    | LsmError::Decompress(_)
+            ),
+            Self::Fjall(
+                fjall::Error::InvalidTrailer
+                | fjall::Error::InvalidTag(_)
+                | fjall::Error::Decompress(_)
+                | fjall::Error::JournalRecovery(_),
+            ) => true,
+            _ => false,
+        }
+    }
+
     /// True when the volume (or the quota) is out of space: retryable once space is freed.
     pub fn is_out_of_space(&self) -> bool {
         self.io().is_some_and(crate::disk::is_out_of_space)
