@@ -260,93 +260,13 @@ pub async fn run(
     cluster_tls(&args)?;
     let cookie = cookie(&args)?;
     let clustered = cookie.is_some();
-    if clustered {
-        tracing::info!(
-            cluster_addr = %args.cluster_addr,
-            advertised = %me.cluster_addr,
-            seeds = ?args.seeds,
-            "clustered: listening for members on the cluster address"
-        );
-    } else {
-        tracing::info!(
-            "standalone: no --cluster-cookie, so this node owns every partition, does not listen \
-             on --cluster-addr and accepts no members"
-        );
-    }
-    let auth_config = auth::AuthConfig {
-        api: Secret::resolve(
-            args.api_token.as_deref(),
-            args.api_token_file.as_deref(),
-            "api-token",
-        )?,
-        admin: Secret::resolve(
-            args.admin_token.as_deref(),
-            args.admin_token_file.as_deref(),
-            "admin-token",
-        )?,
-        open_paths: args
-            .open_paths
-            .iter()
-            .filter(|p| !p.is_empty())
-            .cloned()
-            .collect(),
-    };
+    say_mode(&args, &me, clustered);
+    let auth_config = auth_config(&args)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
-    if !args.scrape.is_empty() && !args.csv.is_empty() {
-        bail!("--scrape and --csv are two sources: give one of them");
-    }
-    for url in &args.scrape {
-        if !(url.starts_with("http://") || url.starts_with("https://")) {
-            bail!("--scrape {url:?}: expected an http:// or https:// URL of a /metrics endpoint");
-        }
-    }
-    let files = if args.no_stream || !args.scrape.is_empty() {
-        Vec::new()
-    } else if args.csv.is_empty() {
-        vec![sample_file(&args.data_dir)?]
-    } else {
-        args.csv.clone()
-    };
-    check_inputs(&files)?;
-
-    let store_dir = args.data_dir.join("store");
-    let store_opts = StoreOptions {
-        bucket_width: args.bucket_width,
-        checkpoint_interval: args.checkpoint_interval,
-        retention: args.retention,
-        ..StoreOptions::default()
-    };
-    let shown = store_dir.display().to_string();
-    let store = tokio::task::spawn_blocking(move || Store::open(store_dir, store_opts))
-        .await?
-        .map_err(|e| {
-            let damaged = e.is_corruption();
-            anyhow::Error::new(e).context(if damaged {
-                format!(
-                    "opening the store in {shown}: a store file failed its checksum (damaged on disk). \
-                     The broker logs beside it still hold what was not yet committed; restore \
-                     the store from a backup, or move it aside to start this node empty (its \
-                     share is then missing from answers)"
-                )
-            } else {
-                format!("opening the store in {shown}")
-            })
-        })?;
-    let store = Arc::new(store);
-    let disk = Arc::new(DiskGuard::new(&args.data_dir, args.min_free_disk));
-    disk.check();
-    {
-        let disk = disk.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(DISK_CHECK_INTERVAL);
-            loop {
-                tick.tick().await;
-                let d = disk.clone();
-                let _ = tokio::task::spawn_blocking(move || d.check()).await;
-            }
-        });
-    }
+    let files = source_files(&args)?;
+    let store = open_store(&args).await?;
+    let disk = watch_disk(&args);
     let registry = Arc::new(PartitionRegistry::default());
     let stats = Arc::new(PipelineStats::default());
     let (view_tx, view_rx) = watch::channel(Arc::new(ClusterView {
@@ -395,25 +315,7 @@ pub async fn run(
     };
     let live = ctx.cluster_view().live.clone();
     let owned = owned_by(&args.node_name, args.partitions, &live);
-    let streamers = if files.is_empty() && (args.no_stream || args.scrape.is_empty()) {
-        Vec::new()
-    } else {
-        (0..args.streamers)
-            .map(|i| SourceConfig {
-                files: files.clone(),
-                timestamps: match args.timestamps {
-                    Timestamps::Now => TimestampMode::Now,
-                    Timestamps::Csv => TimestampMode::Csv,
-                },
-                rate: args.rate,
-                passes: args.passes,
-                partitions: args.partitions,
-                shard: (i, args.streamers),
-                scrape: args.scrape.clone(),
-                scrape_interval: args.scrape_interval,
-            })
-            .collect()
-    };
+    let streamers = streamer_configs(&args, &files);
     let config = PipelineConfig {
         broker_dir: args.data_dir.join("broker"),
         owned: owned.clone(),
@@ -467,19 +369,7 @@ pub async fn run(
         let _ = store.persist();
         bail!(reason);
     }
-
-    tracing::info!("shutting down: draining streamers and collectors");
-    match supervisor
-        .call(SupervisorMsg::Drain, Some(DRAIN_TIMEOUT * 3))
-        .await
-    {
-        Ok(CallResult::Success(report)) => {
-            if report.streamers_unfinished > 0 || report.collectors_failed > 0 {
-                tracing::warn!(?report, "drain incomplete; unacknowledged data stays in the broker logs and is replayed on restart");
-            }
-        }
-        _ => tracing::warn!("drain did not answer; broker logs will be replayed on restart"),
-    }
+    drain(&supervisor).await;
     let _ = supervisor.stop_and_wait(None, Some(DRAIN_TIMEOUT)).await;
     let _ = supervisor_done.await;
     if let Some(c) = cluster {
@@ -495,4 +385,147 @@ pub async fn run(
         .context("persisting the store")?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// Asks the supervisor to drain: streamers finish what they read, collectors consume and commit.
+async fn drain(supervisor: &ractor::ActorRef<SupervisorMsg>) {
+    tracing::info!("shutting down: draining streamers and collectors");
+    match supervisor
+        .call(SupervisorMsg::Drain, Some(DRAIN_TIMEOUT * 3))
+        .await
+    {
+        Ok(CallResult::Success(report)) => {
+            if report.streamers_unfinished > 0 || report.collectors_failed > 0 {
+                tracing::warn!(?report, "drain incomplete; unacknowledged data stays in the broker logs and is replayed on restart");
+            }
+        }
+        _ => tracing::warn!("drain did not answer; broker logs will be replayed on restart"),
+    }
+}
+
+/// Says in one log line whether the node takes part in a cluster.
+fn say_mode(args: &RunArgs, me: &NodeInfo, clustered: bool) {
+    if clustered {
+        tracing::info!(
+            cluster_addr = %args.cluster_addr,
+            advertised = %me.cluster_addr,
+            seeds = ?args.seeds,
+            "clustered: listening for members on the cluster address"
+        );
+    } else {
+        tracing::info!(
+            "standalone: no --cluster-cookie, so this node owns every partition, does not listen \
+             on --cluster-addr and accepts no members"
+        );
+    }
+}
+
+/// The API tokens and open paths.
+fn auth_config(args: &RunArgs) -> anyhow::Result<auth::AuthConfig> {
+    Ok(auth::AuthConfig {
+        api: Secret::resolve(
+            args.api_token.as_deref(),
+            args.api_token_file.as_deref(),
+            "api-token",
+        )?,
+        admin: Secret::resolve(
+            args.admin_token.as_deref(),
+            args.admin_token_file.as_deref(),
+            "admin-token",
+        )?,
+        open_paths: args
+            .open_paths
+            .iter()
+            .filter(|p| !p.is_empty())
+            .cloned()
+            .collect(),
+    })
+}
+
+/// The CSV files to stream (the embedded sample when none is given), checked before anything
+/// starts; none for a node that scrapes or does not stream.
+fn source_files(args: &RunArgs) -> anyhow::Result<Vec<PathBuf>> {
+    if !args.scrape.is_empty() && !args.csv.is_empty() {
+        bail!("--scrape and --csv are two sources: give one of them");
+    }
+    for url in &args.scrape {
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            bail!("--scrape {url:?}: expected an http:// or https:// URL of a /metrics endpoint");
+        }
+    }
+    let files = if args.no_stream || !args.scrape.is_empty() {
+        Vec::new()
+    } else if args.csv.is_empty() {
+        vec![sample_file(&args.data_dir)?]
+    } else {
+        args.csv.clone()
+    };
+    check_inputs(&files)?;
+    Ok(files)
+}
+
+/// Opens the store, naming the way out when a store file is damaged.
+async fn open_store(args: &RunArgs) -> anyhow::Result<Arc<Store>> {
+    let store_dir = args.data_dir.join("store");
+    let store_opts = StoreOptions {
+        bucket_width: args.bucket_width,
+        checkpoint_interval: args.checkpoint_interval,
+        retention: args.retention,
+        ..StoreOptions::default()
+    };
+    let shown = store_dir.display().to_string();
+    let store = tokio::task::spawn_blocking(move || Store::open(store_dir, store_opts))
+        .await?
+        .map_err(|e| {
+            let damaged = e.is_corruption();
+            anyhow::Error::new(e).context(if damaged {
+                format!(
+                    "opening the store in {shown}: a store file failed its checksum (damaged on disk). \
+                     The broker logs beside it still hold what was not yet committed; restore \
+                     the store from a backup, or move it aside to start this node empty (its \
+                     share is then missing from answers)"
+                )
+            } else {
+                format!("opening the store in {shown}")
+            })
+        })?;
+    Ok(Arc::new(store))
+}
+
+/// The data volume's guard, measured now and every [`DISK_CHECK_INTERVAL`] from here on.
+fn watch_disk(args: &RunArgs) -> Arc<DiskGuard> {
+    let disk = Arc::new(DiskGuard::new(&args.data_dir, args.min_free_disk));
+    disk.check();
+    let watched = disk.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(DISK_CHECK_INTERVAL);
+        loop {
+            tick.tick().await;
+            let d = watched.clone();
+            let _ = tokio::task::spawn_blocking(move || d.check()).await;
+        }
+    });
+    disk
+}
+
+/// One source configuration per streamer actor (none when the node does not stream).
+fn streamer_configs(args: &RunArgs, files: &[PathBuf]) -> Vec<SourceConfig> {
+    if files.is_empty() && (args.no_stream || args.scrape.is_empty()) {
+        return Vec::new();
+    }
+    (0..args.streamers)
+        .map(|i| SourceConfig {
+            files: files.to_vec(),
+            timestamps: match args.timestamps {
+                Timestamps::Now => TimestampMode::Now,
+                Timestamps::Csv => TimestampMode::Csv,
+            },
+            rate: args.rate,
+            passes: args.passes,
+            partitions: args.partitions,
+            shard: (i, args.streamers),
+            scrape: args.scrape.clone(),
+            scrape_interval: args.scrape_interval,
+        })
+        .collect()
 }
