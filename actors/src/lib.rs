@@ -4,6 +4,7 @@
 //! for partitioning and ownership.
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
+pub mod backoff;
 pub mod broker;
 pub mod cluster;
 pub mod collector;

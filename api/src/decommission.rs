@@ -8,6 +8,7 @@
 //! decommission is safe); finally it says it has left, and once it is stopped the others forget it.
 
 use std::time::{Duration, Instant};
+use telemetry_actors::backoff::Backoff;
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -212,10 +213,13 @@ async fn run(node: &AppState) -> Result<(), String> {
     Ok(())
 }
 
+/// Pause between attempts to copy a batch: 100 ms doubling to 2 s.
+const COPY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+
 /// Appends one batch at the partition's current owner, retrying (and re-routing) until acked.
 async fn copy(node: &NodeContext, partition: u32, payload: Vec<u8>) -> Result<(), String> {
     let started = Instant::now();
-    let mut pause = Duration::from_millis(100);
+    let mut pause = COPY_BACKOFF;
     loop {
         let owner = node.router.owner(partition);
         let endpoint = node
@@ -240,8 +244,7 @@ async fn copy(node: &NodeContext, partition: u32, payload: Vec<u8>) -> Result<()
                 "partition {partition}: owner {owner} did not take a batch ({outcome:?})"
             ));
         }
-        tokio::time::sleep(pause).await;
-        pause = (pause * 2).min(Duration::from_secs(2));
+        tokio::time::sleep(pause.next_delay()).await;
     }
 }
 

@@ -12,6 +12,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
+use telemetry_actors::backoff::Backoff;
 use telemetry_actors::broker::{AppendRefusal, AppendReply};
 use telemetry_actors::routing::partition_of;
 use telemetry_actors::streamer::dcgm::{open_reader, RowParser, TimestampCache, REQUIRED_COLUMNS};
@@ -23,6 +24,8 @@ use crate::error::{ApiError, ErrorBody};
 
 /// Longest an ingest request keeps retrying appends before it answers 503.
 pub const INGEST_DEADLINE: Duration = Duration::from_secs(20);
+/// Pause between rounds of appends that were not taken: 50 ms doubling to 1 s.
+const RETRY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
 /// Timeout of one append attempt.
 const APPEND_TIMEOUT: Duration = Duration::from_secs(5);
 /// Rejected rows described in an answer (the rest are only counted).
@@ -87,7 +90,7 @@ pub async fn ingest(
         .map_err(|e| ApiError::internal(e.to_string()))??;
     let deadline = Instant::now() + INGEST_DEADLINE;
     let mut pending = batches;
-    let mut pause = Duration::from_millis(50);
+    let mut pause = RETRY_BACKOFF;
     while !pending.is_empty() {
         let mut again = Vec::new();
         // All partitions at once: each append waits for its partition's fsync.
@@ -118,15 +121,14 @@ pub async fn ingest(
                 _ => again.push((partition, payload)),
             }
         }
-        if !again.is_empty() && Instant::now() + pause > deadline {
+        if !again.is_empty() && Instant::now() + pause.peek() > deadline {
             return Err(ApiError::not_ready(format!(
                 "{} of the chunk's batches were not stored within {INGEST_DEADLINE:?} (partitions full or their owners unreachable); send the chunk again",
                 again.len()
             )));
         }
         if !again.is_empty() {
-            tokio::time::sleep(pause).await;
-            pause = (pause * 2).min(Duration::from_secs(1));
+            tokio::time::sleep(pause.next_delay()).await;
         }
         pending = again;
     }

@@ -3,6 +3,7 @@
 //! a table, CSV or JSON.
 
 use std::time::Duration;
+use telemetry_actors::backoff::Backoff;
 
 use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
@@ -489,11 +490,14 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Pause before sending a chunk again: 200 ms doubling to 5 s.
+const CHUNK_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+
 impl Client {
     /// POSTs a CSV chunk, retrying a refusal to store it for a while (the cluster may be busy
     /// or moving partitions); chunks are idempotent, so sending one twice stores it once.
     async fn post_csv(&self, path: &str, body: Vec<u8>) -> anyhow::Result<Value> {
-        let mut pause = Duration::from_millis(200);
+        let mut pause = CHUNK_BACKOFF;
         for attempt in 0.. {
             let mut req = self
                 .http
@@ -508,8 +512,7 @@ impl Client {
                 Ok(r) => (r.status(), r.json::<Value>().await.unwrap_or(Value::Null)),
                 Err(e) if attempt < 10 => {
                     eprintln!("retrying a chunk: {e}");
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
+                    tokio::time::sleep(pause.next_delay()).await;
                     continue;
                 }
                 Err(e) => return Err(e).context("sending a chunk"),
@@ -517,8 +520,7 @@ impl Client {
             match status.as_u16() {
                 200 => return Ok(value),
                 503 if attempt < 10 => {
-                    tokio::time::sleep(pause).await;
-                    pause = (pause * 2).min(Duration::from_secs(5));
+                    tokio::time::sleep(pause.next_delay()).await;
                 }
                 401 | 403 => bail!(
                     "{status}: importing needs the API token (or the admin token when the cluster has one)"

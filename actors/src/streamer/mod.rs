@@ -22,6 +22,7 @@ pub use source::{
     Outgoing, SourceConfig, TimestampMode, BATCH_LINGER, BATCH_MAX_SAMPLES, SOURCE_QUEUE_BATCHES,
 };
 
+use crate::backoff::Backoff;
 use crate::broker::{AppendRefusal, AppendReply};
 use crate::router::Router;
 use crate::stats::PipelineStats;
@@ -32,6 +33,9 @@ pub const WINDOW_PER_PARTITION: usize = 4;
 pub const APPEND_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest pause between retries of one batch.
 pub const MAX_RETRY_BACKOFF: Duration = Duration::from_secs(1);
+/// Delay before retrying a batch: 10 ms after the first failure, doubling, at most
+/// [`MAX_RETRY_BACKOFF`].
+pub const RETRY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(10), MAX_RETRY_BACKOFF);
 
 /// The streamer actor.
 pub struct Streamer;
@@ -243,7 +247,8 @@ impl Actor for Streamer {
                         if let Some((_, attempts)) = state.inflight.get_mut(&id) {
                             *attempts += 1;
                             state.stats.append_retries.inc();
-                            let backoff = Duration::from_millis(5u64 << (*attempts).min(8))
+                            let backoff = RETRY_BACKOFF
+                                .delay_for(attempts.saturating_sub(1))
                                 .max(floor)
                                 .min(MAX_RETRY_BACKOFF);
                             myself.send_after(backoff, move || StreamerMsg::Retry(id));
