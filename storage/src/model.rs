@@ -235,10 +235,11 @@ pub struct GpuDetail {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
-    fn gpu(uuid: &str) -> GpuInfo {
+    /// A GPU with placeholder attributes, for tests across the crate.
+    pub(crate) fn gpu(uuid: &str) -> GpuInfo {
         GpuInfo {
             uuid: uuid.into(),
             hostname: "h".into(),

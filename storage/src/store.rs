@@ -634,19 +634,10 @@ fn load_catalog(ks: &Keyspaces, width: i64) -> Result<Catalog> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{BatchBuilder, GpuInfo};
+    use crate::BatchBuilder;
 
     fn batch(from: i64, n: i64) -> SampleBatch {
-        let gpu = GpuInfo {
-            uuid: "GPU-r".into(),
-            hostname: "h".into(),
-            gpu_index: 0,
-            device: "nvidia0".into(),
-            model: "m".into(),
-            container: None,
-            pod: None,
-            namespace: None,
-        };
+        let gpu = crate::model::tests::gpu("GPU-r");
         let mut b = BatchBuilder::default();
         for t in from..from + n {
             b.push(&gpu, "DCGM_FI_DEV_GPU_TEMP", t * 1000, t as f64);
