@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::Value;
+use telemetry_actors::backoff::Backoff;
 use telemetry_actors::routing::{partition_of, DEFAULT_PARTITIONS};
 use telemetry_actors::streamer::dcgm::{open_reader, RowParser, TimestampCache};
 use telemetry_storage::{BatchBuilder, Store, StoreOptions};
@@ -26,6 +27,11 @@ use crate::gencsv::{generate, GenCsvArgs};
 const CEILING_BATCH: usize = 4096;
 /// Longest wait for the cluster to store everything.
 const INGEST_DEADLINE: Duration = Duration::from_secs(600);
+/// Longest a timed read retries while the cluster answers 503 (a member that did not answer a
+/// scatter in time on a loaded machine); the retried attempts are not timed.
+const READ_RETRY_DEADLINE: Duration = Duration::from_secs(60);
+/// Pauses between those retries.
+const READ_RETRY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
 
 /// Options of `telemetry-node bench`.
 #[derive(Debug, Clone, Args)]
@@ -169,6 +175,26 @@ async fn cluster(client: &reqwest::Client, url: &str) -> anyhow::Result<Value> {
         .await?)
 }
 
+/// One page, retried while the cluster answers 503; returns the time of the attempt that
+/// succeeded and its body.
+async fn read_page(req: reqwest::RequestBuilder) -> anyhow::Result<(Duration, Vec<u8>)> {
+    let deadline = Instant::now() + READ_RETRY_DEADLINE;
+    let mut backoff = READ_RETRY_BACKOFF;
+    loop {
+        let attempt = req.try_clone().context("request body is a stream")?;
+        let t = Instant::now();
+        let resp = attempt.send().await?;
+        if resp.status() == reqwest::StatusCode::SERVICE_UNAVAILABLE && Instant::now() < deadline {
+            eprintln!("bench: a read answered 503 (a member did not answer); retrying");
+            tokio::time::sleep(backoff.next_delay()).await;
+            continue;
+        }
+        let body = resp.error_for_status()?.bytes().await?;
+        let took = t.elapsed();
+        return Ok((took, body.to_vec()));
+    }
+}
+
 /// Reads `[from, to]` of one GPU, every page; returns (seconds, points). The time is the
 /// server's: from sending each request to the last byte of its answer (the client's JSON
 /// parsing is not counted).
@@ -189,9 +215,8 @@ async fn read_window(
         if let Some(c) = &cursor {
             req = req.query(&[("cursor", c.as_str())]);
         }
-        let t = Instant::now();
-        let body = req.send().await?.error_for_status()?.bytes().await?;
-        busy += t.elapsed();
+        let (took, body) = read_page(req).await?;
+        busy += took;
         let page: Value = serde_json::from_slice(&body)?;
         points += page["items"].as_array().map_or(0, Vec::len);
         match page["next_cursor"].as_str() {
