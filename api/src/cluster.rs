@@ -1,22 +1,15 @@
 //! `GET /api/v1/cluster`, `GET /healthz`, `GET /readyz`.
 
-use std::time::Duration;
+use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
-use std::collections::HashMap;
-
-use telemetry_actors::cluster::protocol::{MemberStatus, PartitionPosition, Request, Response};
-use telemetry_actors::supervisor::partition_status;
+use telemetry_service::query::cluster::{self as status, MemberStatus};
 use utoipa::ToSchema;
 
-use crate::context::{AppState, NodeContext};
 use crate::error::{ApiError, ErrorBody};
-use crate::scatter;
-
-/// How long `/api/v1/cluster` waits for one partition's numbers.
-pub const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+use crate::state::AppState;
 
 /// A cluster member.
 #[derive(Debug, Serialize, ToSchema)]
@@ -106,133 +99,52 @@ pub struct Health {
     pub status: String,
 }
 
-/// This node's numbers, as peers receive them in answer to [`Request::Status`].
-pub async fn local_status(node: &NodeContext) -> MemberStatus {
-    let mut partitions = Vec::new();
-    for (p, broker) in node.registry.running() {
-        if let Some(s) = partition_status(&broker, STATUS_TIMEOUT).await {
-            partitions.push(PartitionPosition {
-                partition: p,
-                next_offset: s.next_offset,
-                committed_offset: s.committed_offset,
-            });
-        }
-    }
-    MemberStatus {
-        name: node.info.name.clone(),
-        address: node.info.http_addr.clone(),
-        samples_stored: node.store.samples_stored(),
-        storage_bytes: node.store.disk_space(),
-        broker_bytes: node.broker_bytes(),
-        disk_free_bytes: node.disk.free_bytes(),
-        disk_full: node.disk.reason(),
-        partitions,
-        samples_acked: node.stats.samples_acked.get(),
-        rows_read: node.stats.rows_read.get(),
-        rows_rejected: node.stats.rows_rejected.get(),
-        damaged_partitions: node.registry.damaged(),
-    }
-}
-
-/// Every member's numbers: this node's, and each live peer's within [`STATUS_TIMEOUT`].
-/// Peers that are down or do not answer come back as `Err(name, address, status)`.
-async fn gather(node: &NodeContext) -> Vec<Result<MemberStatus, (String, String, &'static str)>> {
-    let local = local_status(node).await;
-    let g = scatter::gather(node, local, Request::Status, |r| match r {
-        Response::Status(s) => Some(s),
-        _ => None,
-    })
-    .await;
-    let view = node.cluster_view();
-    let mut out: Vec<_> = g.answers.into_iter().map(Ok).collect();
-    for name in g.unavailable {
-        let peer = view.peers.iter().find(|p| p.info.name == name);
-        let address = peer.map(|p| p.info.http_addr.clone()).unwrap_or_default();
-        out.push(Err((
-            name,
-            address,
-            peer.map_or("down", |p| p.status.as_str()),
-        )));
-    }
-    out
-}
-
 /// The cluster's members and partitions.
 #[utoipa::path(get, path = "/api/v1/cluster", tag = "cluster",
     responses((status = 200, description = "Members, ownership, sample counts and broker lag", body = ClusterView)))]
-pub async fn get_cluster(State(node): State<AppState>) -> Json<ClusterView> {
-    let view = node.cluster_view();
-    let owners: Vec<String> = (0..node.partitions).map(|p| node.router.owner(p)).collect();
+pub async fn get_cluster(State(api): State<AppState>) -> Json<ClusterView> {
+    let c = status::status(&api.node).await;
+    let owned = |name: &str| c.owners.iter().filter(|o| *o == name).count();
     let mut members = Vec::new();
     let mut unavailable = Vec::new();
-    let mut positions: HashMap<(String, u32), PartitionPosition> = HashMap::new();
-    for m in gather(&node).await {
+    let mut positions: HashMap<(String, u32), (u64, u64)> = HashMap::new();
+    for m in c.members {
         match m {
-            Ok(s) => {
-                let lag: u64 = s
-                    .partitions
-                    .iter()
-                    .map(|p| p.next_offset.saturating_sub(p.committed_offset))
-                    .sum();
+            status::Member::Answered(s) => {
                 for p in &s.partitions {
-                    positions.insert((s.name.clone(), p.partition), p.clone());
+                    positions.insert(
+                        (s.name.clone(), p.partition),
+                        (p.next_offset, p.committed_offset),
+                    );
                 }
-                members.push(Member {
-                    status: "up".into(),
-                    partitions_owned: owners.iter().filter(|o| **o == s.name).count(),
-                    broker_lag_records: lag,
-                    name: s.name,
-                    address: s.address,
-                    samples_stored: s.samples_stored,
-                    storage_bytes: s.storage_bytes,
-                    broker_bytes: s.broker_bytes,
-                    disk_free_bytes: s.disk_free_bytes,
-                    disk_full: s.disk_full,
-                    samples_acked: s.samples_acked,
-                    rows_read: s.rows_read,
-                    rows_rejected: s.rows_rejected,
-                    damaged_partitions: s
-                        .damaged_partitions
-                        .into_iter()
-                        .map(|(partition, detail)| DamagedPartition { partition, detail })
-                        .collect(),
-                });
+                members.push(Member::up(owned(&s.name), s));
             }
-            Err((name, address, status)) => {
+            status::Member::Missing {
+                name,
+                address,
+                status,
+            } => {
                 unavailable.push(name.clone());
-                members.push(Member {
-                    partitions_owned: owners.iter().filter(|o| **o == name).count(),
-                    name,
-                    address,
-                    status: status.into(),
-                    samples_stored: 0,
-                    storage_bytes: 0,
-                    broker_bytes: 0,
-                    disk_free_bytes: 0,
-                    disk_full: None,
-                    broker_lag_records: 0,
-                    samples_acked: 0,
-                    rows_read: 0,
-                    rows_rejected: 0,
-                    damaged_partitions: Vec::new(),
-                });
+                members.push(Member::missing(owned(&name), name, address, status));
             }
         }
     }
     // This node first, then peers by name.
     members[1..].sort_by(|a, b| a.name.cmp(&b.name));
     unavailable.sort();
-    let ownership = owners
+    let ownership = c
+        .owners
         .into_iter()
         .enumerate()
         .map(|(p, owner)| {
-            let pos = positions.get(&(owner.clone(), p as u32));
+            let pos = positions.get(&(owner.clone(), p as u32)).copied();
+            let (next, committed) = pos.unwrap_or_default();
             PartitionInfo {
                 partition: p as u32,
                 running: pos.is_some(),
-                next_offset: pos.map_or(0, |x| x.next_offset),
-                committed_offset: pos.map_or(0, |x| x.committed_offset),
-                lag_records: pos.map_or(0, |x| x.next_offset.saturating_sub(x.committed_offset)),
+                next_offset: next,
+                committed_offset: committed,
+                lag_records: next.saturating_sub(committed),
                 owner,
             }
         })
@@ -240,12 +152,60 @@ pub async fn get_cluster(State(node): State<AppState>) -> Json<ClusterView> {
     Json(ClusterView {
         samples_stored: members.iter().map(|m| m.samples_stored).sum(),
         members,
-        partitions: node.partitions,
-        live: view.live.clone(),
+        partitions: api.node.partitions,
+        live: c.live,
         partial: !unavailable.is_empty(),
         unavailable_nodes: unavailable,
         ownership,
     })
+}
+
+impl Member {
+    fn up(partitions_owned: usize, s: MemberStatus) -> Self {
+        Self {
+            status: "up".into(),
+            partitions_owned,
+            broker_lag_records: s
+                .partitions
+                .iter()
+                .map(|p| p.next_offset.saturating_sub(p.committed_offset))
+                .sum(),
+            name: s.name,
+            address: s.address,
+            samples_stored: s.samples_stored,
+            storage_bytes: s.storage_bytes,
+            broker_bytes: s.broker_bytes,
+            disk_free_bytes: s.disk_free_bytes,
+            disk_full: s.disk_full,
+            samples_acked: s.samples_acked,
+            rows_read: s.rows_read,
+            rows_rejected: s.rows_rejected,
+            damaged_partitions: s
+                .damaged_partitions
+                .into_iter()
+                .map(|(partition, detail)| DamagedPartition { partition, detail })
+                .collect(),
+        }
+    }
+
+    fn missing(partitions_owned: usize, name: String, address: String, status: &str) -> Self {
+        Self {
+            partitions_owned,
+            name,
+            address,
+            status: status.into(),
+            samples_stored: 0,
+            storage_bytes: 0,
+            broker_bytes: 0,
+            disk_free_bytes: 0,
+            disk_full: None,
+            broker_lag_records: 0,
+            samples_acked: 0,
+            rows_read: 0,
+            rows_rejected: 0,
+            damaged_partitions: Vec::new(),
+        }
+    }
 }
 
 /// Liveness: the process answers.
@@ -263,32 +223,11 @@ pub async fn healthz() -> Json<Health> {
         (status = 200, description = "Ready", body = Health),
         (status = 503, description = "Not ready", body = ErrorBody),
     ))]
-pub async fn readyz(State(node): State<AppState>) -> Result<Json<Health>, ApiError> {
-    let owned = node.owned();
-    let damaged: Vec<u32> = node
-        .registry
-        .damaged()
-        .into_iter()
-        .map(|(p, _)| p)
-        .filter(|p| owned.contains(p))
-        .collect();
-    if !damaged.is_empty() {
-        return Err(ApiError::not_ready(format!(
-            "partition logs damaged: {damaged:?} (see /api/v1/cluster); the node still answers queries"
-        )));
-    }
-    if let Some(reason) = node.disk.reason() {
-        return Err(ApiError::not_ready(format!(
-            "{reason}; new data is refused until space is freed, the node still answers queries"
-        )));
-    }
-    if node.ready() {
-        Ok(Json(Health {
+pub async fn readyz(State(api): State<AppState>) -> Result<Json<Health>, ApiError> {
+    match api.node.not_ready() {
+        Some(reason) => Err(ApiError::not_ready(reason)),
+        None => Ok(Json(Health {
             status: "ready".into(),
-        }))
-    } else {
-        Err(ApiError::not_ready(
-            "owned partitions are not all running yet",
-        ))
+        })),
     }
 }

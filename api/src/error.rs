@@ -5,6 +5,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde::Serialize;
+use telemetry_service::decommission::DecommissionError;
+use telemetry_service::QueryError;
 use utoipa::ToSchema;
 
 /// The error body.
@@ -99,5 +101,35 @@ impl IntoResponse for ApiError {
             },
         };
         (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<QueryError> for ApiError {
+    /// An unknown GPU is 404 when every member answered, 503 when some did not (it may be
+    /// there); a store that is recovering is 503 (ask again shortly); other failures are 500.
+    fn from(e: QueryError) -> Self {
+        match &e {
+            QueryError::UnknownGpu { uuid, unavailable } if !unavailable.is_empty() => {
+                Self::not_ready(format!(
+                    "GPU {uuid:?} is unknown to the members that answered; {} did not answer",
+                    unavailable.join(", ")
+                ))
+            }
+            QueryError::UnknownGpu { .. } => Self::not_found(e.to_string()),
+            _ if e.is_transient() => Self::not_ready(e.to_string()),
+            _ => Self::internal(e.to_string()),
+        }
+    }
+}
+
+impl From<DecommissionError> for ApiError {
+    fn from(e: DecommissionError) -> Self {
+        match &e {
+            DecommissionError::Alone | DecommissionError::Refused(_) => {
+                Self::conflict(e.to_string())
+            }
+            DecommissionError::NoSuchMember(_) => Self::not_found(e.to_string()),
+            DecommissionError::NoAnswer(_) => Self::not_ready(e.to_string()),
+        }
     }
 }

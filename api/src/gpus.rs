@@ -6,12 +6,11 @@ use serde::Serialize;
 use telemetry_storage::GpuInfo;
 use utoipa::ToSchema;
 
-use telemetry_actors::cluster::protocol::{Request, Response};
+use telemetry_service::query::{gpus, metrics};
 
-use crate::context::AppState;
 use crate::error::{ApiError, ErrorBody};
 use crate::params::{format_time, Params};
-use crate::scatter::{gather, local_gpu, local_gpus, merge_gpu, merge_gpus};
+use crate::state::AppState;
 
 /// Default page size of the GPU list.
 pub const DEFAULT_GPU_LIMIT: usize = 1000;
@@ -107,21 +106,16 @@ pub struct MetricList {
         (status = 400, description = "Bad parameter", body = ErrorBody),
     ))]
 pub async fn list_gpus(
-    State(node): State<AppState>,
+    State(api): State<AppState>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<GpuList>, ApiError> {
     let p = Params::parse(q.as_deref());
     let limit = p.bounded("limit", DEFAULT_GPU_LIMIT, 1, MAX_GPU_LIMIT)?;
     let offset = p.bounded("offset", 0, 0, crate::params::MAX_OFFSET)?;
-    let local = local_gpus(&node.store);
-    let g = gather(&node, local, Request::Gpus, |r| match r {
-        Response::Gpus(v) => Some(v),
-        _ => None,
-    })
-    .await;
-    let all = merge_gpus(g.answers);
-    let total = all.len();
-    let items = all
+    let g = gpus::list(&api.node).await;
+    let total = g.value.len();
+    let items = g
+        .value
         .into_iter()
         .skip(offset)
         .take(limit)
@@ -143,56 +137,30 @@ pub async fn list_gpus(
         (status = 404, description = "Unknown GPU", body = ErrorBody),
     ))]
 pub async fn get_gpu(
-    State(node): State<AppState>,
+    State(api): State<AppState>,
     Path(uuid): Path<String>,
 ) -> Result<Json<GpuDetail>, ApiError> {
-    let local = local_gpu(&node.store, &uuid);
-    let g = gather(&node, local, Request::Gpu(uuid.clone()), |r| match r {
-        Response::Gpu(v) => Some(v),
-        _ => None,
-    })
-    .await;
-    let Some(d) = merge_gpu(g.answers) else {
-        return Err(unknown_gpu(&uuid, &g.unavailable));
-    };
+    let g = gpus::one(&api.node, &uuid).await?;
+    let partial = g.partial();
+    let d = g.value;
     Ok(Json(GpuDetail {
         gpu: d.info.into(),
         metrics: d.metrics,
         first_timestamp: d.first.map(format_time),
         last_timestamp: d.last.map(format_time),
-        partial: !g.unavailable.is_empty(),
+        partial,
         unavailable_nodes: g.unavailable,
     }))
-}
-
-/// 404 when every member answered and none knows the GPU; 503 when some did not answer.
-pub fn unknown_gpu(uuid: &str, unavailable: &[String]) -> ApiError {
-    if unavailable.is_empty() {
-        ApiError::not_found(format!("unknown GPU {uuid:?}"))
-    } else {
-        ApiError::not_ready(format!(
-            "GPU {uuid:?} is unknown to the members that answered; {} did not answer",
-            unavailable.join(", ")
-        ))
-    }
 }
 
 /// Lists metric names.
 #[utoipa::path(get, path = "/api/v1/metrics", tag = "gpus",
     responses((status = 200, description = "Metric names", body = MetricList)))]
-pub async fn list_metrics(State(node): State<AppState>) -> Json<MetricList> {
-    let local = node.store.metrics();
-    let g = gather(&node, local, Request::Metrics, |r| match r {
-        Response::Metrics(v) => Some(v),
-        _ => None,
-    })
-    .await;
-    let mut items: Vec<String> = g.answers.into_iter().flatten().collect();
-    items.sort();
-    items.dedup();
+pub async fn list_metrics(State(api): State<AppState>) -> Json<MetricList> {
+    let g = metrics::list(&api.node).await;
     Json(MetricList {
-        items,
-        partial: !g.unavailable.is_empty(),
+        partial: g.partial(),
+        items: g.value,
         unavailable_nodes: g.unavailable,
     })
 }

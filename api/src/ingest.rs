@@ -6,28 +6,33 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
 use telemetry_actors::backoff::Backoff;
-use telemetry_actors::broker::{AppendRefusal, AppendReply};
 use telemetry_actors::routing::partition_of;
 use telemetry_actors::streamer::dcgm::{open_reader, RowParser, TimestampCache, REQUIRED_COLUMNS};
+use telemetry_service::write::{append_all, Patience, WriteError};
 use telemetry_storage::BatchBuilder;
 use utoipa::ToSchema;
 
-use crate::context::AppState;
 use crate::error::{ApiError, ErrorBody};
+use crate::state::AppState;
 
 /// Longest an ingest request keeps retrying appends before it answers 503.
 pub const INGEST_DEADLINE: Duration = Duration::from_secs(20);
-/// Pause between rounds of appends that were not taken: 50 ms doubling to 1 s.
-const RETRY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(1));
-/// Timeout of one append attempt.
-const APPEND_TIMEOUT: Duration = Duration::from_secs(5);
+/// How an ingest request's batches are retried: 50 ms doubling to 1 s between rounds, 5 s per
+/// attempt, up to [`INGEST_DEADLINE`]; a full disk is answered at once (waiting would not help
+/// within a request, the client keeps the chunk).
+const INGEST_PATIENCE: Patience = Patience {
+    deadline: INGEST_DEADLINE,
+    backoff: Backoff::new(Duration::from_millis(50), Duration::from_secs(1)),
+    attempt_timeout: Duration::from_secs(5),
+    wait_out_full_disk: false,
+};
 /// Rejected rows described in an answer (the rest are only counted).
 const MAX_REJECT_DETAILS: usize = 5;
 
@@ -81,58 +86,23 @@ impl ToSchema for DcgmCsv {}
         (status = 400, description = "Not a DCGM CSV (header)", body = ErrorBody),
     ))]
 pub async fn ingest(
-    State(node): State<AppState>,
+    State(api): State<AppState>,
     body: Bytes,
 ) -> Result<Json<IngestSummary>, ApiError> {
-    let partitions = node.partitions;
+    let partitions = api.node.partitions;
     let (batches, summary) = tokio::task::spawn_blocking(move || parse(&body, partitions))
         .await
         .map_err(|e| ApiError::internal(e.to_string()))??;
-    let deadline = Instant::now() + INGEST_DEADLINE;
-    let mut pending = batches;
-    let mut pause = RETRY_BACKOFF;
-    while !pending.is_empty() {
-        let mut again = Vec::new();
-        // All partitions at once: each append waits for its partition's fsync.
-        let mut calls = tokio::task::JoinSet::new();
-        for (partition, payload) in pending {
-            let call = node
-                .router
-                .append(partition, payload.clone(), APPEND_TIMEOUT);
-            calls.spawn(async move { (partition, payload, call.await) });
-        }
-        while let Some(done) = calls.join_next().await {
-            let Ok((partition, payload, outcome)) = done else {
-                return Err(ApiError::internal("an append task failed"));
-            };
-            match outcome {
-                Ok(AppendReply::Ack(_)) => {}
-                Ok(AppendReply::Refused(AppendRefusal::DiskFull { reason })) => {
-                    // Waiting would not help within a request: the client keeps the chunk.
-                    return Err(ApiError::not_ready(format!(
-                        "{reason}; nothing is lost, send the chunk again once space is freed"
-                    )));
-                }
-                Ok(AppendReply::Refused(AppendRefusal::TooLarge { bytes, limit })) => {
-                    return Err(ApiError::internal(format!(
-                        "a batch of {bytes} bytes is over the partition's record limit {limit}"
-                    )));
-                }
-                _ => again.push((partition, payload)),
-            }
-        }
-        if !again.is_empty() && Instant::now() + pause.peek() > deadline {
-            return Err(ApiError::not_ready(format!(
-                "{} of the chunk's batches were not stored within {INGEST_DEADLINE:?} (partitions full or their owners unreachable); send the chunk again",
-                again.len()
-            )));
-        }
-        if !again.is_empty() {
-            tokio::time::sleep(pause.next_delay()).await;
-        }
-        pending = again;
+    match append_all(&api.node, batches, INGEST_PATIENCE).await {
+        Ok(()) => Ok(Json(summary)),
+        Err(WriteError::DiskFull { reason }) => Err(ApiError::not_ready(format!(
+            "{reason}; nothing is lost, send the chunk again once space is freed"
+        ))),
+        Err(e @ WriteError::NotStored { .. }) => Err(ApiError::not_ready(format!(
+            "{e} (partitions full or their owners unreachable); send the chunk again"
+        ))),
+        Err(e) => Err(ApiError::internal(e.to_string())),
     }
-    Ok(Json(summary))
 }
 
 type Batches = Vec<(u32, Arc<Vec<u8>>)>;

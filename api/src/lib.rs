@@ -1,8 +1,22 @@
 //! The REST API served by every node: axum handlers and the OpenAPI document generated from them.
+//!
+//! Handlers parse a request, call the node's service ([`telemetry_service`]) and shape its typed
+//! answer as JSON; nothing here knows about peers.
+//!
+//! # Layout
+//!
+//! | module | serves |
+//! |---|---|
+//! | `gpus`, `telemetry`, `summary` | the REST reads: GPUs, metric names, samples, fleet table, steps |
+//! | `prometheus` | `/prometheus/api/v1/…` for Grafana (PromQL selectors and aggregations) |
+//! | `ingest` | `POST /api/v1/ingest` (a CSV chunk, answered when durable) |
+//! | `cluster`, `decommission` | `/api/v1/cluster`, `/healthz`, `/readyz`, decommission |
+//! | `metrics` | `/metrics` and the request-latency middleware |
+//! | `dashboard` | the embedded web dashboard at `/` |
+//! | `params`, `error`, `limits`, `openapi`, `state` | parsing, error bodies, bounds, the document, shared state |
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod cluster;
-mod context;
 mod dashboard;
 mod decommission;
 mod error;
@@ -12,9 +26,8 @@ mod limits;
 mod metrics;
 mod openapi;
 mod params;
-mod peer;
 mod prometheus;
-mod scatter;
+mod state;
 mod summary;
 mod telemetry;
 
@@ -25,15 +38,13 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use openapi::Shared as SharedResponses;
 
-pub use context::{AppState, NodeContext};
-pub use decommission::{DecommissionStatus, COPY_BATCH, HANDOVER_WAIT};
+pub use decommission::DecommissionStatus;
 pub use error::ApiError;
 pub use gpus::{DEFAULT_GPU_LIMIT, MAX_GPU_LIMIT};
 pub use ingest::INGEST_DEADLINE;
 pub use limits::{MAX_BODY_BYTES, MAX_CONCURRENT_REQUESTS, REQUEST_TIMEOUT};
 pub use metrics::Metrics;
-pub use peer::PeerHandler;
-pub use scatter::SCATTER_TIMEOUT;
+pub use state::{Api, AppState};
 pub use summary::MAX_STEPS;
 pub use telemetry::{decode_cursor, encode_cursor, DEFAULT_TELEMETRY_LIMIT, MAX_TELEMETRY_LIMIT};
 

@@ -16,17 +16,15 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::encoding::EncodeLabelSet;
-use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::{Registry, Unit};
-use telemetry_actors::cluster::membership::Status;
 use telemetry_actors::stats::PipelineStats;
-use telemetry_actors::supervisor::partition_status;
+use telemetry_service::query::cluster as status;
+use telemetry_service::{FanoutStats, NodeContext};
 
-use crate::cluster::STATUS_TIMEOUT;
-use crate::context::{AppState, NodeContext};
+use crate::state::AppState;
 
 /// Labels of an HTTP request.
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -35,13 +33,6 @@ pub struct HttpLabels {
     pub route: String,
     /// Status code.
     pub status: u16,
-}
-
-/// A route.
-#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RouteLabel {
-    /// Route template.
-    pub route: String,
 }
 
 /// A partition.
@@ -63,8 +54,6 @@ pub struct Metrics {
     registry: Mutex<Registry>,
     /// REST request latency by route and status.
     pub http_seconds: Family<HttpLabels, Histogram>,
-    /// Scatter-gather answers that were partial, by route.
-    pub partial_answers: Family<RouteLabel, Counter>,
     log_depth: Family<PartitionLabel, Gauge>,
     consumer_lag: Family<PartitionLabel, Gauge>,
     members: Family<StatusLabel, Gauge>,
@@ -77,16 +66,16 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// A registry holding the pipeline's metrics and the API's.
-    pub fn new(stats: &PipelineStats) -> Self {
+    /// A registry holding the pipeline's metrics, the service's and the API's.
+    pub fn new(stats: &PipelineStats, fanout: &FanoutStats) -> Self {
         let mut registry = Registry::default();
         stats.register(&mut registry);
+        fanout.register(&mut registry);
         let m = Self {
             registry: Mutex::new(Registry::default()),
             http_seconds: Family::new_with_constructor(|| {
                 Histogram::new(exponential_buckets(0.0001, 2.0, 18))
             }),
-            partial_answers: Family::default(),
             log_depth: Family::default(),
             consumer_lag: Family::default(),
             members: Family::default(),
@@ -103,11 +92,6 @@ impl Metrics {
             "REST request latency by route and status",
             Unit::Seconds,
             m.http_seconds.clone(),
-        );
-        r.register(
-            "telemetry_scatter_partial_answers",
-            "Answers that missed at least one member, by route",
-            m.partial_answers.clone(),
         );
         r.register_with_unit(
             "telemetry_broker_log_depth",
@@ -158,39 +142,16 @@ impl Metrics {
             "1 while the node refuses new data for lack of disk space (below --min-free-disk or after ENOSPC)",
             m.disk_full.clone(),
         );
-        // Series exist at 0 before the first partial answer, so dashboards show 0, not "no data".
-        for route in ["gpus", "gpu", "metrics", "telemetry", "cluster"] {
-            m.partial_answers
-                .get_or_create(&RouteLabel {
-                    route: route.into(),
-                })
-                .inc_by(0);
-        }
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
         m
     }
 
-    /// Counts a partial answer of `route`.
-    pub fn partial(&self, route: &str) {
-        self.partial_answers
-            .get_or_create(&RouteLabel {
-                route: route.to_string(),
-            })
-            .inc();
-    }
-
     /// Refreshes the gauges from the node and renders everything.
     async fn render(&self, node: &NodeContext) -> String {
-        let mut depth = Vec::new();
-        for (p, broker) in node.registry.running() {
-            if let Some(s) = partition_status(&broker, STATUS_TIMEOUT).await {
-                let lag = s.next_offset.saturating_sub(s.committed_offset);
-                depth.push((p, s.unconsumed_bytes, lag));
-            }
-        }
+        let g = status::gauges(node).await;
         self.log_depth.clear();
         self.consumer_lag.clear();
-        for (p, bytes, lag) in depth {
+        for (p, bytes, lag) in g.partitions {
             let l = PartitionLabel { partition: p };
             self.log_depth
                 .get_or_create(&l)
@@ -199,17 +160,14 @@ impl Metrics {
                 .get_or_create(&l)
                 .set(lag.min(i64::MAX as u64) as i64);
         }
-        let view = node.cluster_view();
-        let up = 1 + view.peers.iter().filter(|p| p.status == Status::Up).count();
-        let down = view.peers.len() + 1 - up;
-        for (status, n) in [("up", up), ("down", down)] {
+        for (status, n) in [("up", g.members_up), ("down", g.members_down)] {
             self.members
                 .get_or_create(&StatusLabel {
                     status: status.into(),
                 })
                 .set(n as i64);
         }
-        self.partitions_owned.set(node.owned().len() as i64);
+        self.partitions_owned.set(g.partitions_owned as i64);
         self.samples_in_store
             .set(node.store.samples_stored().min(i64::MAX as u64) as i64);
         self.storage_bytes
@@ -274,8 +232,8 @@ mod tests {
 /// The node's metrics in the Prometheus text format.
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Prometheus text exposition", content_type = "text/plain")))]
-pub async fn get_metrics(State(node): State<AppState>) -> Response {
-    let body = node.metrics.render(&node).await;
+pub async fn get_metrics(State(api): State<AppState>) -> Response {
+    let body = api.metrics.render(&api.node).await;
     (
         StatusCode::OK,
         [(
@@ -288,7 +246,7 @@ pub async fn get_metrics(State(node): State<AppState>) -> Response {
 }
 
 /// Middleware: observes each request's latency under its route template and status.
-pub async fn observe(State(node): State<AppState>, req: Request, next: Next) -> Response {
+pub async fn observe(State(api): State<AppState>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -305,7 +263,7 @@ pub async fn observe(State(node): State<AppState>, req: Request, next: Next) -> 
     let resp = next.run(req).instrument(span.clone()).await;
     span.record("status", resp.status().as_u16());
     span.in_scope(|| tracing::debug!(status = resp.status().as_u16(), "request served"));
-    node.metrics
+    api.metrics
         .http_seconds
         .get_or_create(&HttpLabels {
             route,

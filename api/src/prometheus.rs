@@ -16,12 +16,13 @@ use axum::Json;
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{Expr, LabelModifier, VectorSelector};
 use serde_json::{json, Value};
-use telemetry_actors::cluster::protocol::{Request, Response, TelemetryPart, TelemetryQuery};
+use telemetry_service::query::telemetry::{self, TelemetryQuery};
+use telemetry_service::query::{gpus, metrics};
+use telemetry_service::{NodeContext, QueryError};
 use telemetry_storage::GpuInfo;
 
-use crate::context::{AppState, NodeContext};
 use crate::params::Params;
-use crate::scatter::{gather, local_gpus, local_telemetry, merge_gpus, merge_telemetry};
+use crate::state::AppState;
 
 /// How far back a step looks for a series' newest sample (Prometheus' default).
 pub const LOOKBACK_MS: i64 = 5 * 60_000;
@@ -109,22 +110,11 @@ async fn select(
     if let Some(name) = &sel.name {
         matchers.push(Matcher::new(MatchOp::Equal, "__name__", name));
     }
-    let g = gather(node, local_gpus(&node.store), Request::Gpus, |r| match r {
-        Response::Gpus(v) => Some(v),
-        _ => None,
-    })
-    .await;
-    let m = gather(node, node.store.metrics(), Request::Metrics, |r| match r {
-        Response::Metrics(v) => Some(v),
-        _ => None,
-    })
-    .await;
-    let mut metrics: Vec<String> = m.answers.into_iter().flatten().collect();
-    metrics.sort();
-    metrics.dedup();
+    let g = gpus::list(node).await;
+    let m = metrics::list(node).await;
     let mut out = Vec::new();
-    for gpu in merge_gpus(g.answers) {
-        for metric in &metrics {
+    for gpu in g.value {
+        for metric in &m.value {
             let labels = labels_of(&gpu, metric);
             if matchers.iter().all(|m| matches(m, &labels)) {
                 out.push((labels, gpu.uuid.clone(), metric.clone()));
@@ -155,14 +145,12 @@ async fn samples(
             limit: 10_000,
             cursor: cursor.take(),
         };
-        let local = local_telemetry(&node.store, &q)?;
-        let g = gather(node, local, Request::Telemetry(q), |r| match r {
-            Response::Telemetry(v) => Some(v),
-            _ => None,
-        })
-        .await;
-        let parts: Vec<TelemetryPart> = g.answers.into_iter().flatten().collect();
-        let page = merge_telemetry(parts, 10_000);
+        let page = match telemetry::page(node, q).await {
+            Ok(a) => a.value,
+            // Listed by a member that has not answered this read: nothing to add.
+            Err(QueryError::UnknownGpu { .. }) => break,
+            Err(e) => return Err(e.to_string()),
+        };
         *budget = budget.checked_sub(page.points.len()).ok_or_else(|| {
             format!("the query reads more than {MAX_PROM_SAMPLES} samples; narrow it")
         })?;
@@ -358,7 +346,7 @@ fn warnings(unavailable: &[String]) -> Option<Vec<String>> {
 }
 
 /// `GET /prometheus/api/v1/query_range`.
-pub async fn query_range(State(node): State<AppState>, RawQuery(q): RawQuery) -> PromResult {
+pub async fn query_range(State(api): State<AppState>, RawQuery(q): RawQuery) -> PromResult {
     let p = Params::parse(q.as_deref());
     let expr = parse_query(&p)?;
     let start = time(&p, "start")?.ok_or_else(|| error("bad_data", "start is missing"))?;
@@ -382,7 +370,7 @@ pub async fn query_range(State(node): State<AppState>, RawQuery(q): RawQuery) ->
     let steps: Vec<i64> = (0..=(end - start) / step)
         .map(|i| start + i * step)
         .collect();
-    let (series, unavailable) = evaluate(&node, &expr, &steps)
+    let (series, unavailable) = evaluate(&api.node, &expr, &steps)
         .await
         .map_err(|e| error("execution", e))?;
     let result: Vec<Value> = series
@@ -405,11 +393,11 @@ pub async fn query_range(State(node): State<AppState>, RawQuery(q): RawQuery) ->
 }
 
 /// `GET /prometheus/api/v1/query`: an instant query.
-pub async fn query(State(node): State<AppState>, RawQuery(q): RawQuery) -> PromResult {
+pub async fn query(State(api): State<AppState>, RawQuery(q): RawQuery) -> PromResult {
     let p = Params::parse(q.as_deref());
     let expr = parse_query(&p)?;
     let t = time(&p, "time")?.unwrap_or_else(|| chrono::Utc::now().timestamp_millis());
-    let (series, unavailable) = evaluate(&node, &expr, &[t])
+    let (series, unavailable) = evaluate(&api.node, &expr, &[t])
         .await
         .map_err(|e| error("execution", e))?;
     let result: Vec<Value> = series
@@ -426,7 +414,7 @@ pub async fn query(State(node): State<AppState>, RawQuery(q): RawQuery) -> PromR
 }
 
 /// `GET /prometheus/api/v1/series?match[]=…`.
-pub async fn series(State(node): State<AppState>, RawQuery(q): RawQuery) -> PromResult {
+pub async fn series(State(api): State<AppState>, RawQuery(q): RawQuery) -> PromResult {
     let p = Params::parse(q.as_deref());
     let selectors = p.all("match[]");
     if selectors.is_empty() {
@@ -440,7 +428,7 @@ pub async fn series(State(node): State<AppState>, RawQuery(q): RawQuery) -> Prom
                 format!("invalid parameter \"match[]\": {s:?} is not a selector"),
             ));
         };
-        let (picked, _) = select(&node, &sel)
+        let (picked, _) = select(&api.node, &sel)
             .await
             .map_err(|e| error("execution", e))?;
         out.extend(picked.into_iter().map(|(l, _, _)| l));
@@ -469,7 +457,7 @@ pub async fn labels() -> Json<Value> {
 }
 
 /// `GET /prometheus/api/v1/label/{name}/values`.
-pub async fn label_values(State(node): State<AppState>, Path(name): Path<String>) -> PromResult {
+pub async fn label_values(State(api): State<AppState>, Path(name): Path<String>) -> PromResult {
     let all = Expr::VectorSelector(VectorSelector::new(
         None,
         promql_parser::label::Matchers::empty(),
@@ -477,7 +465,7 @@ pub async fn label_values(State(node): State<AppState>, Path(name): Path<String>
     let Expr::VectorSelector(sel) = all else {
         return Err(error("execution", "internal"));
     };
-    let (picked, _) = select(&node, &sel)
+    let (picked, _) = select(&api.node, &sel)
         .await
         .map_err(|e| error("execution", e))?;
     let mut values: Vec<String> = picked

@@ -7,15 +7,13 @@ use std::collections::BTreeMap;
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
 use serde::Serialize;
-use telemetry_actors::cluster::protocol::{LatestPart, Request, Response, StepsPart};
-use telemetry_storage::Store;
+use telemetry_service::query::{latest, steps};
 use utoipa::ToSchema;
 
-use crate::context::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::gpus::{unknown_gpu, Gpu, DEFAULT_GPU_LIMIT, MAX_GPU_LIMIT};
+use crate::gpus::{Gpu, DEFAULT_GPU_LIMIT, MAX_GPU_LIMIT};
 use crate::params::{format_time, Params};
-use crate::scatter::{gather, local_gpus, merge_gpus};
+use crate::state::AppState;
 
 /// Most steps one metric may have in a `steps` answer.
 pub const MAX_STEPS: i64 = 10_000;
@@ -88,34 +86,6 @@ pub struct StepsPage {
     pub unavailable_nodes: Vec<String>,
 }
 
-/// This node's newest samples of these GPUs.
-pub fn local_latest(store: &Store, uuids: &[String], metrics: &[String]) -> Vec<LatestPart> {
-    uuids
-        .iter()
-        .filter_map(|u| {
-            let latest = store.latest(u, metrics).ok()??;
-            let values = latest
-                .into_iter()
-                .map(|l| (l.metric, l.timestamp, l.value))
-                .collect();
-            Some((u.clone(), values))
-        })
-        .collect()
-}
-
-/// This node's steps of one GPU.
-pub fn local_steps(
-    store: &Store,
-    uuid: &str,
-    metrics: &[String],
-    (start, end, step): (i64, i64, i64),
-) -> Result<Option<Vec<StepsPart>>, String> {
-    let steps = store
-        .steps(uuid, metrics, start, end, step)
-        .map_err(|e| e.to_string())?;
-    Ok(steps.map(|v| v.into_iter().map(|s| (s.metric, s.steps)).collect()))
-}
-
 /// The fleet: every GPU (paged) with the newest value of each metric.
 #[utoipa::path(get, path = "/api/v1/latest", tag = "gpus",
     params(
@@ -128,54 +98,21 @@ pub fn local_steps(
         (status = 400, description = "Bad parameter", body = ErrorBody),
     ))]
 pub async fn fleet_latest(
-    State(node): State<AppState>,
+    State(api): State<AppState>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<FleetPage>, ApiError> {
     let p = Params::parse(q.as_deref());
     let limit = p.bounded("limit", DEFAULT_GPU_LIMIT, 1, MAX_GPU_LIMIT)?;
     let offset = p.bounded("offset", 0, 0, crate::params::MAX_OFFSET)?;
     let metrics = p.all("metric");
-    let g = gather(&node, local_gpus(&node.store), Request::Gpus, |r| match r {
-        Response::Gpus(v) => Some(v),
-        _ => None,
-    })
-    .await;
-    let all = merge_gpus(g.answers);
-    let total = all.len();
-    let page: Vec<_> = all.into_iter().skip(offset).take(limit).collect();
-    let uuids: Vec<String> = page.iter().map(|g| g.uuid.clone()).collect();
-    let store = node.store.clone();
-    let (u, m) = (uuids.clone(), metrics.clone());
-    let local = tokio::task::spawn_blocking(move || local_latest(&store, &u, &m))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let request = Request::Latest { uuids, metrics };
-    let l = gather(&node, local, request, |r| match r {
-        Response::Latest(v) => Some(v),
-        _ => None,
-    })
-    .await;
-    // Newest wins: a GPU's series can sit on two nodes after an ownership move.
-    let mut newest: BTreeMap<String, BTreeMap<String, (i64, f64)>> = BTreeMap::new();
-    for (uuid, values) in l.answers.into_iter().flatten() {
-        let per = newest.entry(uuid).or_default();
-        for (metric, t, v) in values {
-            let e = per.entry(metric).or_insert((t, v));
-            if t > e.0 {
-                *e = (t, v);
-            }
-        }
-    }
-    let mut unavailable = g.unavailable;
-    unavailable.extend(l.unavailable);
-    unavailable.sort();
-    unavailable.dedup();
-    let items = page
+    let g = latest::fleet(&api.node, offset, limit, metrics).await?;
+    let partial = g.partial();
+    let items = g
+        .value
+        .gpus
         .into_iter()
-        .map(|info| {
+        .map(|(info, newest)| {
             let latest = newest
-                .remove(&info.uuid)
-                .unwrap_or_default()
                 .into_iter()
                 .map(|(m, (t, v))| {
                     let value = LatestValue {
@@ -193,9 +130,9 @@ pub async fn fleet_latest(
         .collect();
     Ok(Json(FleetPage {
         items,
-        total,
-        partial: !unavailable.is_empty(),
-        unavailable_nodes: unavailable,
+        total: g.value.total,
+        partial,
+        unavailable_nodes: g.unavailable,
     }))
 }
 
@@ -214,7 +151,7 @@ pub async fn fleet_latest(
         (status = 404, description = "Unknown GPU", body = ErrorBody),
     ))]
 pub async fn gpu_steps(
-    State(node): State<AppState>,
+    State(api): State<AppState>,
     Path(uuid): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<StepsPage>, ApiError> {
@@ -242,41 +179,11 @@ pub async fn gpu_steps(
     // The finest step that keeps (end - start) / step + 1 within MAX_STEPS.
     let step = step.max((end - start + MAX_STEPS - 2) / (MAX_STEPS - 1));
     let metrics = p.all("metric");
-    let store = node.store.clone();
-    let (u, m) = (uuid.clone(), metrics.clone());
-    let local =
-        tokio::task::spawn_blocking(move || local_steps(&store, &u, &m, (start, end, step)))
-            .await
-            .map_err(|e| ApiError::internal(e.to_string()))?
-            .map_err(ApiError::internal)?;
-    let request = Request::Steps {
-        uuid: uuid.clone(),
-        metrics,
-        start,
-        end,
-        step,
-    };
-    let g = gather(&node, local, request, |r| match r {
-        Response::Steps(v) => Some(v),
-        _ => None,
-    })
-    .await;
-    let parts: Vec<Vec<StepsPart>> = g.answers.into_iter().flatten().collect();
-    if parts.is_empty() {
-        return Err(unknown_gpu(&uuid, &g.unavailable));
-    }
-    // Sums and counts add up across nodes (a node holds each sample once; during an ownership
-    // move a sample on two nodes is counted twice, a small bias of the mean at worst).
-    let mut merged: BTreeMap<String, BTreeMap<i64, (f64, u32)>> = BTreeMap::new();
-    for (metric, steps) in parts.into_iter().flatten() {
-        let m = merged.entry(metric).or_default();
-        for (t, sum, n) in steps {
-            let e = m.entry(t).or_insert((0.0, 0));
-            e.0 += sum;
-            e.1 += n;
-        }
-    }
-    let series = merged
+    let window = steps::Window { start, end, step };
+    let g = steps::run(&api.node, &uuid, metrics, window).await?;
+    let partial = g.partial();
+    let series = g
+        .value
         .into_iter()
         .map(|(metric, steps)| {
             let mut s = StepSeries {
@@ -299,7 +206,7 @@ pub async fn gpu_steps(
         start: format_time(start),
         end: format_time(end),
         series,
-        partial: !g.unavailable.is_empty(),
+        partial,
         unavailable_nodes: g.unavailable,
     }))
 }

@@ -9,15 +9,13 @@ use axum::http::{header, Response as HttpResponse};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Serialize;
-use telemetry_actors::cluster::protocol::{Request, Response, TelemetryPart, TelemetryQuery};
+use telemetry_service::query::telemetry::{self, TelemetryPart, TelemetryQuery};
 use telemetry_storage::RangeCursor;
 use utoipa::ToSchema;
 
-use crate::context::AppState;
 use crate::error::{ApiError, ErrorBody};
-use crate::gpus::unknown_gpu;
 use crate::params::{format_time, format_time_into, Params, TIME_LEN};
-use crate::scatter::{gather, local_telemetry, merge_telemetry};
+use crate::state::AppState;
 
 /// Default page size of telemetry reads.
 pub const DEFAULT_TELEMETRY_LIMIT: usize = 1000;
@@ -108,7 +106,7 @@ pub fn decode_cursor(s: &str) -> Result<RangeCursor, ApiError> {
         (status = 404, description = "Unknown GPU", body = ErrorBody),
     ))]
 pub async fn get_telemetry(
-    State(node): State<AppState>,
+    State(api): State<AppState>,
     Path(uuid): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<HttpResponse<Body>, ApiError> {
@@ -134,22 +132,8 @@ pub async fn get_telemetry(
         limit: limit as u32,
         cursor: cursor.map(|c| (c.timestamp, c.metric)),
     };
-    let store = node.store.clone();
-    let q = query.clone();
-    let local = tokio::task::spawn_blocking(move || local_telemetry(&store, &q))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))?
-        .map_err(ApiError::internal)?;
-    let g = gather(&node, local, Request::Telemetry(query), |r| match r {
-        Response::Telemetry(v) => Some(v),
-        _ => None,
-    })
-    .await;
-    let parts: Vec<TelemetryPart> = g.answers.into_iter().flatten().collect();
-    if parts.is_empty() {
-        return Err(unknown_gpu(&uuid, &g.unavailable));
-    }
-    let page = merge_telemetry(parts, limit);
+    let g = telemetry::page(&api.node, query).await?;
+    let page = g.value;
     let next_cursor = match (page.more, page.points.last()) {
         (true, Some(last)) => Some(encode_cursor(&RangeCursor {
             timestamp: last.0,

@@ -38,7 +38,7 @@ use telemetry_actors::streamer::{dcgm, SourceConfig, TimestampMode};
 use telemetry_actors::supervisor::{
     PipelineConfig, PipelineSupervisor, SupervisorArgs, SupervisorMsg, DRAIN_TIMEOUT,
 };
-use telemetry_api::{Metrics, NodeContext, PeerHandler};
+use telemetry_service::{FanoutStats, NodeContext, PeerHandler};
 use telemetry_storage::disk::{DiskGuard, DISK_CHECK_INTERVAL};
 use telemetry_storage::{Store, StoreOptions};
 use tokio::net::TcpListener;
@@ -289,7 +289,7 @@ pub async fn run(
         router: router.clone(),
         view: view.clone(),
         joined: AtomicBool::new(!clustered),
-        metrics: Metrics::new(&stats),
+        fanout: FanoutStats::default(),
         phase: std::sync::Mutex::new(Phase::Active),
         cluster: std::sync::OnceLock::new(),
         decommission: std::sync::Mutex::default(),
@@ -344,7 +344,10 @@ pub async fn run(
     .context("starting the pipeline")?;
     ctx.joined.store(true, Ordering::Release);
 
-    let app = auth::layer(telemetry_api::router(ctx), auth_config);
+    let app = auth::layer(
+        telemetry_api::router(telemetry_api::Api::new(ctx)),
+        auth_config,
+    );
     let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(async move {
         axum::serve(listener, app)

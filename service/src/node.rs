@@ -1,4 +1,4 @@
-//! What the handlers need from the node.
+//! The node as a query or a write sees it: its store, broker partitions, router and cluster view.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
@@ -34,8 +34,8 @@ pub struct NodeContext {
     pub view: Option<watch::Receiver<Arc<ClusterView>>>,
     /// Set once the node has joined (at once for a node alone).
     pub joined: AtomicBool,
-    /// The metric registry behind `/metrics`.
-    pub metrics: crate::metrics::Metrics,
+    /// Counts of partial answers (exported by `/metrics`).
+    pub fanout: crate::fanout::FanoutStats,
     /// This node's phase (active, leaving, left), as its answers to peers say.
     pub phase: Mutex<Phase>,
     /// The cluster actor, once joined (to announce a phase change).
@@ -89,7 +89,28 @@ impl NodeContext {
                 .iter()
                 .all(|p| self.registry.for_append(*p).is_some())
     }
-}
 
-/// Shared handler state.
-pub type AppState = Arc<NodeContext>;
+    /// Why the node is not ready to take data, or `None` when it is: a damaged log of an owned
+    /// partition, a full disk, or owned partitions not all running yet. Reads go on meanwhile.
+    pub fn not_ready(&self) -> Option<String> {
+        let owned = self.owned();
+        let damaged: Vec<u32> = self
+            .registry
+            .damaged()
+            .into_iter()
+            .map(|(p, _)| p)
+            .filter(|p| owned.contains(p))
+            .collect();
+        if !damaged.is_empty() {
+            return Some(format!(
+                "partition logs damaged: {damaged:?} (see /api/v1/cluster); the node still answers queries"
+            ));
+        }
+        if let Some(reason) = self.disk.reason() {
+            return Some(format!(
+                "{reason}; new data is refused until space is freed, the node still answers queries"
+            ));
+        }
+        (!self.ready()).then(|| "owned partitions are not all running yet".to_string())
+    }
+}

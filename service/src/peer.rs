@@ -13,19 +13,18 @@ use telemetry_actors::trace::follow;
 use tracing::field::Empty;
 use tracing::{info_span, Instrument, Span};
 
-use crate::cluster::local_status;
-use crate::context::AppState;
-use crate::scatter::{local_gpu, local_gpus, local_telemetry, request_kind};
-use crate::summary::{local_latest, local_steps};
+use crate::fanout::request_kind;
+use crate::node::NodeContext;
+use crate::query::{cluster, gpus, latest, steps, telemetry};
 
 /// The node's answers to its peers.
 pub struct PeerHandler {
-    node: AppState,
+    node: Arc<NodeContext>,
 }
 
 impl PeerHandler {
     /// A handler answering for `node`.
-    pub fn new(node: AppState) -> Arc<Self> {
+    pub fn new(node: Arc<NodeContext>) -> Arc<Self> {
         Arc::new(Self { node })
     }
 }
@@ -55,7 +54,7 @@ impl RequestHandler for PeerHandler {
                     Request::Latest { uuids, metrics } => {
                         let store = node.store.clone();
                         match tokio::task::spawn_blocking(move || {
-                            local_latest(&store, &uuids, &metrics)
+                            latest::local(&store, &uuids, &metrics)
                         })
                         .await
                         {
@@ -72,12 +71,17 @@ impl RequestHandler for PeerHandler {
                     } => {
                         let store = node.store.clone();
                         match tokio::task::spawn_blocking(move || {
-                            local_steps(&store, &uuid, &metrics, (start, end, step))
+                            steps::local(
+                                &store,
+                                &uuid,
+                                &metrics,
+                                steps::Window { start, end, step },
+                            )
                         })
                         .await
                         {
                             Ok(Ok(v)) => Response::Steps(v),
-                            Ok(Err(e)) => Response::Refused(e),
+                            Ok(Err(e)) => Response::Refused(e.to_string()),
                             Err(e) => Response::Refused(e.to_string()),
                         }
                     }
@@ -89,23 +93,24 @@ impl RequestHandler for PeerHandler {
                             .map(|p| p.info.cluster_addr.clone())
                             .collect(),
                     ),
-                    Request::Status => Response::Status(local_status(&node).await),
-                    Request::Gpus => Response::Gpus(local_gpus(&node.store)),
-                    Request::Gpu(uuid) => Response::Gpu(local_gpu(&node.store, &uuid)),
+                    Request::Status => Response::Status(cluster::local(&node).await),
+                    Request::Gpus => Response::Gpus(gpus::local_list(&node.store)),
+                    Request::Gpu(uuid) => Response::Gpu(gpus::local_one(&node.store, &uuid)),
                     Request::Metrics => Response::Metrics(node.store.metrics()),
                     Request::Telemetry(q) => {
                         let store = node.store.clone();
-                        match tokio::task::spawn_blocking(move || local_telemetry(&store, &q)).await
+                        match tokio::task::spawn_blocking(move || telemetry::local(&store, &q))
+                            .await
                         {
                             Ok(Ok(part)) => Response::Telemetry(part),
-                            Ok(Err(e)) => Response::Refused(e),
+                            Ok(Err(e)) => Response::Refused(e.to_string()),
                             Err(e) => Response::Refused(e.to_string()),
                         }
                     }
                     Request::Decommission { start } => {
                         if start {
                             if let Err(e) = crate::decommission::start_local(&node) {
-                                return Response::Refused(e);
+                                return Response::Refused(e.to_string());
                             }
                         }
                         Response::Decommission(crate::decommission::local_progress(&node))

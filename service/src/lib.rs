@@ -1,0 +1,35 @@
+//! The cluster's query and write service: what a node answers, whoever asks.
+//!
+//! The REST layer (`telemetry-api`) parses requests, calls this crate and shapes JSON; it knows
+//! nothing about peers. Everything that does lives here: which members to ask and for how long,
+//! what this node answers its peers, how the members' answers merge, and moving a leaving
+//! node's data to the partitions' owners.
+//!
+//! # Layout
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`node`] | [`NodeContext`]: the store, broker registry, router and cluster view a query needs |
+//! | [`fanout`] | asking every live peer at once, each within [`SCATTER_TIMEOUT`]; who did not answer |
+//! | [`query`] | one module per query kind: this node's part, the merge, the cluster-wide call |
+//! | [`answer`] | [`Answer`] (a value and who did not answer) and [`QueryError`] |
+//! | [`peer`] | [`PeerHandler`]: this node's answers to its peers' requests |
+//! | [`write`] | appending partition batches at their owners until durable, with backoff |
+//! | [`decommission`] | leaving the cluster: hand over partitions, copy samples to their owners |
+//!
+//! May call: `telemetry-actors` (broker, router, cluster transport) and `telemetry-storage`.
+//! Called by: `telemetry-api` (handlers) and `telemetry-node` (start-up).
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
+
+pub mod answer;
+pub mod decommission;
+pub mod fanout;
+pub mod node;
+pub mod peer;
+pub mod query;
+pub mod write;
+
+pub use answer::{Answer, QueryError};
+pub use fanout::{FanoutStats, SCATTER_TIMEOUT};
+pub use node::NodeContext;
+pub use peer::PeerHandler;

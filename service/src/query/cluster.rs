@@ -1,0 +1,126 @@
+//! The cluster's members and their numbers: this node's own, and every live peer's.
+
+use std::time::Duration;
+
+use telemetry_actors::cluster::membership::Status;
+use telemetry_actors::cluster::protocol::{PartitionPosition, Request, Response};
+use telemetry_actors::supervisor::partition_status;
+
+pub use telemetry_actors::cluster::protocol::MemberStatus;
+
+use crate::fanout::gather;
+use crate::node::NodeContext;
+
+/// How long a status read waits for one partition's numbers.
+pub const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// One member in a cluster status.
+#[derive(Debug, Clone)]
+pub enum Member {
+    /// It answered with its numbers.
+    Answered(MemberStatus),
+    /// It is down or did not answer in time.
+    Missing {
+        /// Node name.
+        name: String,
+        /// API address, when known.
+        address: String,
+        /// `down`, or the status this node sees when it did not answer.
+        status: &'static str,
+    },
+}
+
+/// The cluster as this node sees it.
+#[derive(Debug, Clone)]
+pub struct ClusterStatus {
+    /// This node first, then peers in the order they answered.
+    pub members: Vec<Member>,
+    /// The owner of each partition, by partition number.
+    pub owners: Vec<String>,
+    /// Names of the live members (which own the partitions).
+    pub live: Vec<String>,
+}
+
+/// This node's numbers, as peers receive them in answer to [`Request::Status`].
+pub async fn local(node: &NodeContext) -> MemberStatus {
+    let mut partitions = Vec::new();
+    for (p, broker) in node.registry.running() {
+        if let Some(s) = partition_status(&broker, STATUS_TIMEOUT).await {
+            partitions.push(PartitionPosition {
+                partition: p,
+                next_offset: s.next_offset,
+                committed_offset: s.committed_offset,
+            });
+        }
+    }
+    MemberStatus {
+        name: node.info.name.clone(),
+        address: node.info.http_addr.clone(),
+        samples_stored: node.store.samples_stored(),
+        storage_bytes: node.store.disk_space(),
+        broker_bytes: node.broker_bytes(),
+        disk_free_bytes: node.disk.free_bytes(),
+        disk_full: node.disk.reason(),
+        partitions,
+        samples_acked: node.stats.samples_acked.get(),
+        rows_read: node.stats.rows_read.get(),
+        rows_rejected: node.stats.rows_rejected.get(),
+        damaged_partitions: node.registry.damaged(),
+    }
+}
+
+/// Every member's numbers: this node's, and each live peer's within the fan-out timeout.
+pub async fn status(node: &NodeContext) -> ClusterStatus {
+    let g = gather(node, local(node).await, Request::Status, |r| match r {
+        Response::Status(s) => Some(s),
+        _ => None,
+    })
+    .await;
+    let view = node.cluster_view();
+    let mut members: Vec<Member> = g.answers.into_iter().map(Member::Answered).collect();
+    for name in g.unavailable {
+        let peer = view.peers.iter().find(|p| p.info.name == name);
+        members.push(Member::Missing {
+            address: peer.map(|p| p.info.http_addr.clone()).unwrap_or_default(),
+            status: peer.map_or("down", |p| p.status.as_str()),
+            name,
+        });
+    }
+    ClusterStatus {
+        members,
+        owners: (0..node.partitions).map(|p| node.router.owner(p)).collect(),
+        live: view.live.clone(),
+    }
+}
+
+/// What this node's `/metrics` gauges show about the present.
+#[derive(Debug, Clone, Default)]
+pub struct Gauges {
+    /// Per running partition: (partition, unconsumed log bytes, records not yet committed).
+    pub partitions: Vec<(u32, u64, u64)>,
+    /// Members up, this node included.
+    pub members_up: usize,
+    /// Members this node sees down.
+    pub members_down: usize,
+    /// Partitions this node owns.
+    pub partitions_owned: usize,
+}
+
+/// This node's gauges, read now.
+pub async fn gauges(node: &NodeContext) -> Gauges {
+    let mut partitions = Vec::new();
+    for (p, broker) in node.registry.running() {
+        if let Some(s) = partition_status(&broker, STATUS_TIMEOUT).await {
+            let lag = s.next_offset.saturating_sub(s.committed_offset);
+            partitions.push((p, s.unconsumed_bytes, lag));
+        }
+    }
+    let view = node.cluster_view();
+    let up = 1 + view.peers.iter().filter(|p| p.status == Status::Up).count();
+    Gauges {
+        partitions,
+        members_up: up,
+        members_down: view.peers.len() + 1 - up,
+        partitions_owned: node.owned().len(),
+    }
+}
