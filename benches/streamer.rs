@@ -2,7 +2,7 @@
 //! Run with `cargo bench -p telemetry-benches --bench streamer`.
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use telemetry_actors::streamer::dcgm::{open_reader, RowParser};
+use telemetry_actors::dcgm::{open_reader, RowParser};
 use telemetry_benches::SHARED_CSV;
 use telemetry_storage::{BatchBuilder, GpuInfo, SampleBatch};
 

@@ -8,6 +8,7 @@ pub mod backoff;
 pub mod broker;
 pub mod cluster;
 pub mod collector;
+pub mod dcgm;
 mod error;
 pub mod registry;
 pub mod router;

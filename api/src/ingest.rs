@@ -13,10 +13,10 @@ use axum::extract::State;
 use axum::Json;
 use serde::Serialize;
 use telemetry_actors::backoff::Backoff;
-use telemetry_actors::routing::partition_of;
-use telemetry_actors::streamer::dcgm::{open_reader, RowParser, TimestampCache, REQUIRED_COLUMNS};
+use telemetry_actors::dcgm::{
+    CsvRows, PartitionBatches, Rejected, TimestampCache, REQUIRED_COLUMNS,
+};
 use telemetry_service::write::{append_all, Patience, WriteError};
-use telemetry_storage::BatchBuilder;
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
@@ -54,7 +54,7 @@ pub struct IngestSummary {
 /// skipped and counted, not refused. At most 64 KiB (`MAX_BODY_BYTES`; 413 beyond).
 pub struct DcgmCsv;
 
-/// The documented form of an ingest body: exactly what [`open_reader`] accepts of a header
+/// The documented form of an ingest body: exactly what [`CsvRows::open`] accepts of a header
 /// without quotes (a lookahead per required column, as a whole, trimmed field).
 pub fn ingest_body_pattern() -> String {
     let mut p = String::from("^");
@@ -108,65 +108,45 @@ pub async fn ingest(
 type Batches = Vec<(u32, Arc<Vec<u8>>)>;
 
 fn parse(body: &[u8], partitions: u32) -> Result<(Batches, IngestSummary), ApiError> {
-    let (mut rdr, cols) = open_reader(body).map_err(ApiError::bad_request)?;
-    let mut parser = RowParser::new(cols);
+    let mut rows = CsvRows::open(body).map_err(ApiError::bad_request)?;
     let mut times = TimestampCache::default();
-    let mut builders: BTreeMap<u32, BatchBuilder> = BTreeMap::new();
+    let mut batches = PartitionBatches::new(partitions);
+    let mut out = Vec::new();
     let mut summary = IngestSummary {
         rows: 0,
         samples: 0,
         rejected: BTreeMap::new(),
         rejected_examples: Vec::new(),
     };
-    let reject = |s: &mut IngestSummary, line: u64, reason: &str, detail: String| {
-        *s.rejected.entry(reason.to_string()).or_default() += 1;
-        if s.rejected_examples.len() < MAX_REJECT_DETAILS {
-            s.rejected_examples.push(format!("line {line}: {detail}"));
-        }
-    };
-    let mut rec = csv::StringRecord::new();
-    loop {
-        let line = rdr.position().line() + 1;
-        match rdr.read_record(&mut rec) {
-            Ok(true) => {}
-            Ok(false) => break,
-            Err(e) => {
-                summary.rows += 1;
-                reject(&mut summary, line, "unreadable_row", e.to_string());
-                if e.is_io_error() {
-                    break;
-                }
-                continue;
-            }
-        }
+    while let Some(read) = rows.next() {
         summary.rows += 1;
-        let parsed = parser
-            .parse(&rec)
-            .and_then(|(row, gpu)| Ok((times.parse(row.csv_timestamp)?, row, gpu)));
+        let parsed = read.and_then(|(row, gpu, line)| {
+            let ts = times.parse(row.csv_timestamp).map_err(|e| Rejected {
+                line,
+                reason: e.reason,
+                detail: e.detail,
+            })?;
+            Ok((row, gpu, ts))
+        });
         match parsed {
-            Ok((ts, row, gpu)) => {
-                let p = partition_of(row.uuid, partitions);
-                builders
-                    .entry(p)
-                    .or_default()
-                    .push(gpu, row.metric, ts, row.value);
+            Ok((row, gpu, ts)) => {
+                let (p, full) = batches.push(gpu, row.metric, ts, row.value);
                 summary.samples += 1;
+                if full {
+                    out.extend(batches.take(p).map(|b| (p, Arc::new(b.encode()))));
+                }
             }
-            Err(e) => reject(&mut summary, line, e.reason, e.detail),
+            Err(r) => {
+                *summary.rejected.entry(r.reason.to_string()).or_default() += 1;
+                if summary.rejected_examples.len() < MAX_REJECT_DETAILS {
+                    summary
+                        .rejected_examples
+                        .push(format!("line {}: {}", r.line, r.detail));
+                }
+            }
         }
     }
-    for long in rdr.get_mut().take_overlong() {
-        summary.rows += 1;
-        reject(
-            &mut summary,
-            long,
-            "line_too_long",
-            "record over the length limit".into(),
-        );
-    }
-    let batches = builders
-        .into_iter()
-        .map(|(p, mut b)| (p, Arc::new(b.take().encode())))
-        .collect();
-    Ok((batches, summary))
+    let rest = batches.take_all().into_iter();
+    out.extend(rest.map(|(p, b)| (p, Arc::new(b.encode()))));
+    Ok((out, summary))
 }

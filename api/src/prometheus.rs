@@ -16,6 +16,7 @@ use axum::Json;
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::{Expr, LabelModifier, VectorSelector};
 use serde_json::{json, Value};
+use telemetry_actors::dcgm::labels as dcgm_labels;
 use telemetry_service::query::telemetry::{self, TelemetryQuery};
 use telemetry_service::query::{gpus, metrics};
 use telemetry_service::{NodeContext, QueryError};
@@ -49,22 +50,11 @@ fn error(kind: &str, msg: impl Into<String>) -> (axum::http::StatusCode, Json<Va
 type PromResult = Result<Json<Value>, (axum::http::StatusCode, Json<Value>)>;
 
 fn labels_of(gpu: &GpuInfo, metric: &str) -> Labels {
-    let mut l = Labels::new();
+    let mut l: Labels = dcgm_labels::labels_of(gpu)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
     l.insert("__name__".into(), metric.into());
-    l.insert("UUID".into(), gpu.uuid.clone());
-    l.insert("gpu".into(), gpu.gpu_index.to_string());
-    l.insert("device".into(), gpu.device.clone());
-    l.insert("modelName".into(), gpu.model.clone());
-    l.insert("Hostname".into(), gpu.hostname.clone());
-    for (k, v) in [
-        ("container", &gpu.container),
-        ("pod", &gpu.pod),
-        ("namespace", &gpu.namespace),
-    ] {
-        if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
-            l.insert(k.into(), v.clone());
-        }
-    }
     l
 }
 
@@ -438,22 +428,12 @@ pub async fn series(State(api): State<AppState>, RawQuery(q): RawQuery) -> PromR
     Ok(Json(json!({"status": "success", "data": out})))
 }
 
-/// Label names every series has or may have.
-const LABEL_NAMES: [&str; 9] = [
-    "Hostname",
-    "UUID",
-    "__name__",
-    "container",
-    "device",
-    "gpu",
-    "modelName",
-    "namespace",
-    "pod",
-];
-
 /// `GET /prometheus/api/v1/labels`.
 pub async fn labels() -> Json<Value> {
-    Json(json!({"status": "success", "data": LABEL_NAMES}))
+    let mut names: Vec<&str> = dcgm_labels::NAMES.to_vec();
+    names.push("__name__");
+    names.sort_unstable();
+    Json(json!({"status": "success", "data": names}))
 }
 
 /// `GET /prometheus/api/v1/label/{name}/values`.

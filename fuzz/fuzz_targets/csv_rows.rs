@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use telemetry_actors::streamer::dcgm::{open_reader, parse_timestamp, RowParser};
+use telemetry_actors::dcgm::{open_reader, parse_timestamp, RowParser};
 
 fuzz_target!(|data: &[u8]| {
     let Ok((mut rdr, cols)) = open_reader(data) else {

@@ -17,14 +17,12 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::Value;
 use telemetry_actors::backoff::Backoff;
-use telemetry_actors::routing::{partition_of, DEFAULT_PARTITIONS};
-use telemetry_actors::streamer::dcgm::{open_reader, RowParser, TimestampCache};
-use telemetry_storage::{BatchBuilder, Store, StoreOptions};
+use telemetry_actors::dcgm::{CsvRows, PartitionBatches, TimestampCache};
+use telemetry_actors::routing::DEFAULT_PARTITIONS;
+use telemetry_storage::{Store, StoreOptions};
 
 use crate::gencsv::{generate, GenCsvArgs};
 
-/// Samples per batch in the ceiling run, as the streamer batches them.
-const CEILING_BATCH: usize = 4096;
 /// Longest wait for the cluster to store everything.
 const INGEST_DEADLINE: Duration = Duration::from_secs(600);
 /// Longest a timed read retries while the cluster answers 503 (a member that did not answer a
@@ -130,36 +128,29 @@ fn ceiling(csv: &Path, dir: &Path) -> anyhow::Result<(u64, f64)> {
     let store = Store::open(dir, StoreOptions::default())?;
     let file = std::fs::File::open(csv)?;
     let start = Instant::now();
-    let (mut rdr, cols) = open_reader(file).map_err(anyhow::Error::msg)?;
-    let mut parser = RowParser::new(cols);
+    let mut rows = CsvRows::open(file).map_err(anyhow::Error::msg)?;
     let mut times = TimestampCache::default();
-    let mut builders: Vec<BatchBuilder> = (0..DEFAULT_PARTITIONS)
-        .map(|_| BatchBuilder::default())
-        .collect();
-    let mut rec = csv::StringRecord::new();
+    let mut batches = PartitionBatches::new(DEFAULT_PARTITIONS);
     let mut samples = 0u64;
-    while rdr.read_record(&mut rec)? {
-        let Ok((row, gpu)) = parser.parse(&rec) else {
+    while let Some(read) = rows.next() {
+        let Ok((row, gpu, _)) = read else {
             continue;
         };
         let ts = times
             .parse(row.csv_timestamp)
             .map_err(|e| anyhow::anyhow!(e.detail))?;
-        let p = partition_of(row.uuid, DEFAULT_PARTITIONS) as usize;
-        let Some(b) = builders.get_mut(p) else {
-            continue;
-        };
-        b.push(gpu, row.metric, ts, row.value);
+        let (p, full) = batches.push(gpu, row.metric, ts, row.value);
         samples += 1;
-        if b.len() >= CEILING_BATCH {
-            store.write(&b.take())?;
+        if !full {
+            continue;
+        }
+        if let Some(b) = batches.take(p) {
+            store.write(&b)?;
             store.maybe_checkpoint()?;
         }
     }
-    for b in &mut builders {
-        if !b.is_empty() {
-            store.write(&b.take())?;
-        }
+    for (_, b) in batches.take_all() {
+        store.write(&b)?;
     }
     let secs = start.elapsed().as_secs_f64();
     store.checkpoint()?;

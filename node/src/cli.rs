@@ -388,7 +388,7 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("opening {}", args.file.display()))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let (mut rdr, _) = telemetry_actors::streamer::dcgm::open_reader(file)
+    let (mut rdr, _) = telemetry_actors::dcgm::open_reader(file)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
     let header = rdr.byte_headers()?.clone();
     let mut client_args = args.client.clone();

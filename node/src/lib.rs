@@ -30,11 +30,12 @@ use telemetry_actors::cluster::tls::{ClusterTls, TlsFiles};
 use telemetry_actors::cluster::transport::{
     Cluster, ClusterArgs, ClusterConfig, ClusterHandle, ClusterView,
 };
+use telemetry_actors::dcgm;
 use telemetry_actors::registry::PartitionRegistry;
 use telemetry_actors::router::Router;
 use telemetry_actors::routing::owned_by;
 use telemetry_actors::stats::PipelineStats;
-use telemetry_actors::streamer::{dcgm, SourceConfig, TimestampMode};
+use telemetry_actors::streamer::{CsvConfig, Input, ScrapeConfig, SourceConfig, TimestampMode};
 use telemetry_actors::supervisor::{
     PipelineConfig, PipelineSupervisor, SupervisorArgs, SupervisorMsg, DRAIN_TIMEOUT,
 };
@@ -516,8 +517,8 @@ fn streamer_configs(args: &RunArgs, files: &[PathBuf]) -> Vec<SourceConfig> {
     if files.is_empty() && (args.no_stream || args.scrape.is_empty()) {
         return Vec::new();
     }
-    (0..args.streamers)
-        .map(|i| SourceConfig {
+    let input = if args.scrape.is_empty() {
+        Input::Csv(CsvConfig {
             files: files.to_vec(),
             timestamps: match args.timestamps {
                 Timestamps::Now => TimestampMode::Now,
@@ -525,10 +526,18 @@ fn streamer_configs(args: &RunArgs, files: &[PathBuf]) -> Vec<SourceConfig> {
             },
             rate: args.rate,
             passes: args.passes,
+        })
+    } else {
+        Input::Scrape(ScrapeConfig {
+            urls: args.scrape.clone(),
+            interval: args.scrape_interval,
+        })
+    };
+    (0..args.streamers)
+        .map(|i| SourceConfig {
+            input: input.clone(),
             partitions: args.partitions,
             shard: (i, args.streamers),
-            scrape: args.scrape.clone(),
-            scrape_interval: args.scrape_interval,
         })
         .collect()
 }

@@ -26,7 +26,7 @@ use crate::write::{append_all, Patience};
 /// Longest wait for the node's partitions to be handed over.
 pub const HANDOVER_WAIT: Duration = Duration::from_secs(120);
 /// Samples per copied batch (the streamer's batch size).
-pub const COPY_BATCH: usize = 4096;
+pub const COPY_BATCH: usize = telemetry_actors::dcgm::BATCH_MAX_SAMPLES;
 /// Longest time one batch may keep failing to reach its owner before the decommission fails.
 pub const COPY_RETRY_LIMIT: Duration = Duration::from_secs(300);
 

@@ -5,10 +5,13 @@
 //! slows the file rather than growing memory. A refused, failed, timed-out or unroutable append is
 //! retried with capped exponential backoff, looking the owner up again each time.
 
-pub mod dcgm;
-pub mod lines;
+//!
+//! Its reading thread runs one [`source`]: CSV [`files`] or live [`scrape`]s, both feeding the
+//! DCGM input module ([`crate::dcgm`]).
+
+pub mod files;
 pub mod scrape;
-mod source;
+pub mod source;
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
@@ -18,9 +21,10 @@ use std::time::Duration;
 use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use tokio::sync::mpsc;
 
-pub use source::{
-    Outgoing, SourceConfig, TimestampMode, BATCH_LINGER, BATCH_MAX_SAMPLES, SOURCE_QUEUE_BATCHES,
-};
+pub use crate::dcgm::BATCH_MAX_SAMPLES;
+pub use files::{CsvConfig, TimestampMode};
+pub use scrape::ScrapeConfig;
+pub use source::{Input, Outgoing, SourceConfig, BATCH_LINGER, SOURCE_QUEUE_BATCHES};
 
 use crate::backoff::Backoff;
 use crate::broker::{AppendRefusal, AppendReply};
