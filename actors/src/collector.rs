@@ -31,6 +31,9 @@ pub const COMMIT_INTERVAL: Duration = Duration::from_millis(250);
 const RETRY_DELAY: Duration = Duration::from_millis(100);
 /// Pause between attempts to recover the store after a failed checkpoint (a full disk).
 pub const STORE_RETRY_DELAY: Duration = Duration::from_secs(1);
+/// Longest wait for the partition's broker to answer a status, commit or fetch (beyond the
+/// fetch's own wait); an actor that does not answer in time is treated as unreachable.
+pub const BROKER_CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The collector actor.
 pub struct Collector;
@@ -79,7 +82,27 @@ pub enum CollectorMsg {
     /// Fetch, write and maybe commit; re-sent by the collector to itself.
     Poll,
     /// Consume everything durable now, persist, commit, and answer with the committed offset.
-    Drain(RpcReplyPort<Result<u64, String>>),
+    Drain(RpcReplyPort<Result<u64, DrainError>>),
+}
+
+/// Why a collector could not drain its partition; what it did not consume stays in the log
+/// and is consumed after a restart.
+#[derive(Debug, thiserror::Error)]
+pub enum DrainError {
+    /// The partition's broker is not running.
+    #[error("partition {0} not running")]
+    NotRunning(u32),
+    /// The broker stopped answering fetches.
+    #[error("partition {0} unreachable")]
+    Unreachable(u32),
+    /// Writing to the store or committing the offset failed.
+    #[error("partition {partition}: {detail}")]
+    Failed {
+        /// The partition.
+        partition: u32,
+        /// What failed.
+        detail: String,
+    },
 }
 
 // Local only: never crosses nodes (the cluster endpoint carries bytes instead).
@@ -98,7 +121,7 @@ impl State {
             return Ok(false);
         };
         if let CallResult::Success(s) = broker
-            .call(BrokerMsg::Status, Some(Duration::from_secs(5)))
+            .call(BrokerMsg::Status, Some(BROKER_CALL_TIMEOUT))
             .await?
         {
             self.next = s.committed_offset;
@@ -129,7 +152,7 @@ impl State {
                     wait,
                     reply,
                 },
-                Some(wait + Duration::from_secs(10)),
+                Some(wait + BROKER_CALL_TIMEOUT),
             )
             .await;
         let FetchReply {
@@ -241,7 +264,7 @@ impl State {
                     offset,
                     reply,
                 },
-                Some(Duration::from_secs(10)),
+                Some(BROKER_CALL_TIMEOUT),
             )
             .await?;
         if let CallResult::Success(Ok(())) = res {
@@ -355,24 +378,23 @@ impl Actor for Collector {
                 }
             }
             CollectorMsg::Drain(reply) => {
-                let res: Result<u64, String> = async {
-                    if !state.position().await.map_err(|e| e.to_string())? {
-                        return Err(format!("partition {} not running", state.partition));
+                let partition = state.partition;
+                let failed = |e: ActorProcessingErr| DrainError::Failed {
+                    partition,
+                    detail: e.to_string(),
+                };
+                let res: Result<u64, DrainError> = async {
+                    if !state.position().await.map_err(failed)? {
+                        return Err(DrainError::NotRunning(partition));
                     }
                     loop {
-                        match state
-                            .consume_once(Duration::ZERO)
-                            .await
-                            .map_err(|e| e.to_string())?
-                        {
+                        match state.consume_once(Duration::ZERO).await.map_err(failed)? {
                             Some(0) => break,
                             Some(_) => {}
-                            None => {
-                                return Err(format!("partition {} unreachable", state.partition))
-                            }
+                            None => return Err(DrainError::Unreachable(partition)),
                         }
                     }
-                    state.commit(true).await.map_err(|e| e.to_string())?;
+                    state.commit(true).await.map_err(failed)?;
                     Ok(state.committed)
                 }
                 .await;

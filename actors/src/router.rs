@@ -14,6 +14,53 @@ use crate::cluster::transport::{call_endpoint, ClusterView};
 use crate::registry::PartitionRegistry;
 use crate::routing::owner;
 
+/// Why an append got no answer from its partition; every case means "retry, maybe elsewhere"
+/// (the owner is looked up again at each attempt).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// This node owns the partition but its broker is not running yet (start-up, handover).
+    #[error("partition {0} is not running here yet")]
+    NotRunning(u32),
+    /// The local partition actor stopped or dropped the append (it restarts).
+    #[error("partition {0} actor stopped before answering")]
+    Stopped(u32),
+    /// The owner is not reachable through the cluster transport.
+    #[error("owner {owner} of partition {partition} is not reachable")]
+    Unreachable {
+        /// The owner looked up.
+        owner: String,
+        /// The partition.
+        partition: u32,
+    },
+    /// The node asked does not own the partition (yet): the views differ for a moment.
+    #[error("{owner} does not own partition {partition} (yet)")]
+    NotOwner {
+        /// The node asked.
+        owner: String,
+        /// The partition.
+        partition: u32,
+    },
+    /// The owner is over its limit of concurrent requests.
+    #[error("{0} is busy")]
+    Busy(String),
+    /// No answer within the timeout.
+    #[error("{owner} did not answer the append to partition {partition} in time")]
+    TimedOut {
+        /// The owner asked.
+        owner: String,
+        /// The partition.
+        partition: u32,
+    },
+    /// An answer of the wrong kind (a peer of another version).
+    #[error("{owner} answered {answer} to an append")]
+    Unexpected {
+        /// The owner asked.
+        owner: String,
+        /// The answer, for the log.
+        answer: String,
+    },
+}
+
 /// Routes appends to partition owners.
 #[derive(Clone)]
 pub struct Router {
@@ -62,7 +109,7 @@ impl Router {
         partition: u32,
         payload: Arc<Vec<u8>>,
         timeout: Duration,
-    ) -> impl Future<Output = Result<AppendReply, String>> + Send + 'static {
+    ) -> impl Future<Output = Result<AppendReply, RouteError>> + Send + 'static {
         let owner = self.owner(partition);
         let local = (owner == self.me).then(|| self.registry.for_append(partition));
         let remote = match (&local, &self.view) {
@@ -85,7 +132,7 @@ impl Router {
                 return tracing::Instrument::instrument(
                     async move {
                         let Some(broker) = local else {
-                            return Err(format!("partition {partition} is not running here yet"));
+                            return Err(RouteError::NotRunning(partition));
                         };
                         let (tx, rx) = tokio::sync::oneshot::channel();
                         broker
@@ -93,11 +140,11 @@ impl Router {
                                 payload,
                                 reply: RpcReplyPort::from(tx),
                             })
-                            .map_err(|_| "partition actor stopped".to_string())?;
+                            .map_err(|_| RouteError::Stopped(partition))?;
                         match tokio::time::timeout(timeout, rx).await {
                             Ok(Ok(reply)) => Ok(reply),
-                            Ok(Err(_)) => Err("partition dropped the append".into()),
-                            Err(_) => Err("append timed out".into()),
+                            Ok(Err(_)) => Err(RouteError::Stopped(partition)),
+                            Err(_) => Err(RouteError::TimedOut { owner, partition }),
                         }
                     },
                     span,
@@ -105,9 +152,7 @@ impl Router {
                 .await;
             }
             let Some(endpoint) = remote else {
-                return Err(format!(
-                    "owner {owner} of partition {partition} is not reachable"
-                ));
+                return Err(RouteError::Unreachable { owner, partition });
             };
             let request = Request::Append {
                 partition,
@@ -134,11 +179,14 @@ impl Router {
                 }
                 Some(Response::Append(AppendOutcome::Failed(e))) => Ok(AppendReply::Failed(e)),
                 Some(Response::Append(AppendOutcome::NotOwner)) => {
-                    Err(format!("{owner} does not own partition {partition} (yet)"))
+                    Err(RouteError::NotOwner { owner, partition })
                 }
-                Some(Response::Busy) => Err(format!("{owner} is busy")),
-                Some(other) => Err(format!("{owner} answered {other:?} to an append")),
-                None => Err(format!("{owner} did not answer the append in time")),
+                Some(Response::Busy) => Err(RouteError::Busy(owner)),
+                Some(other) => Err(RouteError::Unexpected {
+                    owner,
+                    answer: format!("{other:?}"),
+                }),
+                None => Err(RouteError::TimedOut { owner, partition }),
             }
         }
     }

@@ -55,6 +55,12 @@ pub const RESTART_BACKOFF: Backoff =
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a partition handed over waits for its pending fsyncs before its last drain.
 pub const HANDOVER_SETTLE: Duration = Duration::from_secs(5);
+/// Longest wait for one child to stop at shutdown before the next group is stopped.
+pub const CHILD_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between looks at a handed-over partition's durable offset.
+const HANDOVER_POLL: Duration = Duration::from_millis(20);
+/// Longest wait for one such look.
+const HANDOVER_POLL_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// What the pipeline runs.
 #[derive(Debug, Clone)]
@@ -354,10 +360,9 @@ impl Actor for PipelineSupervisor {
             for (child, cell) in state.children.values() {
                 if matches!(child, Child::Broker(_)) == brokers {
                     let cell = cell.clone();
-                    stops.spawn(async move {
-                        cell.stop_and_wait(None, Some(Duration::from_secs(10)))
-                            .await
-                    });
+                    stops.spawn(
+                        async move { cell.stop_and_wait(None, Some(CHILD_STOP_TIMEOUT)).await },
+                    );
                 }
             }
             while stops.join_next().await.is_some() {}
@@ -484,9 +489,9 @@ async fn hand_over(
     if let Some(b) = &broker {
         let deadline = Instant::now() + HANDOVER_SETTLE;
         while Instant::now() < deadline {
-            match partition_status(b, Duration::from_secs(2)).await {
+            match partition_status(b, HANDOVER_POLL_TIMEOUT).await {
                 Some(s) if s.durable_offset >= s.next_offset => break,
-                Some(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+                Some(_) => tokio::time::sleep(HANDOVER_POLL).await,
                 None => break,
             }
         }

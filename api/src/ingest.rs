@@ -108,7 +108,7 @@ pub async fn ingest(
 type Batches = Vec<(u32, Arc<Vec<u8>>)>;
 
 fn parse(body: &[u8], partitions: u32) -> Result<(Batches, IngestSummary), ApiError> {
-    let mut rows = CsvRows::open(body).map_err(ApiError::bad_request)?;
+    let mut rows = CsvRows::open(body).map_err(|e| ApiError::bad_request(e.to_string()))?;
     let mut times = TimestampCache::default();
     let mut batches = PartitionBatches::new(partitions);
     let mut out = Vec::new();

@@ -25,6 +25,10 @@ use crate::gencsv::{generate, GenCsvArgs};
 
 /// Longest wait for the cluster to store everything.
 const INGEST_DEADLINE: Duration = Duration::from_secs(600);
+/// Longest wait for the store-only nodes to form a cluster.
+const FORM_DEADLINE: Duration = Duration::from_secs(30);
+/// Pause between looks at the cluster while waiting (short: ingest is timed by it).
+const POLL: Duration = Duration::from_millis(20);
 /// Longest a timed read retries while the cluster answers 503 (a member that did not answer a
 /// scatter in time on a loaded machine); the retried attempts are not timed.
 const READ_RETRY_DEADLINE: Duration = Duration::from_secs(60);
@@ -303,7 +307,7 @@ async fn pipeline(
         procs.push(spawn(&dir.join(format!("node-{i}")), &a)?);
     }
     if nodes > 1 {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + FORM_DEADLINE;
         while cluster(&client, &procs[0].url).await?["live"]
             .as_array()
             .map_or(0, Vec::len)
@@ -312,7 +316,7 @@ async fn pipeline(
             if Instant::now() > deadline {
                 bail!("store nodes did not form a cluster");
             }
-            tokio::time::sleep(Duration::from_millis(50)).await;
+            tokio::time::sleep(POLL).await;
         }
     }
     let mut a = cluster_args(0)?;
@@ -342,7 +346,7 @@ async fn pipeline(
         if t0.elapsed() > INGEST_DEADLINE {
             bail!("not everything stored after {INGEST_DEADLINE:?}: {c}");
         }
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        tokio::time::sleep(POLL).await;
     }
     let secs = t0.elapsed().as_secs_f64();
     let rate = rows as f64 / secs;

@@ -2,7 +2,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -90,8 +89,9 @@ pub struct RunArgs {
     #[arg(long, env = "TELEMETRY_ADVERTISE_ADDR")]
     pub advertise_addr: Option<String>,
     /// A peer silent for longer than this is marked down and its session dropped.
-    #[arg(long, env = "TELEMETRY_LIVENESS_TIMEOUT", default_value = "3s", value_parser = parse_duration)]
-    pub liveness_timeout: Duration,
+    #[arg(long, env = "TELEMETRY_LIVENESS_TIMEOUT", value_parser = parse_duration,
+          default_value_t = telemetry_actors::cluster::transport::DEFAULT_LIVENESS_TIMEOUT.into())]
+    pub liveness_timeout: humantime::Duration,
     /// Seed nodes `host:port,...` (the cluster transport); empty runs a single node that owns
     /// every partition. A seed that is this node itself is skipped.
     #[arg(long, env = "TELEMETRY_SEEDS", value_delimiter = ',')]
@@ -117,8 +117,9 @@ pub struct RunArgs {
     #[arg(long, env = "TELEMETRY_SCRAPE", value_delimiter = ',')]
     pub scrape: Vec<String>,
     /// Time between two scrapes of each --scrape URL.
-    #[arg(long, env = "TELEMETRY_SCRAPE_INTERVAL", default_value = "10s", value_parser = parse_duration)]
-    pub scrape_interval: Duration,
+    #[arg(long, env = "TELEMETRY_SCRAPE_INTERVAL", value_parser = parse_duration,
+          default_value_t = telemetry_actors::streamer::scrape::DEFAULT_SCRAPE_INTERVAL.into())]
+    pub scrape_interval: humantime::Duration,
     /// Timestamp given to samples.
     #[arg(long, env = "TELEMETRY_TIMESTAMPS", value_enum, default_value_t = Timestamps::Now)]
     pub timestamps: Timestamps,
@@ -158,16 +159,18 @@ pub struct RunArgs {
           default_value = crate::auth::DEFAULT_OPEN_PATHS)]
     pub open_paths: Vec<String>,
     /// Refuse appends while a partition holds this many unconsumed bytes.
-    #[arg(long, env = "TELEMETRY_PARTITION_MAX_BYTES", default_value_t = 256 << 20)]
+    #[arg(long, env = "TELEMETRY_PARTITION_MAX_BYTES",
+          default_value_t = telemetry_actors::broker::DEFAULT_MAX_UNCONSUMED_BYTES)]
     pub partition_max_bytes: u64,
     /// Time bucket of the store (`1h`, `15m`): a series keeps one chunk per bucket. Fixed when
     /// the store is created; omitted, an existing store keeps its own (a new one gets 1h).
     #[arg(long, env = "TELEMETRY_BUCKET_WIDTH", value_parser = parse_duration)]
-    pub bucket_width: Option<Duration>,
+    pub bucket_width: Option<humantime::Duration>,
     /// Longest time between store checkpoints while data arrives (`5s`). Broker offsets are
     /// committed at checkpoints, so this bounds how much a restart replays.
-    #[arg(long, env = "TELEMETRY_CHECKPOINT_INTERVAL", default_value = "5s", value_parser = parse_duration)]
-    pub checkpoint_interval: Duration,
+    #[arg(long, env = "TELEMETRY_CHECKPOINT_INTERVAL", value_parser = parse_duration,
+          default_value_t = telemetry_storage::DEFAULT_CHECKPOINT_INTERVAL.into())]
+    pub checkpoint_interval: humantime::Duration,
     /// Free space kept in reserve on the data volume (`100MiB`, `2GiB`, `0`): below it the node
     /// refuses new data (retryably; producers keep their batches) and keeps answering reads, so
     /// that what it accepted can still be checkpointed; it takes data again once space is back.
@@ -176,16 +179,16 @@ pub struct RunArgs {
     pub min_free_disk: u64,
     /// Drop buckets that ended longer ago than this (`7d`, `30d`); omitted, data is kept forever.
     #[arg(long, env = "TELEMETRY_RETENTION", value_parser = parse_duration)]
-    pub retention: Option<Duration>,
+    pub retention: Option<humantime::Duration>,
 }
 
 /// Parses `90s`, `15m`, `1h`, `7d` (humantime); zero is refused.
-fn parse_duration(s: &str) -> Result<Duration, String> {
+fn parse_duration(s: &str) -> Result<humantime::Duration, String> {
     let d = humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e}"))?;
     if d.is_zero() {
         return Err(format!("{s:?}: must be longer than zero"));
     }
-    Ok(d)
+    Ok(d.into())
 }
 
 /// Parses a byte count: `1048576`, `64KiB`, `512MiB`, `2GiB`, `1TiB` (also `KB`, `MB`, `GB`,
@@ -219,7 +222,48 @@ pub fn parse_bytes(s: &str) -> Result<u64, String> {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_bytes;
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn defaults_are_the_library_constants() {
+        Cli::command().debug_assert();
+        let cli = Cli::try_parse_from([
+            "telemetry-node",
+            "--retention",
+            "7d",
+            "--bucket-width",
+            "15m",
+        ])
+        .expect("defaults parse");
+        let run = cli.run;
+        let std = |d: humantime::Duration| -> std::time::Duration { d.into() };
+        assert_eq!(
+            std(run.liveness_timeout),
+            telemetry_actors::cluster::transport::DEFAULT_LIVENESS_TIMEOUT
+        );
+        assert_eq!(
+            std(run.scrape_interval),
+            telemetry_actors::streamer::scrape::DEFAULT_SCRAPE_INTERVAL
+        );
+        assert_eq!(
+            std(run.checkpoint_interval),
+            telemetry_storage::DEFAULT_CHECKPOINT_INTERVAL
+        );
+        assert_eq!(
+            run.partition_max_bytes,
+            telemetry_actors::broker::DEFAULT_MAX_UNCONSUMED_BYTES
+        );
+        assert_eq!(
+            run.retention.map(std),
+            Some(std::time::Duration::from_secs(7 * 86_400))
+        );
+        assert_eq!(
+            run.bucket_width.map(std),
+            Some(std::time::Duration::from_secs(900))
+        );
+        assert!(Cli::try_parse_from(["telemetry-node", "--liveness-timeout", "0s"]).is_err());
+    }
 
     #[test]
     fn byte_counts() {

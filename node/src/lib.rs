@@ -178,6 +178,8 @@ fn cluster_tls(args: &RunArgs) -> anyhow::Result<Option<ClusterTls>> {
 
 /// Longest wait at start-up for the seeds to answer before running with whoever answered.
 pub const JOIN_WAIT: Duration = Duration::from_secs(3);
+/// Longest wait for the cluster transport to stop at shutdown.
+pub const CLUSTER_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Starts the cluster actor and waits (up to [`JOIN_WAIT`]) until a peer answers, so a node
 /// does not claim every partition for a moment before learning its peers.
@@ -204,7 +206,7 @@ async fn join(
         listen_port: args.cluster_addr.port(),
         cookie,
         seeds: seeds.clone(),
-        liveness_timeout: args.liveness_timeout,
+        liveness_timeout: args.liveness_timeout.into(),
         tls: cluster_tls(args)?,
     };
     let (actor, done) = Actor::spawn(
@@ -379,7 +381,7 @@ pub async fn run(
     if let Some(c) = cluster {
         let _ = c
             .actor
-            .stop_and_wait(None, Some(Duration::from_secs(5)))
+            .stop_and_wait(None, Some(CLUSTER_STOP_TIMEOUT))
             .await;
     }
     let _ = stop_http.send(());
@@ -472,9 +474,9 @@ fn source_files(args: &RunArgs) -> anyhow::Result<Vec<PathBuf>> {
 async fn open_store(args: &RunArgs) -> anyhow::Result<Arc<Store>> {
     let store_dir = args.data_dir.join("store");
     let store_opts = StoreOptions {
-        bucket_width: args.bucket_width,
-        checkpoint_interval: args.checkpoint_interval,
-        retention: args.retention,
+        bucket_width: args.bucket_width.map(Into::into),
+        checkpoint_interval: args.checkpoint_interval.into(),
+        retention: args.retention.map(Into::into),
         ..StoreOptions::default()
     };
     let shown = store_dir.display().to_string();
@@ -530,7 +532,7 @@ fn streamer_configs(args: &RunArgs, files: &[PathBuf]) -> Vec<SourceConfig> {
     } else {
         Input::Scrape(ScrapeConfig {
             urls: args.scrape.clone(),
-            interval: args.scrape_interval,
+            interval: args.scrape_interval.into(),
         })
     };
     (0..args.streamers)

@@ -25,6 +25,8 @@ use crate::write::{append_all, Patience};
 
 /// Longest wait for the node's partitions to be handed over.
 pub const HANDOVER_WAIT: Duration = Duration::from_secs(120);
+/// Pause between looks at the partitions still running while handing over.
+const HANDOVER_POLL: Duration = Duration::from_millis(100);
 /// Samples per copied batch (the streamer's batch size).
 pub const COPY_BATCH: usize = telemetry_actors::dcgm::BATCH_MAX_SAMPLES;
 /// Longest time one batch may keep failing to reach its owner before the decommission fails.
@@ -117,7 +119,7 @@ async fn run(node: &NodeContext) -> Result<(), String> {
                 "{running} partitions still running after {HANDOVER_WAIT:?}"
             ));
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        tokio::time::sleep(HANDOVER_POLL).await;
     }
     let total = node.store.samples_stored();
     update(node, |w| {

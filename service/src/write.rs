@@ -100,7 +100,7 @@ pub async fn append_all(
                 }
                 Ok(AppendReply::Refused(r)) => last = format!("partition {partition}: {r:?}"),
                 Ok(AppendReply::Failed(e)) => last = format!("partition {partition}: {e}"),
-                Err(e) => last = e,
+                Err(e) => last = e.to_string(),
             }
             again.push((partition, payload));
         }

@@ -97,6 +97,8 @@ impl Engine {
 
 /// Longest a recovery waits for readers to let go of the failed database.
 const RECOVER_WAIT: Duration = Duration::from_secs(10);
+/// Pause between attempts to reopen the database while recovering.
+const RECOVER_POLL: Duration = Duration::from_millis(20);
 
 /// Everything behind the store's lock.
 pub(crate) struct Inner {
@@ -317,7 +319,7 @@ impl Store {
             match res {
                 Ok(l) => break Ok(l),
                 Err(e) if Instant::now() >= deadline => break Err(e),
-                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                Err(_) => std::thread::sleep(RECOVER_POLL),
             }
         };
         let (engine, _, fresh, generation) = match loaded {

@@ -25,6 +25,9 @@ use telemetry_storage::disk::is_out_of_space;
 
 /// Default size at which a segment is closed and a new one started.
 pub const DEFAULT_SEGMENT_BYTES: u64 = 4 << 20;
+/// Default bound of a partition's unconsumed bytes (`--partition-max-bytes`): beyond it appends
+/// are refused, retryably, until the collector catches up.
+pub const DEFAULT_MAX_UNCONSUMED_BYTES: u64 = 256 << 20;
 
 /// Default consumed bytes at the head of the active segment that make it roll, so that they can
 /// be deleted once the consumer passes the rest.
@@ -53,7 +56,7 @@ impl Default for LogConfig {
     fn default() -> Self {
         Self {
             segment_bytes: DEFAULT_SEGMENT_BYTES,
-            max_unconsumed_bytes: 256 << 20,
+            max_unconsumed_bytes: DEFAULT_MAX_UNCONSUMED_BYTES,
             max_record_bytes: 8 << 20,
             reclaim_bytes: DEFAULT_RECLAIM_BYTES,
             reclaim_age: DEFAULT_RECLAIM_AGE,

@@ -16,8 +16,8 @@ mod recovery;
 mod segment;
 
 pub use log::{
-    AppendRefusal, LogConfig, PartitionLog, DEFAULT_RECLAIM_AGE, DEFAULT_RECLAIM_BYTES,
-    DEFAULT_SEGMENT_BYTES,
+    AppendRefusal, LogConfig, PartitionLog, DEFAULT_MAX_UNCONSUMED_BYTES, DEFAULT_RECLAIM_AGE,
+    DEFAULT_RECLAIM_BYTES, DEFAULT_SEGMENT_BYTES,
 };
 pub use partition::{
     AppendReply, BrokerMsg, BrokerPartition, BrokerPartitionArgs, FetchReply, PartitionStatus,

@@ -18,6 +18,8 @@ use tokio_rustls::TlsAcceptor;
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 /// TLS handshakes in progress at once; a connection beyond it is closed at once.
 pub const MAX_PENDING_HANDSHAKES: usize = 64;
+/// Pause after a failed accept (out of file descriptors and the like) instead of spinning.
+const ACCEPT_RETRY_PAUSE: Duration = Duration::from_millis(100);
 
 /// Accepts connections on `listener` until the task is aborted.
 pub async fn accept_tls(
@@ -32,7 +34,7 @@ pub async fn accept_tls(
             Err(e) => {
                 // Out of file descriptors and the like: back off instead of spinning.
                 tracing::warn!(error = %e, "cluster listener accept failed");
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(ACCEPT_RETRY_PAUSE).await;
                 continue;
             }
         };

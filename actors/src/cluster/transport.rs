@@ -32,6 +32,8 @@ pub const DEFAULT_LIVENESS_TIMEOUT: Duration = Duration::from_secs(3);
 pub const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often peers are pinged and addresses redialled.
 pub const PING_INTERVAL: Duration = Duration::from_millis(500);
+/// Longest wait for ractor_cluster's node server to list its sessions.
+const SESSIONS_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// How this node joins the cluster.
 #[derive(Debug, Clone)]
@@ -200,7 +202,7 @@ impl State {
         let server = self.node_server.clone();
         tokio::spawn(async move {
             let Ok(CallResult::Success(sessions)) = server
-                .call(NodeServerMessage::GetSessions, Some(Duration::from_secs(2)))
+                .call(NodeServerMessage::GetSessions, Some(SESSIONS_TIMEOUT))
                 .await
             else {
                 return;
@@ -441,7 +443,7 @@ impl Actor for Cluster {
                 let (server, me) = (state.node_server.clone(), myself.clone());
                 tokio::spawn(async move {
                     if let Ok(CallResult::Success(sessions)) = server
-                        .call(NodeServerMessage::GetSessions, Some(Duration::from_secs(2)))
+                        .call(NodeServerMessage::GetSessions, Some(SESSIONS_TIMEOUT))
                         .await
                     {
                         if !sessions

@@ -20,6 +20,17 @@ pub const REQUIRED_COLUMNS: [&str; 8] = [
     "value",
 ];
 
+/// Why a header is not a DCGM CSV header.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum HeaderError {
+    /// The first record could not be read.
+    #[error("unreadable header: {0}")]
+    Unreadable(String),
+    /// Required columns are missing (all of them named).
+    #[error("not a DCGM CSV: missing column(s) {}", .0.join(", "))]
+    Missing(Vec<&'static str>),
+}
+
 /// Column positions of one file.
 #[derive(Debug, Clone)]
 pub struct Columns {
@@ -39,29 +50,30 @@ pub struct Columns {
 
 impl Columns {
     /// Locates the DCGM columns in a header, or names every missing one.
-    pub fn from_header(header: &csv::StringRecord) -> Result<Self, String> {
+    pub fn from_header(header: &csv::StringRecord) -> Result<Self, HeaderError> {
         let find = |name: &str| header.iter().position(|h| h.trim() == name);
-        let missing: Vec<&str> = REQUIRED_COLUMNS
+        let found = REQUIRED_COLUMNS.map(find);
+        let missing: Vec<&'static str> = REQUIRED_COLUMNS
             .iter()
-            .copied()
-            .filter(|c| find(c).is_none())
+            .zip(&found)
+            .filter(|(_, at)| at.is_none())
+            .map(|(c, _)| *c)
             .collect();
-        if !missing.is_empty() {
-            return Err(format!(
-                "not a DCGM CSV: missing column(s) {}",
-                missing.join(", ")
-            ));
-        }
-        let req = |name: &str| find(name).unwrap_or(0);
+        // In REQUIRED_COLUMNS' order; all present once nothing is missing.
+        let [Some(timestamp), Some(metric), Some(gpu_id), Some(device), Some(uuid), Some(model), Some(hostname), Some(value)] =
+            found
+        else {
+            return Err(HeaderError::Missing(missing));
+        };
         Ok(Self {
-            timestamp: req("timestamp"),
-            metric: req("metric_name"),
-            gpu_id: req("gpu_id"),
-            device: req("device"),
-            uuid: req("uuid"),
-            model: req("modelName"),
-            hostname: req("Hostname"),
-            value: req("value"),
+            timestamp,
+            metric,
+            gpu_id,
+            device,
+            uuid,
+            model,
+            hostname,
+            value,
             container: find("container"),
             pod: find("pod"),
             namespace: find("namespace"),
@@ -243,14 +255,14 @@ pub fn parse_timestamp(s: &str) -> Result<Timestamp, RowError> {
 }
 
 /// Opens a CSV reader over `input` (records bounded by [`LineLimit`]) and validates its header.
-pub fn open_reader<R: Read>(input: R) -> Result<(csv::Reader<LineLimit<R>>, Columns), String> {
+pub fn open_reader<R: Read>(input: R) -> Result<(csv::Reader<LineLimit<R>>, Columns), HeaderError> {
     let mut rdr = csv::ReaderBuilder::new()
         .flexible(true)
         .buffer_capacity(1 << 16)
         .from_reader(LineLimit::new(input));
     let header = rdr
         .headers()
-        .map_err(|e| format!("unreadable header: {e}"))?;
+        .map_err(|e| HeaderError::Unreadable(e.to_string()))?;
     let cols = Columns::from_header(header)?;
     Ok((rdr, cols))
 }
@@ -366,10 +378,19 @@ mod tests {
     #[test]
     fn missing_columns_are_named() {
         let err = open_reader("timestamp,uuid,value\n".as_bytes()).expect_err("refused");
-        assert!(
-            err.contains("metric_name") && err.contains("Hostname") && !err.contains("uuid"),
-            "{err}"
+        assert_eq!(
+            err,
+            HeaderError::Missing(vec![
+                "metric_name",
+                "gpu_id",
+                "device",
+                "modelName",
+                "Hostname"
+            ])
         );
+        assert!(err
+            .to_string()
+            .contains("missing column(s) metric_name, gpu_id"));
     }
 
     #[test]

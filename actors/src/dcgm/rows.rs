@@ -7,7 +7,7 @@ use std::io::Read;
 
 use telemetry_storage::GpuInfo;
 
-use super::csv::{open_reader, Row, RowParser};
+use super::csv::{open_reader, HeaderError, Row, RowParser};
 use super::lines::LineLimit;
 
 /// A record that was skipped.
@@ -35,7 +35,7 @@ pub struct CsvRows<R> {
 
 impl<R: Read> CsvRows<R> {
     /// Reads and validates the header; the error says which required columns are missing.
-    pub fn open(input: R) -> Result<Self, String> {
+    pub fn open(input: R) -> Result<Self, HeaderError> {
         let (rdr, cols) = open_reader(input)?;
         Ok(Self {
             rdr,

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use telemetry_storage::Timestamp;
 
-use super::source::{now_ms, Batcher, Source, BATCH_LINGER};
+use super::source::{now_ms, Batcher, Source, BATCH_LINGER, STOP_CHECK};
 use crate::dcgm::{CsvRows, Rejected, TimestampCache};
 
 /// Rejected rows logged individually per file and pass; the rest are only counted.
@@ -15,6 +15,8 @@ const MAX_LOGGED_REJECTS: u64 = 20;
 /// How often an unthrottled stream checks the linger clock (every this many samples): reading
 /// the clock for every row was a visible cost.
 const LINGER_CHECK_EVERY: u64 = 64;
+/// A throttled stream sleeps only when it is this far ahead of its rate.
+const PACE_SLACK: Duration = Duration::from_millis(2);
 
 /// Which timestamp a sample gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -87,7 +89,7 @@ impl CsvFiles {
     ) -> bool {
         let mut rows = match std::fs::File::open(path)
             .map_err(|e| e.to_string())
-            .and_then(CsvRows::open)
+            .and_then(|f| CsvRows::open(f).map_err(|e| e.to_string()))
         {
             Ok(r) => r,
             Err(e) => {
@@ -150,7 +152,7 @@ impl CsvFiles {
         if rate > 0 {
             let due = self.started + Duration::from_secs_f64(self.streamed as f64 / rate as f64);
             let now = Instant::now();
-            if due > now + Duration::from_millis(2) {
+            if due > now + PACE_SLACK {
                 if due - now >= BATCH_LINGER && !out.emit_all() {
                     return false;
                 }
@@ -182,6 +184,6 @@ fn sleep_until(due: Instant, stop: &AtomicBool) {
         if now >= due {
             return;
         }
-        std::thread::sleep((due - now).min(Duration::from_millis(50)));
+        std::thread::sleep((due - now).min(STOP_CHECK));
     }
 }

@@ -28,7 +28,7 @@ pub use source::{Input, Outgoing, SourceConfig, BATCH_LINGER, SOURCE_QUEUE_BATCH
 
 use crate::backoff::Backoff;
 use crate::broker::{AppendRefusal, AppendReply};
-use crate::router::Router;
+use crate::router::{RouteError, Router};
 use crate::stats::PipelineStats;
 
 /// Unacknowledged batches per partition.
@@ -79,7 +79,7 @@ pub enum StreamerMsg {
         /// In-flight batch id.
         id: u64,
         /// The broker's answer, or why there was none.
-        result: Result<AppendReply, String>,
+        result: Result<AppendReply, RouteError>,
     },
     /// Send in-flight batch `id` again.
     Retry(u64),
@@ -227,8 +227,12 @@ impl Actor for Streamer {
                         tracing::debug!(%reason, "owner's disk is full; keeping the batch and retrying");
                         Some(Duration::ZERO)
                     }
-                    Ok(AppendReply::Failed(e)) | Err(e) => {
+                    Ok(AppendReply::Failed(e)) => {
                         tracing::debug!(error = %e, "append failed; retrying");
+                        Some(Duration::ZERO)
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "append not routed; retrying");
                         Some(Duration::ZERO)
                     }
                 };

@@ -7,15 +7,16 @@ use std::time::{Duration, Instant};
 
 use telemetry_storage::Timestamp;
 
-use super::source::{now_ms, Batcher, Source};
+use super::source::{now_ms, Batcher, Source, STOP_CHECK};
 use crate::dcgm::parse_exposition;
 
 /// Largest `/metrics` answer read; a larger one is refused (and logged) for that scrape.
 pub const MAX_SCRAPE_BYTES: usize = 16 << 20;
 /// Longest one scrape may take.
 pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
-/// How often a scraper waiting for its next interval checks for a stop.
-const STOP_CHECK: Duration = Duration::from_millis(50);
+/// Time between two scrapes of a URL unless configured (dcgm-exporter's own default
+/// collection interval is 30 s; 10 s keeps dashboards fresh).
+pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// What a scrape source reads.
 #[derive(Debug, Clone)]

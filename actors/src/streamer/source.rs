@@ -21,6 +21,8 @@ use crate::stats::PipelineStats;
 pub const SOURCE_QUEUE_BATCHES: usize = 64;
 /// A partial batch is sent after waiting this long, so slow streams still arrive promptly.
 pub const BATCH_LINGER: Duration = Duration::from_millis(100);
+/// How often a source that waits (for its rate or its next scrape) checks for a stop.
+pub(super) const STOP_CHECK: Duration = Duration::from_millis(50);
 
 /// What one streamer streams and how.
 #[derive(Debug, Clone)]
