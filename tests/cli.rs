@@ -1,16 +1,14 @@
 //! The client subcommands against a live node: `gpus`, `query` and `cluster` in each output
 //! format, and a clear error without the token.
 
-mod support;
-
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::{eventually, reference_csv, Node};
 use serde_json::Value;
-use support::{reference_csv, Node};
 
 fn run(url: &str, token: Option<&str>, args: &[&str]) -> (bool, String, String) {
-    let mut cmd = Command::new(support::binary());
+    let mut cmd = Command::new(crate::support::binary());
     cmd.args(args)
         .env("TELEMETRY_URL", url)
         .env_remove("TELEMETRY_API_TOKEN");
@@ -32,24 +30,32 @@ async fn gpus_query_and_cluster_against_a_live_node() {
     let mut rdr = csv::Reader::from_path(&csv).expect("csv");
     let rows: Vec<csv::StringRecord> = rdr.records().map(|r| r.expect("record")).collect();
     let gpus: std::collections::BTreeSet<&str> = rows.iter().map(|r| &r[4]).collect();
-    let args = [&support::one_pass(&csv)[..], &["--api-token", "cli-token"]].concat();
+    let args = [
+        &crate::support::one_pass(&csv)[..],
+        &["--api-token", "cli-token"],
+    ]
+    .concat();
     let node = Node::start(&tmp.path().join("d"), &args);
     // wait_for_samples talks without a token: poll through the CLI instead.
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let (ok, out, _) = run(
-            &node.url,
-            Some("cli-token"),
-            &["cluster", "--format", "json"],
-        );
-        let c: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
-        if ok && c["samples_stored"].as_u64() == Some(rows.len() as u64) {
-            assert_eq!(c["members"][0]["status"], "up");
-            break;
-        }
-        assert!(std::time::Instant::now() < deadline, "not stored: {out}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    let c = eventually(
+        "stored, seen through the CLI",
+        Duration::from_secs(60),
+        async || {
+            let (ok, out, _) = run(
+                &node.url,
+                Some("cli-token"),
+                &["cluster", "--format", "json"],
+            );
+            let c: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+            if ok && c["samples_stored"].as_u64() == Some(rows.len() as u64) {
+                Ok(c)
+            } else {
+                Err(out)
+            }
+        },
+    )
+    .await;
+    assert_eq!(c["members"][0]["status"], "up");
 
     let (ok, out, err) = run(&node.url, Some("cli-token"), &["gpus", "--format", "csv"]);
     assert!(ok, "{err}");
@@ -125,7 +131,7 @@ async fn gpus_query_and_cluster_against_a_live_node() {
 async fn import_streams_a_file_into_a_running_node() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let csv = reference_csv(tmp.path());
-    let rows = support::csv_rows(&csv);
+    let rows = crate::support::csv_rows(&csv);
     // The reference rows plus two bad ones, in the middle of the file.
     let text = std::fs::read_to_string(&csv).expect("read");
     let mut lines: Vec<&str> = text.lines().collect();
@@ -150,7 +156,7 @@ async fn import_streams_a_file_into_a_running_node() {
     // The read token may not write.
     let (ok, _, err) = run(&node.url, Some("reader"), &["import", file]);
     assert!(!ok && err.contains("403"), "{err}");
-    let mut cmd = Command::new(support::binary());
+    let mut cmd = Command::new(crate::support::binary());
     let out = cmd
         .args(["import", file])
         .env("TELEMETRY_URL", &node.url)
@@ -180,7 +186,7 @@ async fn import_streams_a_file_into_a_running_node() {
     let c: Value = serde_json::from_str(&out).expect("json");
     assert_eq!(c["samples_stored"].as_u64(), Some(rows), "{c}");
     // Importing again stores nothing twice.
-    let again = Command::new(support::binary())
+    let again = Command::new(crate::support::binary())
         .args(["import", file])
         .env("TELEMETRY_URL", &node.url)
         .env("TELEMETRY_ADMIN_TOKEN", "writer")

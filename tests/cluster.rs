@@ -2,14 +2,14 @@
 //! scatter-gather from any node, kill -9 and restart, a join mid-stream, a frozen node, and a
 //! stranger with the wrong cookie.
 
-mod support;
-
 use std::collections::HashSet;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use crate::support::{
+    all_points, complete, eventually, free_port, reference_csv, wait_live, wait_stored, Node,
+};
 use serde_json::Value;
-use support::{all_points, free_port, reference_csv, wait_live, wait_stored, Node};
 
 const COOKIE: &str = "test-cookie";
 const PARTITIONS: &str = "16";
@@ -93,6 +93,36 @@ async fn acked(node: &Node) -> u64 {
         .unwrap_or(0)
 }
 
+/// Waits until member 0's stream is under way (some samples acknowledged).
+async fn streaming(node: &Node) -> u64 {
+    eventually(
+        "the stream under way",
+        Duration::from_secs(30),
+        async || match acked(node).await {
+            0 => Err("nothing acknowledged yet".to_string()),
+            n => Ok(n),
+        },
+    )
+    .await
+}
+
+/// Waits until `node` sees the member `name` with `status` (`up` or `down`).
+async fn member_is(node: &Node, name: &str, status: &str) {
+    let what = format!("{name} {status}");
+    eventually(&what, Duration::from_secs(30), async || {
+        let c = node.ok("/api/v1/cluster").await;
+        let seen = c["members"]
+            .as_array()
+            .and_then(|m| m.iter().find(|x| x["name"] == name))
+            .map(|x| x["status"].clone());
+        match seen {
+            Some(s) if s == status => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
 /// Members 0 and 1 store only; member 2 streams the reference CSV once with its own timestamps
 /// and `extra` flags. Returns the row count and the three nodes once every row is stored.
 async fn one_pass(tmp: &Path, m: &[Member], extra: &[&str]) -> (u64, [Node; 3], Value) {
@@ -111,7 +141,7 @@ async fn one_pass(tmp: &Path, m: &[Member], extra: &[&str]) -> (u64, [Node; 3], 
 }
 
 fn rows(csv: &Path) -> u64 {
-    support::csv_rows(csv)
+    crate::support::csv_rows(csv)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,7 +204,7 @@ async fn kill_9_of_a_member_mid_stream_loses_nothing() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let m: Vec<Member> = (0..3).map(Member::new).collect();
     let (rows, mut nodes) = twenty_passes(tmp.path(), &m).await;
-    tokio::time::sleep(Duration::from_millis(1000)).await;
+    streaming(&nodes[0]).await;
     let n2 = nodes.pop().expect("member 2");
     n2.signal("KILL");
     drop(n2);
@@ -183,7 +213,7 @@ async fn kill_9_of_a_member_mid_stream_loses_nothing() {
         before < 20 * rows,
         "the stream ended before the kill; test proves nothing"
     );
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    member_is(&nodes[0], "telemetry-2", "down").await;
     nodes.push(m[2].start(tmp.path(), &m[0].cluster, COOKIE, &["--no-stream"]));
     wait_live(&nodes[0], 3).await;
     wait_stored(&nodes[0], 20 * rows, Duration::from_secs(120)).await;
@@ -200,7 +230,7 @@ async fn a_fourth_node_joins_mid_stream_and_takes_a_quarter() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let m: Vec<Member> = (0..4).map(Member::new).collect();
     let (rows, mut nodes) = twenty_passes(tmp.path(), &m).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    streaming(&nodes[0]).await;
     let n3 = m[3].start(tmp.path(), &m[0].cluster, COOKIE, &["--no-stream"]);
     let before = acked(&nodes[0]).await;
     assert!(
@@ -230,37 +260,28 @@ async fn a_frozen_node_makes_answers_partial_then_rejoins() {
     let (rows, [n0, n1, n2], _) = one_pass(tmp.path(), &m, &["--rate", "2000"]).await;
 
     n2.signal("STOP");
-    let frozen = Instant::now();
-    // Liveness timeout is 2 s: within twice that, answers say partial and name the node.
-    let partial = loop {
+    // Answers turn partial and name the frozen node (its liveness timeout is 2 s).
+    let partial = eventually("answers partial", Duration::from_secs(30), async || {
         let g = n0.ok("/api/v1/gpus?limit=10000").await;
         if g["partial"] == true {
-            break g;
+            Ok(g)
+        } else {
+            Err(g.to_string())
         }
-        assert!(
-            frozen.elapsed() < Duration::from_secs(4),
-            "still complete: {g}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    assert!(frozen.elapsed() < Duration::from_secs(4));
+    })
+    .await;
     assert_eq!(
         partial["unavailable_nodes"],
         serde_json::json!(["telemetry-2"])
     );
     let t = n1.ok("/api/v1/metrics").await;
     assert_eq!(t["partial"], true);
-    tokio::time::sleep(Duration::from_secs(10).saturating_sub(frozen.elapsed())).await;
+    // Frozen until both others marked it down (its sessions dropped), then thawed: it rejoins.
+    member_is(&n0, "telemetry-2", "down").await;
+    member_is(&n1, "telemetry-2", "down").await;
     n2.signal("CONT");
     wait_live(&n0, 3).await;
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while n0.ok("/api/v1/gpus?limit=1").await["partial"] != false {
-        assert!(
-            Instant::now() < deadline,
-            "answers stay partial after SIGCONT"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    complete(&n0, "/api/v1/gpus?limit=1").await;
     let (count, _) = all_points(&n0).await;
     assert_eq!(count as u64, rows);
     for n in [n0, n1, n2] {
@@ -277,7 +298,21 @@ async fn a_node_with_the_wrong_cookie_is_refused() {
     let n1 = m[1].start(tmp.path(), &seed, COOKIE, &["--no-stream"]);
     wait_live(&n0, 2).await;
     let stranger = m[2].start(tmp.path(), &seed, "not-the-cookie", &["--no-stream"]);
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // ractor_cluster ends the stranger's session with the seed as `auth_fail`.
+    eventually(
+        "the stranger refused",
+        Duration::from_secs(30),
+        async || {
+            let log = n0.log_text();
+            let mut lines = log.lines();
+            if lines.any(|l| l.contains("telemetry-2@") && l.contains("auth_fail")) {
+                Ok(())
+            } else {
+                Err("no refusal logged yet".to_string())
+            }
+        },
+    )
+    .await;
     for node in [&n0, &n1] {
         let c = node.ok("/api/v1/cluster").await;
         let names: HashSet<&str> = c["members"]

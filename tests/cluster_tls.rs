@@ -3,16 +3,16 @@
 //! stream and answer identically; a node with a certificate from another CA, and a node without
 //! TLS, are refused although they know the cookie.
 
-mod support;
-
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::support::{
+    all_points, eventually, free_port, reference_csv, wait_live, wait_stored, Node,
+};
 use rcgen::{
     BasicConstraints, CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose,
 };
-use support::{all_points, free_port, reference_csv, wait_live, wait_stored, Node};
 
 const COOKIE: &str = "tls-cookie";
 
@@ -142,7 +142,7 @@ async fn tls_mesh_stores_and_answers_and_strangers_are_refused() {
     );
     wait_live(&n0, 2).await;
     let csv = reference_csv(dir);
-    let rows = support::csv_rows(&csv);
+    let rows = crate::support::csv_rows(&csv);
     let stream = [
         "--csv",
         csv.to_str().expect("utf-8"),
@@ -182,7 +182,25 @@ async fn tls_mesh_stores_and_answers_and_strangers_are_refused() {
         &["--no-stream"],
     );
     let plain = start(dir, "telemetry-9", &addrs[4], &seed, None, &["--no-stream"]);
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Both have dialled the seed and been turned away at the TLS handshake.
+    eventually(
+        "both strangers refused",
+        Duration::from_secs(30),
+        async || {
+            let refusals = n0.log_text().matches("cluster TLS handshake").count();
+            let dialled = stranger
+                .log_text()
+                .contains("cluster TLS handshake with a peer failed");
+            if refusals >= 2 && dialled {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{refusals} refusals at the seed, stranger turned away: {dialled}"
+                ))
+            }
+        },
+    )
+    .await;
     for node in [&n0, &n1, &n2] {
         let c = node.ok("/api/v1/cluster").await;
         let names = member_names(&c);
@@ -215,7 +233,7 @@ async fn tls_mesh_stores_and_answers_and_strangers_are_refused() {
 fn incomplete_tls_flags_stop_start_up_with_a_clear_error() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let ca = Ca::new(tmp.path(), "cluster");
-    let out = std::process::Command::new(support::binary())
+    let out = std::process::Command::new(crate::support::binary())
         .args(["--data-dir", tmp.path().join("d").to_str().expect("utf-8")])
         .args([
             "--cluster-tls-ca",

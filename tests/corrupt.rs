@@ -1,12 +1,10 @@
 //! A damaged broker log found at start-up: the node names the partition and the offset, keeps
 //! the damaged bytes, serves everything it stores, and says it is not ready.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use support::{reference_csv, Node};
+use crate::support::{reference_csv, Node};
 
 /// A partition directory whose log holds at least two records, and its segment file.
 fn partition_with_records(broker: &Path) -> (u32, PathBuf) {
@@ -49,7 +47,7 @@ fn partition_with_records(broker: &Path) -> (u32, PathBuf) {
 async fn damaged_partition_log_is_reported_and_the_rest_is_served() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let csv = reference_csv(tmp.path());
-    let rows = support::csv_rows(&csv);
+    let rows = crate::support::csv_rows(&csv);
     let data = tmp.path().join("d");
     let node = Node::start(
         &data,
@@ -67,7 +65,7 @@ async fn damaged_partition_log_is_reported_and_the_rest_is_served() {
             "csv",
         ],
     );
-    support::wait_stored(&node, rows, Duration::from_secs(60)).await;
+    crate::support::wait_stored(&node, rows, Duration::from_secs(60)).await;
     let gpus_before = node.ok("/api/v1/gpus?limit=1000").await["items"].clone();
     // Killed, not stopped: a graceful stop would delete the consumed segments.
     drop(node);
@@ -136,7 +134,7 @@ async fn damaged_partition_log_is_reported_and_the_rest_is_served() {
 async fn damaged_store_file_is_reported_at_start_up() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let csv = reference_csv(tmp.path());
-    let rows = support::csv_rows(&csv);
+    let rows = crate::support::csv_rows(&csv);
     let data = tmp.path().join("d");
     let args = [
         "--csv",
@@ -163,7 +161,7 @@ async fn damaged_store_file_is_reported_at_start_up() {
         bytes[mid] ^= 0xff;
         std::fs::write(t, bytes).expect("write");
     }
-    let out = std::process::Command::new(support::binary())
+    let out = std::process::Command::new(crate::support::binary())
         .args([
             "--data-dir",
             data.to_str().expect("utf8"),

@@ -1,14 +1,12 @@
 //! kill -9 in the middle of streaming, restart on the same data dir: every sample acknowledged
 //! before the kill is stored after the restart, and nothing is stored twice.
 
-mod support;
-
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{binary, Node};
+use crate::support::{binary, eventually, Node};
 
 fn gen_csv(path: &Path, hosts: &str, scrapes: &str) {
     let status = Command::new(binary())
@@ -37,30 +35,29 @@ fn epoch_ms(rfc3339: &str) -> i64 {
 /// Waits until the node acknowledged at least `at_least` samples, then kills it with SIGKILL;
 /// returns how many were acknowledged just before.
 async fn kill_after_acked(node: &Node, at_least: u64) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let acked = eventually("enough acknowledged", Duration::from_secs(60), async || {
         let c = node.ok("/api/v1/cluster").await;
-        let acked = c["members"][0]["samples_acked"].as_u64().unwrap_or(0);
-        if acked >= at_least {
-            node.signal("KILL");
-            return acked;
+        match c["members"][0]["samples_acked"].as_u64().unwrap_or(0) {
+            n if n >= at_least => Ok(n),
+            _ => Err(c.to_string()),
         }
-        assert!(Instant::now() < deadline, "no progress: {c}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    })
+    .await;
+    node.signal("KILL");
+    acked
 }
 
 /// Waits until the collectors have replayed the broker logs after a restart.
 async fn wait_replayed(node: &Node) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    eventually("replay finished", Duration::from_secs(60), async || {
         let c = node.ok("/api/v1/cluster").await;
         if c["members"][0]["broker_lag_records"].as_u64() == Some(0) {
-            return c;
+            Ok(c)
+        } else {
+            Err(c.to_string())
         }
-        assert!(Instant::now() < deadline, "replay did not finish: {c}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    })
+    .await
 }
 
 /// Every stored point of every GPU, through cursor pages: (uuid, metric, ms) → value. Asserts

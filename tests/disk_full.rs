@@ -2,13 +2,11 @@
 //! whose free space drops below its reserve refuses new data, stays up and keeps answering,
 //! then resumes by itself once the volume is grown, and loses nothing.
 
-mod support;
-
 use std::path::Path;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{binary, Node};
+use crate::support::{binary, eventually, Node};
 
 /// Unmounts the tmpfs when the test ends, however it ends.
 struct Mount(std::path::PathBuf);
@@ -62,14 +60,19 @@ impl Drop for Mount {
 }
 
 async fn poll<T>(what: &str, mut f: impl AsyncFnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(what, Duration::from_secs(90), async || {
+        f().await.ok_or_else(|| "not yet".to_string())
+    })
+    .await
+}
+
+/// Appends the node's partitions refused so far (`telemetry_broker_refusals`).
+async fn refusals(node: &Node) -> f64 {
+    let text = node.metrics_text().await;
+    text.lines()
+        .find_map(|l| l.strip_prefix("telemetry_broker_refusals_total "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0.0)
 }
 
 /// Passes of the generated file each test streams.
@@ -85,7 +88,7 @@ fn stream_onto(tmp: &Path, mount: &Mount, extra: &[&str]) -> (Node, std::path::P
         .status()
         .expect("gen-csv");
     assert!(status.success());
-    let total = PASSES * support::csv_rows(&csv);
+    let total = PASSES * crate::support::csv_rows(&csv);
     let data = mount.0.join("d");
     let passes = PASSES.to_string();
     let mut args = vec!["--csv", csv.to_str().expect("utf-8"), "--passes", &passes];
@@ -145,7 +148,12 @@ async fn a_full_disk_refuses_new_data_serves_reads_and_resumes_when_grown() {
     assert_eq!(gpus["partial"], false);
     let acked = |c: &serde_json::Value| c["members"][0]["samples_acked"].as_u64().unwrap_or(0);
     let before = acked(&node.ok("/api/v1/cluster").await);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The streamer keeps trying (and is refused) rather than giving up or getting through.
+    let refused = refusals(&node).await;
+    poll("the streamer refused again and again", async || {
+        (refusals(&node).await >= refused + 5.0).then_some(())
+    })
+    .await;
     let after = acked(&node.ok("/api/v1/cluster").await);
     assert!(
         after - before < total / PASSES,

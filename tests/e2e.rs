@@ -1,14 +1,12 @@
 //! End-to-end: the real binary streams the reference CSV once, then the REST API must return
 //! exactly what the file holds, before and after a restart.
 
-mod support;
-
 use std::collections::{BTreeMap, HashMap};
 use std::process::Command;
 use std::time::Duration;
 
+use crate::support::{binary, reference_csv, Node};
 use serde_json::Value;
-use support::{binary, reference_csv, Node};
 
 struct Expected {
     /// uuid → (hostname, gpu index)
@@ -346,7 +344,7 @@ async fn malformed_rows_are_skipped_and_counted() {
         "2025-07-18T20:42:34Z,DCGM_FI_DEV_GPU_TEMP,4,nvidia4,GPU-e,H100,host-1,,,,44,",
     ];
     std::fs::write(&path, format!("{header}\n{}\n", rows.join("\n"))).expect("write");
-    let node = Node::start(&tmp.path().join("d"), &support::one_pass(&path));
+    let node = Node::start(&tmp.path().join("d"), &crate::support::one_pass(&path));
     let cluster = node.wait_for_samples(2, Duration::from_secs(60)).await;
     assert_eq!(cluster["members"][0]["rows_read"], 6);
     assert_eq!(cluster["members"][0]["rows_rejected"], 4);
@@ -491,7 +489,7 @@ async fn admin_token_from_file_and_open_paths() {
 /// real nodes and prints every figure it promises.
 #[test]
 fn bench_subcommand_reports_every_figure() {
-    let out = std::process::Command::new(support::binary())
+    let out = std::process::Command::new(crate::support::binary())
         .args(["bench", "--nodes", "2", "--hosts", "1", "--scrapes", "30"])
         .args(["--queries", "2", "--settle", "0s"])
         .output()

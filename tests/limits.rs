@@ -1,9 +1,7 @@
 //! REST limits through the real binary: an oversized body is refused with 413 and a JSON error,
 //! and the node keeps answering.
 
-mod support;
-
-use support::Node;
+use crate::support::Node;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_body_is_refused_and_the_node_goes_on() {

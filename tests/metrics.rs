@@ -1,12 +1,10 @@
 //! `/metrics` of the real binary: a real Prometheus text parser reads it, and the counters move
 //! as the node streams. (`.ci/run` also feeds it to `promtool check metrics`.)
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
-use support::{reference_csv, Node};
+use crate::support::{reference_csv, Node};
 
 /// Scrapes `/metrics` and parses it; returns sample name (with labels) → value.
 async fn scrape(node: &Node) -> HashMap<String, f64> {

@@ -2,14 +2,12 @@
 //! CSV (its `labels_raw` column is exactly dcgm-exporter's label set) and stores every GPU and
 //! value it serves, scrape after scrape.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use support::{reference_csv, Node};
+use crate::support::{eventually, reference_csv, Node};
 
 /// What the CSV says of one GPU: its host and model.
 #[derive(Debug, PartialEq)]
@@ -88,15 +86,19 @@ async fn a_node_scrapes_a_dcgm_exporter() {
         ],
     );
     let per_scrape = values.len() as u64;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let cluster = loop {
-        let c = node.ok("/api/v1/cluster").await;
-        if c["samples_stored"].as_u64().unwrap_or(0) >= 3 * per_scrape {
-            break c;
-        }
-        assert!(Instant::now() < deadline, "not scraped: {c}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let cluster = eventually(
+        "three scrapes stored",
+        Duration::from_secs(60),
+        async || {
+            let c = node.ok("/api/v1/cluster").await;
+            if c["samples_stored"].as_u64().unwrap_or(0) >= 3 * per_scrape {
+                Ok(c)
+            } else {
+                Err(c.to_string())
+            }
+        },
+    )
+    .await;
     assert!(scrapes.load(Ordering::Relaxed) >= 3);
     assert_eq!(cluster["members"][0]["rows_rejected"], 0);
     // Every GPU with its attributes from the labels, every value as served.
@@ -121,7 +123,7 @@ async fn a_node_scrapes_a_dcgm_exporter() {
 #[test]
 fn scrape_and_csv_together_are_refused() {
     let tmp = tempfile::tempdir().expect("tempdir");
-    let out = std::process::Command::new(support::binary())
+    let out = std::process::Command::new(crate::support::binary())
         .args(["--data-dir", tmp.path().to_str().expect("utf8")])
         .args(["--scrape", "http://127.0.0.1:1/metrics", "--csv", "x.csv"])
         .output()

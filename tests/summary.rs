@@ -2,19 +2,17 @@
 //! (`/api/v1/latest`) and series averaged per step (`/api/v1/gpus/{uuid}/steps`), checked against
 //! the CSV the node streamed, and their bounds.
 
-mod support;
-
 use std::collections::BTreeMap;
 use std::process::Command;
 use std::time::Duration;
 
-use support::Node;
+use crate::support::Node;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latest_values_and_steps_match_the_file() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let csv = tmp.path().join("gen.csv");
-    let status = Command::new(support::binary())
+    let status = Command::new(crate::support::binary())
         .args(["gen-csv", "--hosts", "1", "--scrapes", "120", "-o"])
         .arg(&csv)
         .status()
@@ -32,7 +30,7 @@ async fn latest_values_and_steps_match_the_file() {
             .push((rec[0].to_string(), value));
     }
     let rows: usize = values.values().map(Vec::len).sum();
-    let node = Node::start(&tmp.path().join("d"), &support::one_pass(&csv));
+    let node = Node::start(&tmp.path().join("d"), &crate::support::one_pass(&csv));
     node.wait_for_samples(rows as u64, Duration::from_secs(60))
         .await;
 

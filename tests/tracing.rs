@@ -3,13 +3,11 @@
 //! batch streamed on node A and stored on node B is one trace with the right parent links, and
 //! a REST query on A has per-node children that continue on B.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::support::{free_port, reference_csv, Node};
 use fake_opentelemetry_collector::{ExportedSpan, FakeCollectorServer};
-use support::{free_port, reference_csv, Node};
 
 fn free_addr() -> String {
     format!("127.0.0.1:{}", free_port())
@@ -66,7 +64,7 @@ fn by_id(spans: &[ExportedSpan]) -> HashMap<&str, &ExportedSpan> {
 async fn a_batch_and_a_query_are_each_one_trace_across_two_nodes() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let csv = reference_csv(tmp.path());
-    let rows = support::csv_rows(&csv);
+    let rows = crate::support::csv_rows(&csv);
     let ca = FakeCollectorServer::start().await.expect("collector A");
     let cb = FakeCollectorServer::start().await.expect("collector B");
     let (addr_a, addr_b) = (free_addr(), free_addr());

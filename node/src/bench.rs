@@ -8,12 +8,11 @@
 //! ceiling, bytes per sample on disk and each node's peak RSS. Figures are reported, never
 //! asserted: the machines are shared.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::Args;
 use serde_json::Value;
 use telemetry_actors::backoff::Backoff;
@@ -22,13 +21,16 @@ use telemetry_actors::routing::DEFAULT_PARTITIONS;
 use telemetry_storage::{Store, StoreOptions};
 
 use crate::gencsv::{generate, GenCsvArgs};
+use crate::harness::{eventually, free_port, one_pass, NodeProcess, POLL};
 
 /// Longest wait for the cluster to store everything.
 const INGEST_DEADLINE: Duration = Duration::from_secs(600);
 /// Longest wait for the store-only nodes to form a cluster.
 const FORM_DEADLINE: Duration = Duration::from_secs(30);
-/// Pause between looks at the cluster while waiting (short: ingest is timed by it).
-const POLL: Duration = Duration::from_millis(20);
+/// Pause between looks at the stored count (short: ingest is timed by it).
+const INGEST_POLL: Duration = Duration::from_millis(20);
+/// Longest wait for a node to stop after SIGTERM (its final checkpoint included).
+const STOP_DEADLINE: Duration = Duration::from_secs(120);
 /// Longest a timed read retries while the cluster answers 503 (a member that did not answer a
 /// scatter in time on a loaded machine); the retried attempts are not timed.
 const READ_RETRY_DEADLINE: Duration = Duration::from_secs(60);
@@ -63,68 +65,6 @@ pub struct BenchArgs {
     /// Working directory (default: a fresh temporary one, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
-}
-
-/// A node process of the benchmark.
-struct Proc {
-    child: Child,
-    url: String,
-    data: PathBuf,
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn spawn(data: &Path, args: &[String]) -> anyhow::Result<Proc> {
-    let exe = std::env::current_exe().context("finding this binary")?;
-    let log = std::fs::File::create(data.with_extension("log"))?;
-    let mut child = Command::new(exe)
-        .arg("--data-dir")
-        .arg(data)
-        .args(["--http-addr", "127.0.0.1:0"])
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::piped())
-        .stderr(log)
-        .spawn()
-        .context("starting a node")?;
-    let mut line = String::new();
-    if let Some(out) = child.stdout.take() {
-        BufReader::new(out).read_line(&mut line)?;
-    }
-    let Some(url) = line.trim().strip_prefix("listening on ") else {
-        let _ = child.kill();
-        bail!(
-            "node did not start; see {}",
-            data.with_extension("log").display()
-        );
-    };
-    Ok(Proc {
-        url: url.to_string(),
-        child,
-        data: data.to_path_buf(),
-    })
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map_or(f64::NAN, |kib| kib / 1024.0)
 }
 
 /// Parses the file and writes it straight into a fresh store; samples/s until all is queryable.
@@ -277,84 +217,139 @@ async fn pipeline(
     start_time: &str,
 ) -> anyhow::Result<()> {
     let client = reqwest::Client::new();
+    let (procs, t0) = start_cluster(&client, args, dir, csv).await?;
+    let secs = wait_ingested(&client, &procs[0].url, rows, t0).await?;
+    tokio::time::sleep(args.settle).await;
+    let reads = time_reads(&client, &procs, args, start_time).await?;
+    let rss: Vec<f64> = procs.iter().map(NodeProcess::peak_rss_mib).collect();
+    let disk = stop_and_measure(procs)?;
+    let rate = rows as f64 / secs;
+    println!(
+        "bench: {} node(s), {rows} samples, CSV → queryable in {secs:.2} s: {rate:.0} samples/s",
+        args.nodes.max(1)
+    );
+    if let Some(c) = ceiling {
+        println!(
+            "  storage ceiling {c:.0} samples/s; pipeline at {:.0} % of it",
+            100.0 * rate / c
+        );
+    }
+    disk.print(rows);
+    println!(
+        "  peak RSS per node (MiB): {}",
+        rss.iter()
+            .map(|r| format!("{r:.0}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for l in reads {
+        println!("{l}");
+    }
+    Ok(())
+}
+
+/// Starts the store-only members first (the first of them is the seed) and waits until they
+/// form a cluster, then the streaming node; returns them (the streaming node first) and the
+/// moment the streaming node listened (store open, cluster joined), from which ingest is timed.
+async fn start_cluster(
+    client: &reqwest::Client,
+    args: &BenchArgs,
+    dir: &Path,
+    csv: &Path,
+) -> anyhow::Result<(Vec<NodeProcess>, Instant)> {
+    let exe = std::env::current_exe().context("finding this binary")?;
     let nodes = args.nodes.max(1);
     let seed = format!("127.0.0.1:{}", free_port()?);
-    let cluster_args = |i: u32| -> anyhow::Result<Vec<String>> {
-        if nodes == 1 {
-            return Ok(vec!["--node-name".into(), "bench-0".into()]);
+    let flags = |i: u32| -> anyhow::Result<Vec<String>> {
+        let mut a = vec!["--node-name".to_string(), format!("bench-{i}")];
+        if nodes > 1 {
+            let addr = match i {
+                1 => seed.clone(),
+                _ => format!("127.0.0.1:{}", free_port()?),
+            };
+            let cluster = [
+                "--cluster-addr",
+                &addr,
+                "--seeds",
+                &seed,
+                "--cluster-cookie",
+                "bench",
+            ];
+            a.extend(cluster.map(String::from));
         }
-        let addr = if i == 1 {
-            seed.clone()
-        } else {
-            format!("127.0.0.1:{}", free_port()?)
-        };
-        Ok(vec![
-            "--node-name".into(),
-            format!("bench-{i}"),
-            "--cluster-addr".into(),
-            addr,
-            "--seeds".into(),
-            seed.clone(),
-            "--cluster-cookie".into(),
-            "bench".into(),
-        ])
+        Ok(a)
     };
-    // Store-only members first (the first of them is the seed), then the streaming node.
+    let start = |i: u32, extra: Vec<String>| -> anyhow::Result<NodeProcess> {
+        let mut a = flags(i)?;
+        a.extend(extra);
+        let a: Vec<&str> = a.iter().map(String::as_str).collect();
+        NodeProcess::start(&exe, &dir.join(format!("node-{i}")), &a, &[])
+    };
     let mut procs = Vec::new();
     for i in 1..nodes {
-        let mut a = cluster_args(i)?;
-        a.push("--no-stream".into());
-        procs.push(spawn(&dir.join(format!("node-{i}")), &a)?);
+        procs.push(start(i, vec!["--no-stream".into()])?);
     }
-    if nodes > 1 {
-        let deadline = Instant::now() + FORM_DEADLINE;
-        while cluster(&client, &procs[0].url).await?["live"]
-            .as_array()
-            .map_or(0, Vec::len)
-            < (nodes - 1) as usize
-        {
-            if Instant::now() > deadline {
-                bail!("store nodes did not form a cluster");
-            }
-            tokio::time::sleep(POLL).await;
-        }
+    if let Some(seed_node) = procs.first() {
+        let want = (nodes - 1) as usize;
+        eventually(
+            "store nodes forming a cluster",
+            FORM_DEADLINE,
+            POLL,
+            async || {
+                let c = cluster(client, &seed_node.url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let live = c["live"].as_array().map_or(0, Vec::len);
+                if live >= want {
+                    Ok(())
+                } else {
+                    Err(format!("{live} live"))
+                }
+            },
+        )
+        .await?;
     }
-    let mut a = cluster_args(0)?;
-    a.extend(
-        [
-            "--csv",
-            csv.to_str().context("path is not UTF-8")?,
-            "--rate",
-            "0",
-            "--passes",
-            "1",
-            "--timestamps",
-            "csv",
-        ]
-        .map(String::from),
-    );
-    let streamer = spawn(&dir.join("node-0"), &a)?;
-    // Timed from the streaming node's "listening" line (store open, cluster joined).
+    let csv = csv.to_str().context("the CSV path is not UTF-8")?;
+    let streamer = start(0, one_pass(csv).map(String::from).to_vec())?;
     let t0 = Instant::now();
-    let url = streamer.url.clone();
     procs.insert(0, streamer);
-    loop {
-        let c = cluster(&client, &url).await?;
-        if c["samples_stored"].as_u64().unwrap_or(0) >= rows {
-            break;
-        }
-        if t0.elapsed() > INGEST_DEADLINE {
-            bail!("not everything stored after {INGEST_DEADLINE:?}: {c}");
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    let rate = rows as f64 / secs;
+    Ok((procs, t0))
+}
 
-    tokio::time::sleep(args.settle).await;
-    // Reads: one GPU, 5 min in the middle of the hour and the whole hour, from every node.
+/// Waits until the cluster stores `rows` samples; seconds since `t0`.
+async fn wait_ingested(
+    client: &reqwest::Client,
+    url: &str,
+    rows: u64,
+    t0: Instant,
+) -> anyhow::Result<f64> {
+    eventually(
+        "everything stored",
+        INGEST_DEADLINE,
+        INGEST_POLL,
+        async || {
+            let c = cluster(client, url).await.map_err(|e| e.to_string())?;
+            match c["samples_stored"].as_u64().unwrap_or(0) {
+                n if n >= rows => Ok(()),
+                n => Err(format!("{n} of {rows} stored")),
+            }
+        },
+    )
+    .await?;
+    Ok(t0.elapsed().as_secs_f64())
+}
+
+/// Times REST reads of one GPU, 5 min in the middle of the hour and the whole hour, from every
+/// node; one line of percentiles per node and window.
+async fn time_reads(
+    client: &reqwest::Client,
+    procs: &[NodeProcess],
+    args: &BenchArgs,
+    start_time: &str,
+) -> anyhow::Result<Vec<String>> {
+    let first = procs.first().context("no node")?;
     let gpus: Value = client
-        .get(format!("{url}/api/v1/gpus?limit=1"))
+        .get(format!("{}/api/v1/gpus?limit=1", first.url))
         .send()
         .await?
         .json()
@@ -364,28 +359,19 @@ async fn pipeline(
         .context("no GPU listed")?
         .to_string();
     let t = chrono::DateTime::parse_from_rfc3339(start_time)?;
-    let fmt = |d: chrono::Duration| (t + d).to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-    let span = i64::from(args.scrapes);
-    let windows = [
-        (
-            "5min",
-            fmt(chrono::Duration::seconds(span / 2)),
-            fmt(chrono::Duration::seconds(span / 2 + 299)),
-        ),
-        (
-            "1h",
-            fmt(chrono::Duration::zero()),
-            fmt(chrono::Duration::seconds(3599)),
-        ),
-    ];
+    let at = |s: i64| {
+        (t + chrono::Duration::seconds(s)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    };
+    let half = i64::from(args.scrapes) / 2;
+    let windows = [("5min", at(half), at(half + 299)), ("1h", at(0), at(3599))];
     let mut lines = Vec::new();
     for (i, p) in procs.iter().enumerate() {
         for (name, from, to) in &windows {
-            read_window(&client, &p.url, &uuid, from, to).await?; // warm-up
+            read_window(client, &p.url, &uuid, from, to).await?; // warm-up
             let mut times = Vec::new();
             let mut points = 0;
             for _ in 0..args.queries {
-                let (s, n) = read_window(&client, &p.url, &uuid, from, to).await?;
+                let (s, n) = read_window(client, &p.url, &uuid, from, to).await?;
                 times.push(s * 1000.0);
                 points = n;
             }
@@ -398,51 +384,59 @@ async fn pipeline(
             ));
         }
     }
-    let rss: Vec<f64> = procs.iter().map(|p| peak_rss_mib(p.child.id())).collect();
-    // Stop cleanly (final checkpoint), then measure the stores on disk.
-    for p in &procs {
-        let _ = Command::new("kill")
-            .args(["-TERM", &p.child.id().to_string()])
-            .status();
-    }
-    let (mut disk, mut tables, mut broker, mut whole) = (0, 0, 0, 0);
-    for mut p in procs {
-        let _ = p.child.wait();
-        disk += telemetry_storage::disk::allocated_bytes(&p.data.join("store"));
-        tables += telemetry_storage::disk::allocated_bytes(&p.data.join("store").join("keyspaces"));
-        broker += telemetry_storage::disk::allocated_bytes(&p.data.join("broker"));
-        whole += telemetry_storage::disk::allocated_bytes(&p.data);
-    }
-    println!("bench: {nodes} node(s), {rows} samples, CSV → queryable in {secs:.2} s: {rate:.0} samples/s");
-    if let Some(c) = ceiling {
+    Ok(lines)
+}
+
+/// Disk use of the stopped nodes (allocated blocks, as `du -s --block-size=1`).
+struct DiskFigures {
+    store: u64,
+    tables: u64,
+    broker: u64,
+    whole: u64,
+}
+
+impl DiskFigures {
+    fn print(&self, rows: u64) {
+        let per = |b: u64| b as f64 / rows as f64;
+        // After a clean stop the last checkpoint may still sit in fjall's journal rather than
+        // in tables, so the figure is the whole store directory.
         println!(
-            "  storage ceiling {c:.0} samples/s; pipeline at {:.0} % of it",
-            100.0 * rate / c
+            "  store on disk after shutdown: {:.3} bytes/sample ({} bytes; {} in tables)",
+            per(self.store),
+            self.store,
+            self.tables
+        );
+        println!(
+            "  broker logs after shutdown: {:.3} bytes/sample ({} bytes)",
+            per(self.broker),
+            self.broker
+        );
+        println!(
+            "  whole data directories after shutdown: {:.3} bytes/sample ({} bytes, as du -s --block-size=1)",
+            per(self.whole),
+            self.whole
         );
     }
-    // After a clean stop the last checkpoint may still sit in fjall's journal rather than in
-    // tables, so the figure is the whole store directory (allocated blocks).
-    println!(
-        "  store on disk after shutdown: {:.3} bytes/sample ({disk} bytes; {tables} in tables)",
-        disk as f64 / rows as f64,
-    );
-    println!(
-        "  broker logs after shutdown: {:.3} bytes/sample ({broker} bytes)",
-        broker as f64 / rows as f64,
-    );
-    println!(
-        "  whole data directories after shutdown: {:.3} bytes/sample ({whole} bytes, as du -s --block-size=1)",
-        whole as f64 / rows as f64,
-    );
-    println!(
-        "  peak RSS per node (MiB): {}",
-        rss.iter()
-            .map(|r| format!("{r:.0}"))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    for l in lines {
-        println!("{l}");
+}
+
+/// Stops every node cleanly (final checkpoint), then measures their data directories.
+fn stop_and_measure(procs: Vec<NodeProcess>) -> anyhow::Result<DiskFigures> {
+    for p in &procs {
+        p.signal("TERM")?;
     }
-    Ok(())
+    let mut d = DiskFigures {
+        store: 0,
+        tables: 0,
+        broker: 0,
+        whole: 0,
+    };
+    for mut p in procs {
+        p.stop(STOP_DEADLINE)?;
+        let size = |sub: &str| telemetry_storage::disk::allocated_bytes(&p.data_dir.join(sub));
+        d.store += size("store");
+        d.tables += size("store/keyspaces");
+        d.broker += size("broker");
+        d.whole += size("");
+    }
+    Ok(d)
 }

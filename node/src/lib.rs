@@ -11,6 +11,7 @@ use auth::Secret;
 pub mod config;
 pub mod decommission;
 pub mod gencsv;
+pub mod harness;
 mod known_peers;
 mod observability;
 

@@ -1,13 +1,13 @@
-//! Test harness: real `telemetry-node` processes on free ports, spoken to over HTTP.
+//! What the tests add to the process harness ([`telemetry_node::harness`]): nodes whose
+//! failures panic with their log, HTTP helpers, and waits for cluster conditions.
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader};
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use serde_json::Value;
+use telemetry_node::harness::{self, NodeProcess};
 
 /// The shared reference CSV.
 pub const SHARED_CSV: &str = concat!(
@@ -15,9 +15,11 @@ pub const SHARED_CSV: &str = concat!(
     "/../../shared/data/dcgm_metrics_20250718_134233.csv"
 );
 
-/// Path of the binary under test.
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_telemetry-node")
+/// Path of the binary under test: this build's, or `TELEMETRY_TEST_BINARY` (to run the tests
+/// against a release build or another version).
+pub fn binary() -> String {
+    std::env::var("TELEMETRY_TEST_BINARY")
+        .unwrap_or_else(|_| env!("CARGO_BIN_EXE_telemetry-node").to_string())
 }
 
 /// Data rows of a CSV file.
@@ -27,17 +29,19 @@ pub fn csv_rows(path: &Path) -> u64 {
 
 /// Flags that stream `csv` once, unthrottled, with the file's own timestamps.
 pub fn one_pass(csv: &Path) -> [&str; 8] {
-    let csv = csv.to_str().expect("utf-8 path");
-    [
-        "--csv",
-        csv,
-        "--rate",
-        "0",
-        "--passes",
-        "1",
-        "--timestamps",
-        "csv",
-    ]
+    harness::one_pass(csv.to_str().expect("utf-8 path"))
+}
+
+/// Polls `check` (every 100 ms) until it yields a value; panics after `timeout`, saying `what`
+/// and what the last look saw.
+pub async fn eventually<T>(
+    what: &str,
+    timeout: Duration,
+    check: impl AsyncFnMut() -> Result<T, String>,
+) -> T {
+    harness::eventually(what, timeout, Duration::from_millis(100), check)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The shared CSV, or a `gen-csv` file of the same shape in `dir` when it is absent: one row per
@@ -77,9 +81,9 @@ pub fn reference_csv(dir: &Path) -> PathBuf {
     out
 }
 
-/// A running node process; killed when dropped.
+/// A running node process; killed when dropped (its log printed if the test panics).
 pub struct Node {
-    pub child: Child,
+    proc: NodeProcess,
     pub url: String,
     pub data_dir: PathBuf,
     /// Where the node's stderr goes (printed if the test panics).
@@ -94,47 +98,24 @@ impl Node {
 
     /// Starts a node with extra environment variables.
     pub fn start_env(data_dir: &Path, args: &[&str], env: &[(&str, &str)]) -> Node {
-        let log = data_dir.with_extension("log");
-        let log_file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log)
-            .expect("log file");
-        let mut child = Command::new(binary())
-            .arg("--data-dir")
-            .arg(data_dir)
-            .args(["--http-addr", "127.0.0.1:0"])
-            .args(args)
-            .env("RUST_LOG", "warn")
-            .envs(env.iter().copied())
-            .stdout(Stdio::piped())
-            .stderr(log_file)
-            .spawn()
-            .expect("binary starts");
-        let stdout = child.stdout.take().expect("stdout piped");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("reads stdout");
-        let url = line
-            .trim()
-            .strip_prefix("listening on ")
-            .unwrap_or_else(|| {
-                let text = std::fs::read_to_string(&log).unwrap_or_default();
-                panic!("node did not start: {line:?}\n{text}")
-            })
-            .to_string();
+        let proc = NodeProcess::start(Path::new(&binary()), data_dir, args, env)
+            .unwrap_or_else(|e| panic!("{e:#}"));
         Node {
-            child,
-            url,
-            data_dir: data_dir.to_path_buf(),
-            log,
+            url: proc.url.clone(),
+            data_dir: proc.data_dir.clone(),
+            log: proc.log.clone(),
+            proc,
         }
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
     }
 
     /// What the node wrote to stderr so far.
     pub fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.proc.log_text()
     }
 
     /// SIGTERM, wait for a clean exit, and return the whole log.
@@ -171,52 +152,35 @@ impl Node {
         body
     }
 
-    /// Waits until the cluster reports `n` stored samples (and no broker lag).
+    /// Waits until the cluster reports `n` stored samples.
     pub async fn wait_for_samples(&self, n: u64, timeout: Duration) -> Value {
-        let deadline = Instant::now() + timeout;
-        loop {
+        eventually(&format!("{n} samples stored"), timeout, async || {
             let c = self.ok("/api/v1/cluster").await;
-            if c["samples_stored"].as_u64() == Some(n) {
-                return c;
+            match c["samples_stored"].as_u64() {
+                Some(s) if s == n => Ok(c),
+                s => Err(format!("{s:?} stored")),
             }
-            assert!(
-                Instant::now() < deadline,
-                "timed out waiting for {n} samples: {}",
-                c["samples_stored"]
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await
     }
 
     /// Sends a signal (`TERM`, `KILL`, `STOP`, …) to the process.
     pub fn signal(&self, sig: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{sig}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .expect("kill runs");
-        assert!(status.success());
+        self.proc.signal(sig).expect("signal sent");
     }
 
     /// SIGTERM and wait for a clean exit.
     pub fn stop(mut self) {
-        self.signal("TERM");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                assert!(status.success(), "node exited with {status}");
-                return;
-            }
-            assert!(Instant::now() < deadline, "node did not stop after SIGTERM");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let status = self
+            .proc
+            .stop(Duration::from_secs(60))
+            .expect("node stops after SIGTERM");
+        assert!(status.success(), "node exited with {status}");
     }
 }
 
 impl Drop for Node {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         if std::thread::panicking() {
             eprintln!("---- {} ----\n{}", self.log.display(), self.log_text());
         }
@@ -227,40 +191,38 @@ impl Drop for Node {
 
 /// A free loopback port for a cluster transport.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    harness::free_port().expect("a free port")
 }
 
 /// Waits until `node` sees `n` live members.
 pub async fn wait_live(node: &Node, n: usize) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let c = node.ok("/api/v1/cluster").await;
-        if c["live"].as_array().map(Vec::len) == Some(n) && c["partial"] == false {
-            return c;
-        }
-        assert!(Instant::now() < deadline, "cluster did not form: {c}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    eventually(
+        &format!("{n} live members"),
+        Duration::from_secs(30),
+        async || {
+            let c = node.ok("/api/v1/cluster").await;
+            if c["live"].as_array().map(Vec::len) == Some(n) && c["partial"] == false {
+                Ok(c)
+            } else {
+                Err(c.to_string())
+            }
+        },
+    )
+    .await
 }
 
 /// GET a path until the answer is complete (`partial: false`), as a client would after a
 /// membership change; fails after 15 s.
 pub async fn complete(node: &Node, path: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let (status, body) = node.get(path).await;
-        if status == 200 && body["partial"] == false {
-            return body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{path} stays incomplete: {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        &format!("{path} complete"),
+        Duration::from_secs(15),
+        async || match node.get(path).await {
+            (200, body) if body["partial"] == false => Ok(body),
+            (status, body) => Err(format!("{status} {body}")),
+        },
+    )
+    .await
 }
 
 /// Every point of every GPU as `node` answers it (cursor pages), asserting order and no duplicate.
@@ -301,25 +263,26 @@ pub async fn all_points(node: &Node) -> (usize, Vec<String>) {
 
 /// Waits until every streamer finished and the cluster holds at least `n` distinct samples.
 pub async fn wait_stored(node: &Node, n: u64, timeout: Duration) -> Value {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let c = node.ok("/api/v1/cluster").await;
-        let stored = c["samples_stored"].as_u64().unwrap_or(0);
-        let lag: u64 = c["members"]
-            .as_array()
-            .map(|m| {
-                m.iter()
-                    .filter_map(|x| x["broker_lag_records"].as_u64())
-                    .sum()
-            })
-            .unwrap_or(1);
-        if stored >= n && lag == 0 && c["partial"] == false {
-            return c;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out at {stored} of {n}: {c}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        &format!("{n} samples stored, no lag"),
+        timeout,
+        async || {
+            let c = node.ok("/api/v1/cluster").await;
+            let stored = c["samples_stored"].as_u64().unwrap_or(0);
+            let lag: u64 = c["members"]
+                .as_array()
+                .map(|m| {
+                    m.iter()
+                        .filter_map(|x| x["broker_lag_records"].as_u64())
+                        .sum()
+                })
+                .unwrap_or(1);
+            if stored >= n && lag == 0 && c["partial"] == false {
+                Ok(c)
+            } else {
+                Err(format!("{stored} of {n}: {c}"))
+            }
+        },
+    )
+    .await
 }

@@ -17,8 +17,12 @@
 //! are started; a partition it no longer owns stops accepting appends at once (producers re-route
 //! to the new owner), its collector consumes everything the log already holds, and only then are
 //! both actors stopped ([`SupervisorMsg::Released`]).
+//!
+//! Those decisions (what to start, hand over, resume or stop; restart, or give up) are a pure
+//! state machine in `decisions.rs` ([`Ownership`], [`Restarts`]) with table tests; this actor
+//! only carries out its [`Step`]s.
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -42,6 +46,10 @@ use crate::router::Router;
 use crate::routing::owned_by;
 use crate::stats::PipelineStats;
 use crate::streamer::{SourceConfig, Streamer, StreamerArgs, StreamerMsg};
+
+mod decisions;
+
+pub use decisions::{AfterEnd, Ownership, Restarts, Step};
 
 /// Failures of one child tolerated within [`RESTART_WINDOW`].
 pub const MAX_RESTARTS: usize = 5;
@@ -113,13 +121,11 @@ pub struct State {
     children: HashMap<ActorId, (Child, ActorCell)>,
     collectors: HashMap<u32, ActorRef<CollectorMsg>>,
     streamers: HashMap<usize, ActorRef<StreamerMsg>>,
-    failures: HashMap<Child, VecDeque<Instant>>,
+    restarts: Restarts<Child>,
     stop_reading: Arc<AtomicBool>,
     draining: bool,
-    /// Partitions this node owns now.
-    owned: BTreeSet<u32>,
-    /// Partitions handed over whose collectors are consuming what their logs hold.
-    retiring: HashSet<u32>,
+    /// Partitions owned now and those being handed over.
+    ownership: Ownership,
     /// Children stopped on purpose (not restarted).
     stopping: HashSet<Child>,
 }
@@ -243,35 +249,66 @@ impl State {
         myself: &ActorRef<SupervisorMsg>,
         live: &[String],
     ) -> Result<(), ActorProcessingErr> {
-        let now: BTreeSet<u32> = owned_by(&self.args.me, self.args.partitions, live)
-            .into_iter()
-            .collect();
-        let gained: Vec<u32> = now.difference(&self.owned).copied().collect();
-        let lost: Vec<u32> = self.owned.difference(&now).copied().collect();
-        if gained.is_empty() && lost.is_empty() {
-            return Ok(());
+        let now = owned_by(&self.args.me, self.args.partitions, live);
+        let steps = self.ownership.follow(now.into_iter().collect());
+        if !steps.is_empty() {
+            tracing::info!(members = ?live, ?steps, "ownership changed");
         }
-        tracing::info!(members = ?live, gained = gained.len(), lost = lost.len(), "ownership changed");
-        self.owned = now;
-        for p in gained {
-            if self.retiring.contains(&p) {
-                continue; // still running; Released puts it back to work
-            }
-            self.spawn(myself, Child::Broker(p)).await?;
-            self.spawn(myself, Child::Collector(p)).await?;
-        }
-        for p in lost {
-            self.args.registry.retire(p);
-            self.retiring.insert(p);
-            let broker = self.args.registry.get(p);
-            let collector = self.collectors.get(&p).cloned();
-            let me = myself.clone();
-            tokio::spawn(async move {
-                hand_over(p, broker, collector).await;
-                let _ = me.cast(SupervisorMsg::Released(p));
-            });
+        for step in steps {
+            self.apply(myself, step).await?;
         }
         Ok(())
+    }
+
+    /// Carries out one of the ownership state machine's steps.
+    async fn apply(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        step: Step,
+    ) -> Result<(), ActorProcessingErr> {
+        match step {
+            Step::Start(p) => {
+                self.spawn(myself, Child::Broker(p)).await?;
+                self.spawn(myself, Child::Collector(p)).await?;
+            }
+            Step::HandOver(p) => {
+                self.args.registry.retire(p);
+                let broker = self.args.registry.get(p);
+                let collector = self.collectors.get(&p).cloned();
+                let me = myself.clone();
+                tokio::spawn(async move {
+                    hand_over(p, broker, collector).await;
+                    let _ = me.cast(SupervisorMsg::Released(p));
+                });
+            }
+            Step::Resume(p) => {
+                if let Some(b) = self.args.registry.get(p) {
+                    self.args.registry.insert(p, b);
+                }
+            }
+            Step::Stop(p) => {
+                tracing::info!(partition = p, "partition handed over");
+                self.stop_children(p);
+            }
+        }
+        Ok(())
+    }
+
+    /// Schedules the restart of `child` or gives up, as [`Restarts`] decides.
+    fn after_failure(
+        &mut self,
+        myself: &ActorRef<SupervisorMsg>,
+        decision: AfterEnd,
+        child: Child,
+    ) -> Result<(), ActorProcessingErr> {
+        match decision {
+            AfterEnd::Forget => Ok(()),
+            AfterEnd::Restart(backoff) => {
+                myself.send_after(backoff, move || SupervisorMsg::Restart(ChildKey(child)));
+                Ok(())
+            }
+            AfterEnd::GiveUp(why) => Err(why.into()),
+        }
     }
 
     fn stop_children(&mut self, p: u32) {
@@ -281,21 +318,6 @@ impl State {
                 cell.stop(Some("ownership moved".into()));
             }
         }
-    }
-
-    /// Records a failure and returns the backoff before the restart, or an error past the limit.
-    fn note_failure(&mut self, child: Child) -> Result<Duration, String> {
-        let now = Instant::now();
-        let hist = self.failures.entry(child).or_default();
-        hist.retain(|t| now.duration_since(*t) < RESTART_WINDOW);
-        hist.push_back(now);
-        if hist.len() > MAX_RESTARTS {
-            return Err(format!(
-                "{child:?} failed {} times within {RESTART_WINDOW:?}; giving up",
-                hist.len()
-            ));
-        }
-        Ok(RESTART_BACKOFF.delay_for(hist.len() as u32 - 1))
     }
 }
 
@@ -327,13 +349,14 @@ impl Actor for PipelineSupervisor {
             children: HashMap::new(),
             collectors: HashMap::new(),
             streamers: HashMap::new(),
-            failures: HashMap::new(),
+            restarts: Restarts::default(),
             stop_reading: Arc::new(AtomicBool::new(false)),
             draining: false,
-            owned: owned.iter().copied().collect(),
-            retiring: HashSet::new(),
+            ownership: Ownership::default(),
             stopping: HashSet::new(),
         };
+        // Every broker before any collector, so the steps' order is not followed here.
+        let _ = state.ownership.follow(owned.iter().copied().collect());
         for p in &owned {
             state.spawn(&myself, Child::Broker(*p)).await?;
         }
@@ -382,14 +405,13 @@ impl Actor for PipelineSupervisor {
                     Child::Broker(p) | Child::Collector(p) => Some(p),
                     Child::Streamer(_) => None,
                 };
-                let wanted = partition
-                    .is_none_or(|p| state.owned.contains(&p) || state.retiring.contains(&p));
+                let wanted = partition.is_none_or(|p| state.ownership.wants(p));
                 if !state.draining && wanted {
                     tracing::info!(?child, "restarting");
                     if let Err(e) = state.spawn(&myself, child).await {
                         tracing::error!(?child, error = %e, "restart failed");
-                        let backoff = state.note_failure(child)?;
-                        myself.send_after(backoff, move || SupervisorMsg::Restart(ChildKey(child)));
+                        let decision = state.restarts.failed(child, Instant::now());
+                        state.after_failure(&myself, decision, child)?;
                     }
                 }
             }
@@ -429,15 +451,8 @@ impl Actor for PipelineSupervisor {
                 }
             }
             SupervisorMsg::Released(p) => {
-                state.retiring.remove(&p);
-                if state.owned.contains(&p) {
-                    // Owned again while handing over: take appends again.
-                    if let Some(b) = state.args.registry.get(p) {
-                        state.args.registry.insert(p, b);
-                    }
-                } else {
-                    tracing::info!(partition = p, "partition handed over");
-                    state.stop_children(p);
+                if let Some(step) = state.ownership.released(p) {
+                    state.apply(&myself, step).await?;
                 }
             }
             SupervisorMsg::WaitStreamed(reply) => {
@@ -468,14 +483,13 @@ impl Actor for PipelineSupervisor {
             return Ok(());
         };
         state.forget(child);
-        if state.draining || state.stopping.remove(&child) {
-            return Ok(());
+        let on_purpose = state.stopping.remove(&child) || state.draining;
+        if !on_purpose {
+            let reason = failure.unwrap_or_else(|| "stopped unexpectedly".to_string());
+            tracing::error!(?child, %reason, "child actor ended");
         }
-        let reason = failure.unwrap_or_else(|| "stopped unexpectedly".to_string());
-        tracing::error!(?child, %reason, "child actor ended");
-        let backoff = state.note_failure(child)?;
-        myself.send_after(backoff, move || SupervisorMsg::Restart(ChildKey(child)));
-        Ok(())
+        let decision = state.restarts.ended(child, on_purpose, Instant::now());
+        state.after_failure(&myself, decision, child)
     }
 }
 
