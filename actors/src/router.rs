@@ -122,74 +122,92 @@ impl Router {
             _ => None,
         };
         async move {
-            if let Some(local) = local {
-                let span = tracing::info_span!(
-                    "broker.append",
-                    partition,
-                    trace_id = tracing::field::Empty
-                );
-                crate::trace::record_trace_id(&span);
-                return tracing::Instrument::instrument(
-                    async move {
-                        let Some(broker) = local else {
-                            return Err(RouteError::NotRunning(partition));
-                        };
-                        let (tx, rx) = tokio::sync::oneshot::channel();
-                        broker
-                            .cast(BrokerMsg::Append {
-                                payload,
-                                reply: RpcReplyPort::from(tx),
-                            })
-                            .map_err(|_| RouteError::Stopped(partition))?;
-                        match tokio::time::timeout(timeout, rx).await {
-                            Ok(Ok(reply)) => Ok(reply),
-                            Ok(Err(_)) => Err(RouteError::Stopped(partition)),
-                            Err(_) => Err(RouteError::TimedOut { owner, partition }),
-                        }
-                    },
-                    span,
-                )
-                .await;
-            }
-            let Some(endpoint) = remote else {
-                return Err(RouteError::Unreachable { owner, partition });
-            };
-            let request = Request::Append {
-                partition,
-                payload: payload.to_vec(),
-            };
-            match call_endpoint(&endpoint, &request, timeout).await {
-                Some(Response::Append(AppendOutcome::Ack(offset))) => Ok(AppendReply::Ack(offset)),
-                Some(Response::Append(AppendOutcome::Full)) => {
-                    Ok(AppendReply::Refused(AppendRefusal::Full {
-                        unconsumed: 0,
-                        limit: 0,
-                    }))
-                }
-                Some(Response::Append(AppendOutcome::DiskFull(reason))) => {
-                    Ok(AppendReply::Refused(AppendRefusal::DiskFull {
-                        reason: format!("{owner}: {reason}"),
-                    }))
-                }
-                Some(Response::Append(AppendOutcome::TooLarge { bytes, limit })) => {
-                    Ok(AppendReply::Refused(AppendRefusal::TooLarge {
-                        bytes,
-                        limit,
-                    }))
-                }
-                Some(Response::Append(AppendOutcome::Failed(e))) => Ok(AppendReply::Failed(e)),
-                Some(Response::Append(AppendOutcome::NotOwner)) => {
-                    Err(RouteError::NotOwner { owner, partition })
-                }
-                Some(Response::Busy) => Err(RouteError::Busy(owner)),
-                Some(other) => Err(RouteError::Unexpected {
-                    owner,
-                    answer: format!("{other:?}"),
-                }),
-                None => Err(RouteError::TimedOut { owner, partition }),
+            match local {
+                Some(broker) => append_here(broker, partition, payload, timeout, owner).await,
+                None => append_at(remote, partition, payload, timeout, owner).await,
             }
         }
     }
+}
+
+/// An append to a partition this node owns, through its broker actor (`None`: not running yet).
+async fn append_here(
+    broker: Option<ractor::ActorRef<BrokerMsg>>,
+    partition: u32,
+    payload: Arc<Vec<u8>>,
+    timeout: Duration,
+    owner: String,
+) -> Result<AppendReply, RouteError> {
+    let span = tracing::info_span!("broker.append", partition, trace_id = tracing::field::Empty);
+    crate::trace::record_trace_id(&span);
+    let append = async move {
+        let Some(broker) = broker else {
+            return Err(RouteError::NotRunning(partition));
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        broker
+            .cast(BrokerMsg::Append {
+                payload,
+                reply: RpcReplyPort::from(tx),
+            })
+            .map_err(|_| RouteError::Stopped(partition))?;
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(_)) => Err(RouteError::Stopped(partition)),
+            Err(_) => Err(RouteError::TimedOut { owner, partition }),
+        }
+    };
+    tracing::Instrument::instrument(append, span).await
+}
+
+/// An append to a partition another node owns, through its endpoint; the answer comes after
+/// the owner's fsync.
+async fn append_at(
+    endpoint: Option<ractor::ActorRef<crate::cluster::endpoint::EndpointMsg>>,
+    partition: u32,
+    payload: Arc<Vec<u8>>,
+    timeout: Duration,
+    owner: String,
+) -> Result<AppendReply, RouteError> {
+    let Some(endpoint) = endpoint else {
+        return Err(RouteError::Unreachable { owner, partition });
+    };
+    let request = Request::Append {
+        partition,
+        payload: payload.to_vec(),
+    };
+    match call_endpoint(&endpoint, &request, timeout).await {
+        Some(Response::Append(outcome)) => reply_of(outcome, owner, partition),
+        Some(Response::Busy) => Err(RouteError::Busy(owner)),
+        Some(other) => Err(RouteError::Unexpected {
+            owner,
+            answer: format!("{other:?}"),
+        }),
+        None => Err(RouteError::TimedOut { owner, partition }),
+    }
+}
+
+/// A remote owner's outcome as the local broker would have answered.
+fn reply_of(
+    outcome: AppendOutcome,
+    owner: String,
+    partition: u32,
+) -> Result<AppendReply, RouteError> {
+    Ok(match outcome {
+        AppendOutcome::Ack(offset) => AppendReply::Ack(offset),
+        AppendOutcome::Full => AppendReply::Refused(AppendRefusal::Full {
+            unconsumed: 0,
+            limit: 0,
+        }),
+        AppendOutcome::DiskFull(reason) => AppendReply::Refused(AppendRefusal::DiskFull {
+            reason: format!("{owner}: {reason}"),
+        }),
+        AppendOutcome::TooLarge { bytes, limit } => {
+            AppendReply::Refused(AppendRefusal::TooLarge { bytes, limit })
+        }
+        AppendOutcome::Failed(e) => AppendReply::Failed(e),
+        AppendOutcome::NotOwner => return Err(RouteError::NotOwner { owner, partition }),
+    })
 }
 
 /// Appends a record sent by another node to a local partition (the endpoint's half of routing).

@@ -204,11 +204,14 @@ fn prom_value(v: f64) -> String {
 }
 
 /// Evaluates `expr` at `steps`: (labels, value per step).
+/// Series of one evaluation: labels and a value (or none) per step.
+type Evaluated = Vec<(Labels, Vec<Option<f64>>)>;
+
 async fn evaluate(
     node: &NodeContext,
     expr: &Expr,
     steps: &[i64],
-) -> Result<(Vec<(Labels, Vec<Option<f64>>)>, Vec<String>), String> {
+) -> Result<(Evaluated, Vec<String>), String> {
     let (sel, agg) = match expr {
         Expr::VectorSelector(s) => (s, None),
         Expr::Paren(p) => return Box::pin(evaluate(node, &p.expr, steps)).await,
@@ -224,6 +227,21 @@ async fn evaluate(
             )
         }
     };
+    let (series, unavailable) = selected_at_steps(node, sel, steps).await?;
+    match agg {
+        // A selector's result keeps the metric name.
+        None => Ok((series, unavailable)),
+        Some(a) => Ok((aggregate(a, series, steps.len())?, unavailable)),
+    }
+}
+
+/// Every series a selector picks, valued at each step, in label order (Prometheus aggregates
+/// in that order, and float sums depend on it).
+async fn selected_at_steps(
+    node: &NodeContext,
+    sel: &VectorSelector,
+    steps: &[i64],
+) -> Result<(Evaluated, Vec<String>), String> {
     let (picked, unavailable) = select(node, sel).await?;
     let (first, last) = (
         steps.first().copied().unwrap_or(0),
@@ -236,19 +254,12 @@ async fn evaluate(
     let mut budget = MAX_PROM_SAMPLES;
     let mut data: BTreeMap<(String, String), Vec<(i64, f64)>> = BTreeMap::new();
     for (uuid, metrics) in by_gpu {
-        for (metric, pts) in samples(
-            node,
-            &uuid,
-            &metrics,
-            (first - LOOKBACK_MS, last),
-            &mut budget,
-        )
-        .await?
-        {
+        let window = (first - LOOKBACK_MS, last);
+        for (metric, pts) in samples(node, &uuid, &metrics, window, &mut budget).await? {
             data.insert((uuid.clone(), metric), pts);
         }
     }
-    let mut series: Vec<(Labels, Vec<Option<f64>>)> = picked
+    let mut series: Evaluated = picked
         .into_iter()
         .map(|(labels, uuid, metric)| {
             let values = data
@@ -257,13 +268,22 @@ async fn evaluate(
             (labels, values)
         })
         .collect();
-    // Prometheus aggregates series in label order; float sums depend on the order.
     series.sort_by(|a, b| a.0.cmp(&b.0));
-    let Some(a) = agg else {
-        // A selector's result keeps the metric name.
-        return Ok((series, unavailable));
-    };
+    Ok((series, unavailable))
+}
+
+/// `op by/without (…)` of `series`, step by step.
+fn aggregate(
+    a: &promql_parser::parser::AggregateExpr,
+    series: Evaluated,
+    steps: usize,
+) -> Result<Evaluated, String> {
     let op = a.op.to_string();
+    if !matches!(op.as_str(), "sum" | "avg" | "min" | "max" | "count") {
+        return Err(format!(
+            "aggregation {op} is not supported (avg, min, max, sum, count are)"
+        ));
+    }
     let keep = |l: &Labels| -> Labels {
         match &a.modifier {
             Some(LabelModifier::Include(by)) => l
@@ -283,39 +303,40 @@ async fn evaluate(
     for (labels, values) in series {
         groups.entry(keep(&labels)).or_default().push(values);
     }
-    let mut out = Vec::new();
-    for (labels, members) in groups {
-        let values = (0..steps.len())
-            .map(|i| {
-                let vs: Vec<f64> = members.iter().filter_map(|m| m[i]).collect();
-                if vs.is_empty() {
-                    return None;
-                }
-                Some(match op.as_str() {
-                    "sum" => vs.iter().sum(),
-                    // Prometheus 2.x's running mean, for the same rounding.
-                    "avg" => vs.iter().enumerate().fold(0.0, |mean, (i, v)| {
-                        let n = (i + 1) as f64;
-                        if i == 0 {
-                            *v
-                        } else {
-                            mean + (v / n - mean / n)
-                        }
-                    }),
-                    "min" => vs.iter().copied().fold(f64::INFINITY, f64::min),
-                    "max" => vs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
-                    _ => vs.len() as f64,
+    Ok(groups
+        .into_iter()
+        .map(|(labels, members)| {
+            let values = (0..steps)
+                .map(|i| {
+                    let vs: Vec<f64> = members.iter().filter_map(|m| m[i]).collect();
+                    combine(&op, &vs)
                 })
-            })
-            .collect();
-        out.push((labels, values));
+                .collect();
+            (labels, values)
+        })
+        .collect())
+}
+
+/// One step of an aggregation over the values present (none present: no value).
+fn combine(op: &str, vs: &[f64]) -> Option<f64> {
+    if vs.is_empty() {
+        return None;
     }
-    if !matches!(op.as_str(), "sum" | "avg" | "min" | "max" | "count") {
-        return Err(format!(
-            "aggregation {op} is not supported (avg, min, max, sum, count are)"
-        ));
-    }
-    Ok((out, unavailable))
+    Some(match op {
+        "sum" => vs.iter().sum(),
+        // Prometheus 2.x's running mean, for the same rounding.
+        "avg" => vs.iter().enumerate().fold(0.0, |mean, (i, v)| {
+            let n = (i + 1) as f64;
+            if i == 0 {
+                *v
+            } else {
+                mean + (v / n - mean / n)
+            }
+        }),
+        "min" => vs.iter().copied().fold(f64::INFINITY, f64::min),
+        "max" => vs.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        _ => vs.len() as f64,
+    })
 }
 
 fn parse_query(p: &Params) -> Result<Expr, (axum::http::StatusCode, Json<Value>)> {

@@ -384,6 +384,68 @@ impl Totals {
     }
 }
 
+/// Records gathered into request bodies: the header, then records up to
+/// [`IMPORT_CHUNK_BYTES`] and always under [`IMPORT_MAX_REQUEST`].
+struct Chunker {
+    header: csv::ByteRecord,
+    chunk: csv::Writer<Vec<u8>>,
+    records: usize,
+}
+
+impl Chunker {
+    fn new(header: csv::ByteRecord) -> anyhow::Result<Self> {
+        let chunk = Self::start(&header)?;
+        Ok(Self {
+            header,
+            chunk,
+            records: 0,
+        })
+    }
+
+    fn start(header: &csv::ByteRecord) -> anyhow::Result<csv::Writer<Vec<u8>>> {
+        let mut w = csv::Writer::from_writer(Vec::with_capacity(IMPORT_CHUNK_BYTES + 4096));
+        w.write_byte_record(header)?;
+        Ok(w)
+    }
+
+    /// Adds a record (one too long for any request is rejected in `t`); returns the chunk
+    /// before it when that chunk is full and must be sent first.
+    fn add(&mut self, rec: &csv::ByteRecord, t: &mut Totals) -> anyhow::Result<Option<Vec<u8>>> {
+        // Worst case of a record written as CSV: every byte a doubled quote.
+        let size = 2 * rec.as_slice().len() + 3 * rec.len() + 2;
+        if size + self.header.as_slice().len() * 3 > IMPORT_MAX_REQUEST {
+            t.reject("line_too_long", "a record too long for one request".into());
+            return Ok(None);
+        }
+        // The writer buffers; flushing into the Vec makes its length the chunk's size.
+        self.chunk.flush()?;
+        let len = self.chunk.get_ref().len();
+        let full = len + size > IMPORT_MAX_REQUEST - 1024 || len >= IMPORT_CHUNK_BYTES;
+        let body = if full && self.records > 0 {
+            self.take()?
+        } else {
+            None
+        };
+        self.chunk.write_byte_record(rec)?;
+        self.records += 1;
+        Ok(body)
+    }
+
+    /// The last chunk, if it holds any record.
+    fn finish(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
+        self.take()
+    }
+
+    fn take(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
+        if self.records == 0 {
+            return Ok(None);
+        }
+        let next = Self::start(&self.header)?;
+        self.records = 0;
+        Ok(Some(std::mem::replace(&mut self.chunk, next).into_inner()?))
+    }
+}
+
 pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("opening {}", args.file.display()))?;
@@ -405,59 +467,35 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
     let mut t = Totals::default();
     runtime()?.block_on(async {
         let c = Client::new(&client_args);
-        let new_chunk = || -> anyhow::Result<csv::Writer<Vec<u8>>> {
-            let mut w = csv::Writer::from_writer(Vec::with_capacity(IMPORT_CHUNK_BYTES + 4096));
-            w.write_byte_record(&header)?;
-            Ok(w)
-        };
-        let mut chunk = new_chunk()?;
-        let mut in_chunk = 0usize;
+        let mut chunks = Chunker::new(header)?;
         let mut sending = tokio::task::JoinSet::new();
         let mut rec = csv::ByteRecord::new();
         loop {
-            let more = match rdr.read_byte_record(&mut rec) {
-                Ok(more) => more,
+            match rdr.read_byte_record(&mut rec) {
+                Ok(true) => {}
+                Ok(false) => break,
                 Err(e) if e.is_io_error() => return Err(e).context("reading the file"),
                 Err(e) => {
                     t.reject("unreadable_row", e.to_string());
                     continue;
                 }
-            };
-            // Worst case of a record written as CSV: every byte a doubled quote.
-            let size = 2 * rec.as_slice().len() + 3 * rec.len() + 2;
-            if more && size + header.as_slice().len() * 3 > IMPORT_MAX_REQUEST {
-                t.reject("line_too_long", "a record too long for one request".into());
+            }
+            let Some(body) = chunks.add(&rec, &mut t)? else {
                 continue;
-            }
-            // The writer buffers; flushing into the Vec makes its length the chunk's size.
-            chunk.flush()?;
-            let full = chunk.get_ref().len() + size > IMPORT_MAX_REQUEST - 1024
-                || chunk.get_ref().len() >= IMPORT_CHUNK_BYTES;
-            if more && !full {
-                chunk.write_byte_record(&rec)?;
-                in_chunk += 1;
-            }
-            if (full || !more) && in_chunk > 0 {
-                let body = std::mem::replace(&mut chunk, new_chunk()?).into_inner()?;
-                in_chunk = 0;
-                // A few chunks in flight: each waits for fsyncs at the owners.
-                if sending.len() >= IMPORT_IN_FLIGHT {
-                    if let Some(done) = sending.join_next().await {
-                        t.add(done??);
-                    }
-                }
-                let c = c.clone();
-                sending.spawn(async move { c.post_csv("/api/v1/ingest", body).await });
-                bar.set_position(rdr.position().byte());
-                bar.set_message(format!("{} samples", t.samples));
-                if more && full {
-                    chunk.write_byte_record(&rec)?;
-                    in_chunk += 1;
+            };
+            // A few chunks in flight: each waits for fsyncs at the owners.
+            if sending.len() >= IMPORT_IN_FLIGHT {
+                if let Some(done) = sending.join_next().await {
+                    t.add(done??);
                 }
             }
-            if !more {
-                break;
-            }
+            let c = c.clone();
+            sending.spawn(async move { c.post_csv("/api/v1/ingest", body).await });
+            bar.set_position(rdr.position().byte());
+            bar.set_message(format!("{} samples", t.samples));
+        }
+        if let Some(body) = chunks.finish()? {
+            sending.spawn(async move { c.post_csv("/api/v1/ingest", body).await });
         }
         while let Some(done) = sending.join_next().await {
             t.add(done??);

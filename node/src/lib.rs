@@ -263,45 +263,17 @@ pub async fn run(
     // Refuse bad TLS files before anything starts, even on a node that has no seeds yet.
     cluster_tls(&args)?;
     let cookie = cookie(&args)?;
-    let clustered = cookie.is_some();
-    say_mode(&args, &me, clustered);
+    say_mode(&args, &me, cookie.is_some());
     let auth_config = auth_config(&args)?;
     std::fs::create_dir_all(&args.data_dir)
         .with_context(|| format!("creating data dir {}", args.data_dir.display()))?;
     let files = source_files(&args)?;
     let store = open_store(&args).await?;
     let disk = watch_disk(&args);
-    let registry = Arc::new(PartitionRegistry::default());
-    let stats = Arc::new(PipelineStats::default());
-    let (view_tx, view_rx) = watch::channel(Arc::new(ClusterView {
-        peers: Vec::new(),
-        live: vec![me.name.clone()],
-    }));
-    let view = clustered.then_some(view_rx);
-    let router = match &view {
-        Some(v) => Router::clustered(me.name.clone(), registry.clone(), v.clone()),
-        None => Router::single(me.name.clone(), registry.clone()),
-    };
-    let ctx = Arc::new(NodeContext {
-        info: me.clone(),
-        partitions: args.partitions,
-        store: store.clone(),
-        broker_dir: args.data_dir.join("broker"),
-        disk: disk.clone(),
-        registry: registry.clone(),
-        stats: stats.clone(),
-        router: router.clone(),
-        view: view.clone(),
-        joined: AtomicBool::new(!clustered),
-        fanout: FanoutStats::default(),
-        phase: std::sync::Mutex::new(Phase::Active),
-        cluster: std::sync::OnceLock::new(),
-        decommission: std::sync::Mutex::default(),
-    });
-    let (cluster, cluster_done) = match (&view, cookie) {
+    let (ctx, view_tx) = node_context(&args, me.clone(), store.clone(), disk, cookie.is_some());
+    let (cluster, cluster_done) = match (ctx.view.clone(), cookie) {
         (Some(v), Some(cookie)) => {
-            let (c, done) =
-                join(&args, me.clone(), cookie, ctx.clone(), view_tx, v.clone()).await?;
+            let (c, done) = join(&args, me, cookie, ctx.clone(), view_tx, v).await?;
             // Lets the API announce this node's phase (decommissioning).
             let _ = ctx.cluster.set(c.actor.clone());
             (Some(c), Some(done))
@@ -317,62 +289,24 @@ pub async fn run(
             None => std::future::pending::<()>().await,
         }
     };
-    let live = ctx.cluster_view().live.clone();
-    let owned = owned_by(&args.node_name, args.partitions, &live);
-    let streamers = streamer_configs(&args, &files);
-    let config = PipelineConfig {
-        broker_dir: args.data_dir.join("broker"),
-        owned: owned.clone(),
-        log: LogConfig {
-            max_unconsumed_bytes: args.partition_max_bytes,
-            ..LogConfig::default()
-        },
-        streamers,
-    };
-    let (supervisor, supervisor_done) = Actor::spawn(
-        None,
-        PipelineSupervisor,
-        SupervisorArgs {
-            config,
-            store: store.clone(),
-            registry: registry.clone(),
-            stats: stats.clone(),
-            disk,
-            router,
-            me: me.name.clone(),
-            partitions: args.partitions,
-            view,
-        },
-    )
-    .await
-    .context("starting the pipeline")?;
+    let (supervisor, mut supervisor_done) = start_pipeline(&args, &ctx, &files).await?;
     ctx.joined.store(true, Ordering::Release);
-
     let app = auth::layer(
         telemetry_api::router(telemetry_api::Api::new(ctx)),
         auth_config,
     );
-    let (stop_http, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async {
-                let _ = http_stopped.await;
-            })
-            .await
-    });
+    let http = Http::serve(listener, app);
     tracing::info!(node = %args.node_name, http = %local, partitions = args.partitions, "node running");
     // The one line on stdout: tests and scripts that bind port 0 read the real address here.
     println!("listening on http://{local}");
 
-    let mut supervisor_done = supervisor_done;
     let failed = tokio::select! {
         _ = shutdown => None,
         _ = &mut supervisor_done => Some("the pipeline supervisor stopped: too many actor failures (see the log)"),
         _ = cluster_done => Some("the cluster transport stopped (see the log)"),
     };
     if let Some(reason) = failed {
-        let _ = stop_http.send(());
-        let _ = server.await;
+        http.stop().await;
         let _ = store.persist();
         bail!(reason);
     }
@@ -385,13 +319,107 @@ pub async fn run(
             .stop_and_wait(None, Some(CLUSTER_STOP_TIMEOUT))
             .await;
     }
-    let _ = stop_http.send(());
-    let _ = server.await;
+    http.stop().await;
     tokio::task::spawn_blocking(move || store.persist())
         .await?
         .context("persisting the store")?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The node as its service sees it, and the sender of its cluster view (this node alone until
+/// the cluster actor publishes members).
+fn node_context(
+    args: &RunArgs,
+    me: NodeInfo,
+    store: Arc<Store>,
+    disk: Arc<DiskGuard>,
+    clustered: bool,
+) -> (Arc<NodeContext>, watch::Sender<Arc<ClusterView>>) {
+    let registry = Arc::new(PartitionRegistry::default());
+    let (view_tx, view_rx) = watch::channel(Arc::new(ClusterView {
+        peers: Vec::new(),
+        live: vec![me.name.clone()],
+    }));
+    let view = clustered.then_some(view_rx);
+    let router = match &view {
+        Some(v) => Router::clustered(me.name.clone(), registry.clone(), v.clone()),
+        None => Router::single(me.name.clone(), registry.clone()),
+    };
+    let ctx = Arc::new(NodeContext {
+        info: me,
+        partitions: args.partitions,
+        store,
+        broker_dir: args.data_dir.join("broker"),
+        disk,
+        registry,
+        stats: Arc::new(PipelineStats::default()),
+        router,
+        view,
+        joined: AtomicBool::new(!clustered),
+        fanout: FanoutStats::default(),
+        phase: std::sync::Mutex::new(Phase::Active),
+        cluster: std::sync::OnceLock::new(),
+        decommission: std::sync::Mutex::default(),
+    });
+    (ctx, view_tx)
+}
+
+/// Starts the supervisor with the partitions this node owns now and its streamers.
+async fn start_pipeline(
+    args: &RunArgs,
+    ctx: &NodeContext,
+    files: &[PathBuf],
+) -> anyhow::Result<(ractor::ActorRef<SupervisorMsg>, tokio::task::JoinHandle<()>)> {
+    let live = ctx.cluster_view().live.clone();
+    let config = PipelineConfig {
+        broker_dir: ctx.broker_dir.clone(),
+        owned: owned_by(&args.node_name, args.partitions, &live),
+        log: LogConfig {
+            max_unconsumed_bytes: args.partition_max_bytes,
+            ..LogConfig::default()
+        },
+        streamers: streamer_configs(args, files),
+    };
+    let supervisor_args = SupervisorArgs {
+        config,
+        store: ctx.store.clone(),
+        registry: ctx.registry.clone(),
+        stats: ctx.stats.clone(),
+        disk: ctx.disk.clone(),
+        router: ctx.router.clone(),
+        me: ctx.info.name.clone(),
+        partitions: args.partitions,
+        view: ctx.view.clone(),
+    };
+    Actor::spawn(None, PipelineSupervisor, supervisor_args)
+        .await
+        .context("starting the pipeline")
+}
+
+/// The HTTP server, stopped gracefully on request.
+struct Http {
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Http {
+    fn serve(listener: TcpListener, app: axum::Router) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await
+        });
+        Self { stop, server }
+    }
+
+    async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = self.server.await;
+    }
 }
 
 /// Asks the supervisor to drain: streamers finish what they read, collectors consume and commit.

@@ -40,87 +40,80 @@ impl RequestHandler for PeerHandler {
             other => info_span!("peer.query", kind = request_kind(other), trace_id = Empty),
         };
         follow(&span, trace.as_deref());
-        Box::pin(
-            async move {
-                match request {
-                    Request::Hello(info) => {
-                        // An explicit hello carries news (a peer that has left): take it in.
-                        if let Some(cluster) = node.cluster.get() {
-                            let _ = cluster.cast(ClusterMsg::Announce(info));
-                        }
-                        Response::Hello(node.info_now())
-                    }
-                    Request::Ping(_) => Response::Hello(node.info_now()),
-                    Request::Latest { uuids, metrics } => {
-                        let store = node.store.clone();
-                        match tokio::task::spawn_blocking(move || {
-                            latest::local(&store, &uuids, &metrics)
-                        })
-                        .await
-                        {
-                            Ok(v) => Response::Latest(v),
-                            Err(e) => Response::Refused(e.to_string()),
-                        }
-                    }
-                    Request::Steps {
-                        uuid,
-                        metrics,
-                        start,
-                        end,
-                        step,
-                    } => {
-                        let store = node.store.clone();
-                        match tokio::task::spawn_blocking(move || {
-                            steps::local(
-                                &store,
-                                &uuid,
-                                &metrics,
-                                steps::Window { start, end, step },
-                            )
-                        })
-                        .await
-                        {
-                            Ok(Ok(v)) => Response::Steps(v),
-                            Ok(Err(e)) => Response::Refused(e.to_string()),
-                            Err(e) => Response::Refused(e.to_string()),
-                        }
-                    }
-                    Request::Peers => Response::Peers(
-                        node.cluster_view()
-                            .peers
-                            .iter()
-                            .filter(|p| p.status == Status::Up)
-                            .map(|p| p.info.cluster_addr.clone())
-                            .collect(),
-                    ),
-                    Request::Status => Response::Status(cluster::local(&node).await),
-                    Request::Gpus => Response::Gpus(gpus::local_list(&node.store)),
-                    Request::Gpu(uuid) => Response::Gpu(gpus::local_one(&node.store, &uuid)),
-                    Request::Metrics => Response::Metrics(node.store.metrics()),
-                    Request::Telemetry(q) => {
-                        let store = node.store.clone();
-                        match tokio::task::spawn_blocking(move || telemetry::local(&store, &q))
-                            .await
-                        {
-                            Ok(Ok(part)) => Response::Telemetry(part),
-                            Ok(Err(e)) => Response::Refused(e.to_string()),
-                            Err(e) => Response::Refused(e.to_string()),
-                        }
-                    }
-                    Request::Decommission { start } => {
-                        if start {
-                            if let Err(e) = crate::decommission::start_local(&node) {
-                                return Response::Refused(e.to_string());
-                            }
-                        }
-                        Response::Decommission(crate::decommission::local_progress(&node))
-                    }
-                    Request::Append { partition, payload } => Response::Append(
-                        append_local(&node.registry, partition, payload, APPEND_TIMEOUT).await,
-                    ),
+        Box::pin(async move { answer(&node, request).await }.instrument(span))
+    }
+}
+
+/// This node's answer to one request.
+async fn answer(node: &Arc<NodeContext>, request: Request) -> Response {
+    match request {
+        Request::Hello(info) => {
+            // An explicit hello carries news (a peer that has left): take it in.
+            if let Some(cluster) = node.cluster.get() {
+                let _ = cluster.cast(ClusterMsg::Announce(info));
+            }
+            Response::Hello(node.info_now())
+        }
+        Request::Ping(_) => Response::Hello(node.info_now()),
+        Request::Peers => Response::Peers(
+            node.cluster_view()
+                .peers
+                .iter()
+                .filter(|p| p.status == Status::Up)
+                .map(|p| p.info.cluster_addr.clone())
+                .collect(),
+        ),
+        Request::Status => Response::Status(cluster::local(node).await),
+        Request::Gpus => Response::Gpus(gpus::local_list(&node.store)),
+        Request::Gpu(uuid) => Response::Gpu(gpus::local_one(&node.store, &uuid)),
+        Request::Metrics => Response::Metrics(node.store.metrics()),
+        Request::Latest { uuids, metrics } => {
+            let store = node.store.clone();
+            let read = move || Ok::<_, String>(latest::local(&store, &uuids, &metrics));
+            blocking(read)
+                .await
+                .map_or_else(Response::Refused, Response::Latest)
+        }
+        Request::Steps {
+            uuid,
+            metrics,
+            start,
+            end,
+            step,
+        } => {
+            let store = node.store.clone();
+            let window = steps::Window { start, end, step };
+            blocking(move || steps::local(&store, &uuid, &metrics, window))
+                .await
+                .map_or_else(Response::Refused, Response::Steps)
+        }
+        Request::Telemetry(q) => {
+            let store = node.store.clone();
+            blocking(move || telemetry::local(&store, &q))
+                .await
+                .map_or_else(Response::Refused, Response::Telemetry)
+        }
+        Request::Decommission { start } => {
+            if start {
+                if let Err(e) = crate::decommission::start_local(node) {
+                    return Response::Refused(e.to_string());
                 }
             }
-            .instrument(span),
-        )
+            Response::Decommission(crate::decommission::local_progress(node))
+        }
+        Request::Append { partition, payload } => {
+            Response::Append(append_local(&node.registry, partition, payload, APPEND_TIMEOUT).await)
+        }
+    }
+}
+
+/// Runs a store read off the async threads; its error (or the task's) as the refusal text.
+async fn blocking<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+    read: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, String> {
+    match tokio::task::spawn_blocking(read).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(e) => Err(e.to_string()),
     }
 }

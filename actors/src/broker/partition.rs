@@ -166,6 +166,121 @@ impl BrokerPartition {
         Ok(())
     }
 
+    /// An append: refused while the disk is full, else written and acknowledged after the next
+    /// group fsync.
+    fn append(
+        myself: &ActorRef<BrokerMsg>,
+        state: &mut State,
+        payload: &[u8],
+        reply: RpcReplyPort<AppendReply>,
+    ) -> Result<(), ActorProcessingErr> {
+        if state.disk.is_full() {
+            state.stats.append_refusals.inc();
+            let reason = state.disk.reason().unwrap_or_else(|| "disk full".into());
+            let _ = reply.send(AppendReply::Refused(AppendRefusal::DiskFull { reason }));
+            return Ok(());
+        }
+        match state.log.append(payload) {
+            Ok(Ok(offset)) => {
+                state.unsynced.push((offset, reply));
+                Self::start_sync(myself, state)?;
+            }
+            Ok(Err(refusal)) => {
+                if let AppendRefusal::DiskFull { reason } = &refusal {
+                    state.disk.out_of_space(
+                        &format!("partition {}", state.partition),
+                        &std::io::Error::other(reason.clone()),
+                    );
+                }
+                state.stats.append_refusals.inc();
+                let _ = reply.send(AppendReply::Refused(refusal));
+            }
+            Err(e) => {
+                let _ = reply.send(AppendReply::Failed(e.to_string()));
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+
+    /// A group fsync finished: acknowledge what it made durable, or fail everything unsynced.
+    fn synced(
+        myself: &ActorRef<BrokerMsg>,
+        state: &mut State,
+        upto: u64,
+        result: Result<(), String>,
+    ) -> Result<(), ActorProcessingErr> {
+        state.syncing = false;
+        if let Err(e) = result {
+            // Durability of everything unsynced is unknown: fail them all and restart,
+            // which re-opens and re-validates the log. Producers retry; writes are idempotent.
+            for (_, reply) in state.unsynced.drain(..) {
+                let _ = reply.send(AppendReply::Failed(e.clone()));
+            }
+            return Err(e.into());
+        }
+        state.log.mark_durable(upto);
+        let split = state.unsynced.partition_point(|(o, _)| *o < upto);
+        for (offset, reply) in state.unsynced.drain(..split) {
+            state.stats.broker_appends.inc();
+            let _ = reply.send(AppendReply::Ack(offset));
+        }
+        Self::start_sync(myself, state)?;
+        Self::serve_parked(state)
+    }
+
+    /// A fetch: answered at once when records are durable past `from` (or it may not wait, or
+    /// too many wait already), else parked until an fsync or `wait` passes.
+    fn fetch(
+        myself: &ActorRef<BrokerMsg>,
+        state: &mut State,
+        (from, max_bytes, wait): (u64, u64, Duration),
+        reply: RpcReplyPort<FetchReply>,
+    ) -> Result<(), ActorProcessingErr> {
+        if from < state.log.durable_offset()
+            || wait.is_zero()
+            || state.parked.len() >= MAX_PARKED_FETCHES
+        {
+            let records = state.log.read(from, max_bytes)?;
+            let _ = reply.send(FetchReply {
+                records,
+                first_offset: state.log.first_offset(),
+            });
+        } else {
+            let id = state.next_fetch_id;
+            state.next_fetch_id += 1;
+            state.parked.push(Parked {
+                id,
+                from,
+                max_bytes,
+                reply,
+            });
+            myself.send_after(wait, move || BrokerMsg::FetchExpired(id));
+        }
+        Ok(())
+    }
+
+    /// A consumer's commit; out of space, the consumer keeps its position and commits again
+    /// later (the old consumers file is intact: it is replaced by rename).
+    fn commit(
+        state: &mut State,
+        consumer: &str,
+        offset: u64,
+        reply: RpcReplyPort<Result<(), String>>,
+    ) -> Result<(), ActorProcessingErr> {
+        let res = state.log.commit(consumer, offset);
+        let _ = reply.send(res.as_ref().map(|_| ()).map_err(|e| e.to_string()));
+        match res {
+            Err(ActorError::Io { path, source }) if is_out_of_space(&source) => {
+                state
+                    .disk
+                    .out_of_space(&path.display().to_string(), &source);
+                Ok(())
+            }
+            other => Ok(other?),
+        }
+    }
+
     fn serve_parked(state: &mut State) -> Result<(), ActorProcessingErr> {
         let durable = state.log.durable_offset();
         let mut i = 0;
@@ -256,77 +371,14 @@ impl Actor for BrokerPartition {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match message {
-            BrokerMsg::Append { reply, .. } if state.disk.is_full() => {
-                state.stats.append_refusals.inc();
-                let reason = state.disk.reason().unwrap_or_else(|| "disk full".into());
-                let _ = reply.send(AppendReply::Refused(AppendRefusal::DiskFull { reason }));
-            }
-            BrokerMsg::Append { payload, reply } => match state.log.append(&payload) {
-                Ok(Ok(offset)) => {
-                    state.unsynced.push((offset, reply));
-                    Self::start_sync(&myself, state)?;
-                }
-                Ok(Err(refusal)) => {
-                    if let AppendRefusal::DiskFull { reason } = &refusal {
-                        state.disk.out_of_space(
-                            &format!("partition {}", state.partition),
-                            &std::io::Error::other(reason.clone()),
-                        );
-                    }
-                    state.stats.append_refusals.inc();
-                    let _ = reply.send(AppendReply::Refused(refusal));
-                }
-                Err(e) => {
-                    let _ = reply.send(AppendReply::Failed(e.to_string()));
-                    return Err(e.into());
-                }
-            },
-            BrokerMsg::Synced { upto, result } => {
-                state.syncing = false;
-                if let Err(e) = result {
-                    // Durability of everything unsynced is unknown: fail them all and restart,
-                    // which re-opens and re-validates the log. Producers retry; writes are idempotent.
-                    for (_, reply) in state.unsynced.drain(..) {
-                        let _ = reply.send(AppendReply::Failed(e.clone()));
-                    }
-                    return Err(e.into());
-                }
-                state.log.mark_durable(upto);
-                let split = state.unsynced.partition_point(|(o, _)| *o < upto);
-                for (offset, reply) in state.unsynced.drain(..split) {
-                    state.stats.broker_appends.inc();
-                    let _ = reply.send(AppendReply::Ack(offset));
-                }
-                Self::start_sync(&myself, state)?;
-                Self::serve_parked(state)?;
-            }
+            BrokerMsg::Append { payload, reply } => Self::append(&myself, state, &payload, reply)?,
+            BrokerMsg::Synced { upto, result } => Self::synced(&myself, state, upto, result)?,
             BrokerMsg::Fetch {
                 from,
                 max_bytes,
                 wait,
                 reply,
-            } => {
-                if from < state.log.durable_offset()
-                    || wait.is_zero()
-                    || state.parked.len() >= MAX_PARKED_FETCHES
-                {
-                    let records = state.log.read(from, max_bytes)?;
-                    let _ = reply.send(FetchReply {
-                        records,
-                        first_offset: state.log.first_offset(),
-                    });
-                } else {
-                    let id = state.next_fetch_id;
-                    state.next_fetch_id += 1;
-                    state.parked.push(Parked {
-                        id,
-                        from,
-                        max_bytes,
-                        reply,
-                    });
-                    myself.send_after(wait, move || BrokerMsg::FetchExpired(id));
-                }
-            }
+            } => Self::fetch(&myself, state, (from, max_bytes, wait), reply)?,
             BrokerMsg::FetchExpired(id) => {
                 if let Some(i) = state.parked.iter().position(|p| p.id == id) {
                     let p = state.parked.swap_remove(i);
@@ -340,20 +392,7 @@ impl Actor for BrokerPartition {
                 consumer,
                 offset,
                 reply,
-            } => {
-                let res = state.log.commit(&consumer, offset);
-                let _ = reply.send(res.as_ref().map(|_| ()).map_err(|e| e.to_string()));
-                match res {
-                    // The consumer keeps its position and commits again later; the old
-                    // consumers file is intact (it is replaced by rename).
-                    Err(ActorError::Io { path, source }) if is_out_of_space(&source) => {
-                        state
-                            .disk
-                            .out_of_space(&path.display().to_string(), &source);
-                    }
-                    other => other?,
-                }
-            }
+            } => Self::commit(state, &consumer, offset, reply)?,
             BrokerMsg::Reclaim => {
                 if let Err(e) = state.log.reclaim(std::time::Instant::now(), false) {
                     tracing::warn!(partition = state.partition, error = %e, "consumed segments not deleted; retried at the next tick");

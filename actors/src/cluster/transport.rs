@@ -172,6 +172,80 @@ impl NodeEventSubscription for Events {
 }
 
 impl State {
+    /// Dials every address the membership says is due.
+    fn dial_due(&mut self, myself: &ActorRef<ClusterMsg>, now: u64) {
+        for addr in self.membership.to_dial(now) {
+            let (server, me) = (self.node_server.clone(), myself.clone());
+            let tls = self.cfg.tls.clone();
+            tokio::spawn(async move {
+                if let Err(e) = dial(&server, &addr, tls).await {
+                    tracing::debug!(%addr, error = %e, "dial failed");
+                    let _ = me.cast(ClusterMsg::DialFailed(addr));
+                }
+            });
+        }
+    }
+
+    /// Pings every remote endpoint (and, with TLS, asks it for the peers it sees up).
+    fn ping_all(&self, myself: &ActorRef<ClusterMsg>) {
+        let ping = Request::Ping(self.cfg.me.clone());
+        let timeout = self.cfg.liveness_timeout;
+        let gossip = self.cfg.tls.is_some();
+        for cell in ractor::pg::get_members(&ENDPOINT_GROUP.to_string()) {
+            if cell.get_id().is_local() {
+                continue;
+            }
+            let endpoint: ActorRef<EndpointMsg> = cell.into();
+            let (me, ping) = (myself.clone(), ping.clone());
+            tokio::spawn(async move {
+                if let Some(Response::Hello(info)) = call_endpoint(&endpoint, &ping, timeout).await
+                {
+                    let _ = me.cast(ClusterMsg::Heard(info, endpoint.clone()));
+                }
+                if gossip {
+                    if let Some(Response::Peers(addrs)) =
+                        call_endpoint(&endpoint, &Request::Peers, timeout).await
+                    {
+                        let _ = me.cast(ClusterMsg::Learned(addrs));
+                    }
+                }
+            });
+        }
+    }
+
+    /// ractor_cluster closes one of two sessions when both sides dial at once, so a closed
+    /// session means "gone" only when no other session to that peer remains.
+    fn check_gone(&self, myself: &ActorRef<ClusterMsg>, name: String) {
+        let (server, me) = (self.node_server.clone(), myself.clone());
+        tokio::spawn(async move {
+            if let Ok(CallResult::Success(sessions)) = server
+                .call(NodeServerMessage::GetSessions, Some(SESSIONS_TIMEOUT))
+                .await
+            {
+                if !sessions
+                    .values()
+                    .any(|s| node_name(s).as_deref() == Some(&name))
+                {
+                    let _ = me.cast(ClusterMsg::Gone(name));
+                }
+            }
+        });
+    }
+
+    /// Logs the members that came up or went down, drops the sessions of those down and
+    /// publishes the new view.
+    fn follow(&mut self, change: &crate::cluster::membership::Change) {
+        for name in &change.up {
+            tracing::info!(peer = %name, "cluster member up");
+        }
+        for name in &change.down {
+            tracing::warn!(peer = %name, "cluster member down");
+            self.endpoints.remove(name);
+        }
+        self.drop_sessions(change.down.clone());
+        self.publish();
+    }
+
     fn now(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
@@ -378,40 +452,8 @@ impl Actor for Cluster {
         let change = match message {
             ClusterMsg::Tick => {
                 let now = state.now();
-                for addr in state.membership.to_dial(now) {
-                    let (server, me) = (state.node_server.clone(), myself.clone());
-                    let tls = state.cfg.tls.clone();
-                    tokio::spawn(async move {
-                        if let Err(e) = dial(&server, &addr, tls).await {
-                            tracing::debug!(%addr, error = %e, "dial failed");
-                            let _ = me.cast(ClusterMsg::DialFailed(addr));
-                        }
-                    });
-                }
-                let ping = Request::Ping(state.cfg.me.clone());
-                let timeout = state.cfg.liveness_timeout;
-                for cell in ractor::pg::get_members(&ENDPOINT_GROUP.to_string()) {
-                    if cell.get_id().is_local() {
-                        continue;
-                    }
-                    let endpoint: ActorRef<EndpointMsg> = cell.into();
-                    let (me, ping) = (myself.clone(), ping.clone());
-                    let gossip = state.cfg.tls.is_some();
-                    tokio::spawn(async move {
-                        if let Some(Response::Hello(info)) =
-                            call_endpoint(&endpoint, &ping, timeout).await
-                        {
-                            let _ = me.cast(ClusterMsg::Heard(info, endpoint.clone()));
-                        }
-                        if gossip {
-                            if let Some(Response::Peers(addrs)) =
-                                call_endpoint(&endpoint, &Request::Peers, timeout).await
-                            {
-                                let _ = me.cast(ClusterMsg::Learned(addrs));
-                            }
-                        }
-                    });
-                }
+                state.dial_due(&myself, now);
+                state.ping_all(&myself);
                 myself.send_after(PING_INTERVAL, || ClusterMsg::Tick);
                 state.membership.apply(Event::Tick { now })
             }
@@ -438,22 +480,7 @@ impl Actor for Cluster {
                 state.membership.apply(Event::Learned { addrs, at })
             }
             ClusterMsg::SessionClosed(name) => {
-                // ractor_cluster closes one of two sessions when both sides dial at once, so a
-                // closed session means "gone" only when no other session to that peer remains.
-                let (server, me) = (state.node_server.clone(), myself.clone());
-                tokio::spawn(async move {
-                    if let Ok(CallResult::Success(sessions)) = server
-                        .call(NodeServerMessage::GetSessions, Some(SESSIONS_TIMEOUT))
-                        .await
-                    {
-                        if !sessions
-                            .values()
-                            .any(|s| node_name(s).as_deref() == Some(&name))
-                        {
-                            let _ = me.cast(ClusterMsg::Gone(name));
-                        }
-                    }
-                });
+                state.check_gone(&myself, name);
                 return Ok(());
             }
             ClusterMsg::SetPhase(phase) => {
@@ -473,15 +500,7 @@ impl Actor for Cluster {
             }
         };
         if change.members_changed() {
-            for name in &change.up {
-                tracing::info!(peer = %name, "cluster member up");
-            }
-            for name in &change.down {
-                tracing::warn!(peer = %name, "cluster member down");
-                state.endpoints.remove(name);
-            }
-            state.drop_sessions(change.down.clone());
-            state.publish();
+            state.follow(&change);
         }
         Ok(())
     }
