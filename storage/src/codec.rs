@@ -310,6 +310,91 @@ pub fn header(bytes: &[u8]) -> Result<ChunkHeader> {
     })
 }
 
+/// Delta-of-delta timestamps: each must be later than the one before.
+struct TimeDecoder {
+    ts: Timestamp,
+    delta: i64,
+}
+
+impl TimeDecoder {
+    #[inline]
+    fn next(&mut self, r: &mut BitReader<'_>) -> Result<Timestamp> {
+        let zz = match r.ones(4)? {
+            0 => 0,
+            1 => r.read(7)?,
+            2 => r.read(9)?,
+            3 => r.read(12)?,
+            _ => r.read_wide(64)?,
+        };
+        self.delta = self.delta.wrapping_add(unzigzag(zz));
+        let t = self.ts.wrapping_add(self.delta);
+        if self.delta <= 0 || t <= self.ts {
+            return Err(corrupt("timestamps not increasing"));
+        }
+        self.ts = t;
+        Ok(t)
+    }
+}
+
+/// Gorilla XOR values: the bits that changed, in a window reused while it fits.
+struct XorDecoder {
+    prev: u64,
+    lead: u32,
+    len: u32,
+}
+
+impl XorDecoder {
+    fn start(r: &mut BitReader<'_>) -> Result<Self> {
+        Ok(Self {
+            prev: r.read_wide(64)?,
+            lead: 0,
+            len: 0,
+        })
+    }
+
+    #[inline]
+    fn next(&mut self, r: &mut BitReader<'_>) -> Result<u64> {
+        match r.ones(2)? {
+            0 => {}
+            1 if self.len > 0 => self.prev ^= r.read_wide(self.len)? << (64 - self.lead - self.len),
+            1 => return Err(corrupt("window reused before it was set")),
+            _ => {
+                let hdr = r.read(11)? as u32;
+                self.lead = hdr >> 6;
+                self.len = (hdr & 63) + 1;
+                if self.lead + self.len > 64 {
+                    return Err(corrupt("xor window out of range"));
+                }
+                self.prev ^= r.read_wide(self.len)? << (64 - self.lead - self.len);
+            }
+        }
+        Ok(self.prev)
+    }
+}
+
+/// Scaled integers: zigzag deltas in a bit width reused while it fits.
+struct IntDecoder {
+    prev: i64,
+    width: u32,
+}
+
+impl IntDecoder {
+    #[inline]
+    fn next(&mut self, r: &mut BitReader<'_>) -> Result<i64> {
+        let zz = match r.ones(2)? {
+            0 => 0,
+            1 if self.width > 0 => r.read_wide(self.width)?,
+            1 => return Err(corrupt("width reused before it was set")),
+            _ => {
+                self.width = r.read(6)? as u32 + 1;
+                r.read_wide(self.width)?
+            }
+        };
+        self.prev = self.prev.wrapping_add(unzigzag(zz));
+        Ok(self.prev)
+    }
+}
+
 /// Decodes a chunk, appending its samples to `out`; any inconsistency is an error.
 pub fn decode_into(bytes: &[u8], out: &mut Vec<Sample>) -> Result<ChunkHeader> {
     decode_window(bytes, Timestamp::MIN, Timestamp::MAX, out)
@@ -332,23 +417,9 @@ pub fn decode_window(
     let plausible = (body.len() * 4 + 1).min(h.count as usize);
     out.reserve(plausible);
     let mut r = BitReader::new(body);
-    let mut ts = h.first;
-    let mut delta = 0i64;
-    let mut next_ts = |r: &mut BitReader<'_>| -> Result<i64> {
-        let zz = match r.ones(4)? {
-            0 => 0,
-            1 => r.read(7)?,
-            2 => r.read(9)?,
-            3 => r.read(12)?,
-            _ => r.read_wide(64)?,
-        };
-        delta = delta.wrapping_add(unzigzag(zz));
-        let t = ts.wrapping_add(delta);
-        if delta <= 0 || t <= ts {
-            return Err(corrupt("timestamps not increasing"));
-        }
-        ts = t;
-        Ok(t)
+    let mut times = TimeDecoder {
+        ts: h.first,
+        delta: 0,
     };
     let mut push = |t: Timestamp, v: f64| {
         if t >= from {
@@ -358,58 +429,31 @@ pub fn decode_window(
     let mut complete = true;
     match h.coding {
         Coding::Xor => {
-            let mut prev = r.read_wide(64)?;
-            push(h.first, f64::from_bits(prev));
-            let (mut lead, mut len) = (0u32, 0u32);
+            let mut values = XorDecoder::start(&mut r)?;
+            push(h.first, f64::from_bits(values.prev));
             for _ in 1..h.count {
-                let t = next_ts(&mut r)?;
+                let t = times.next(&mut r)?;
                 if t > end {
                     complete = false;
                     break;
                 }
-                match r.ones(2)? {
-                    0 => {}
-                    1 if len > 0 => prev ^= r.read_wide(len)? << (64 - lead - len),
-                    1 => return Err(corrupt("window reused before it was set")),
-                    _ => {
-                        let hdr = r.read(11)? as u32;
-                        lead = hdr >> 6;
-                        len = (hdr & 63) + 1;
-                        if lead + len > 64 {
-                            return Err(corrupt("xor window out of range"));
-                        }
-                        prev ^= r.read_wide(len)? << (64 - lead - len);
-                    }
-                }
-                push(t, f64::from_bits(prev));
+                push(t, f64::from_bits(values.next(&mut r)?));
             }
         }
         Coding::Scaled(d) => {
-            let (mut prev, mut width) = (0i64, 0u32);
-            let mut next_int = |r: &mut BitReader<'_>| -> Result<i64> {
-                let zz = match r.ones(2)? {
-                    0 => 0,
-                    1 if width > 0 => r.read_wide(width)?,
-                    1 => return Err(corrupt("width reused before it was set")),
-                    _ => {
-                        width = r.read(6)? as u32 + 1;
-                        r.read_wide(width)?
-                    }
-                };
-                prev = prev.wrapping_add(unzigzag(zz));
-                Ok(prev)
-            };
-            push(h.first, unscaled(next_int(&mut r)?, d));
+            let mut values = IntDecoder { prev: 0, width: 0 };
+            push(h.first, unscaled(values.next(&mut r)?, d));
             for _ in 1..h.count {
-                let t = next_ts(&mut r)?;
+                let t = times.next(&mut r)?;
                 if t > end {
                     complete = false;
                     break;
                 }
-                push(t, unscaled(next_int(&mut r)?, d));
+                push(t, unscaled(values.next(&mut r)?, d));
             }
         }
     }
+    let ts = times.ts;
     if complete && ts != h.last {
         return Err(corrupt("last timestamp does not match the header"));
     }

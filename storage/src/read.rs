@@ -143,6 +143,40 @@ impl SeriesReader {
     }
 }
 
+/// The first `q.limit` points of the readers merged by (time, metric) after the cursor, and
+/// whether more exist.
+fn merge_page(readers: &mut [SeriesReader], q: &RangeQuery<'_>) -> Result<(Vec<Point>, bool)> {
+    let mut active = Vec::with_capacity(readers.len());
+    for r in readers.iter_mut() {
+        active.push(if r.fill()? { r.current() } else { None });
+    }
+    let mut points = Vec::with_capacity(q.limit.min(16_384));
+    while let Some(ts) = active.iter().flatten().map(|s| s.0).min() {
+        // Every series at this timestamp, in metric order.
+        for (rank, (r, cur)) in readers.iter_mut().zip(active.iter_mut()).enumerate() {
+            let Some((t, v)) = *cur else { continue };
+            if t != ts {
+                continue;
+            }
+            *cur = r.advance()?;
+            if let Some(c) = &q.cursor {
+                if t == c.timestamp && *r.metric <= *c.metric {
+                    continue;
+                }
+            }
+            if points.len() == q.limit {
+                return Ok((points, true));
+            }
+            points.push(Point {
+                timestamp: t,
+                metric: rank as u16,
+                value: v,
+            });
+        }
+    }
+    Ok((points, false))
+}
+
 impl Store {
     /// Reads one page of a GPU's samples ordered by (time, metric); `None` if the GPU is unknown.
     pub fn range(&self, q: &RangeQuery<'_>) -> Result<Option<Page>> {
@@ -202,36 +236,7 @@ impl Store {
         };
         readers.sort_by(|a, b| a.metric.cmp(&b.metric));
         let metrics: Vec<Arc<str>> = readers.iter().map(|r| r.metric.clone()).collect();
-        let mut active = Vec::with_capacity(readers.len());
-        for r in &mut readers {
-            active.push(if r.fill()? { r.current() } else { None });
-        }
-        let mut points = Vec::with_capacity(q.limit.min(16_384));
-        let mut more = false;
-        'outer: while let Some(ts) = active.iter().flatten().map(|s| s.0).min() {
-            // Every series at this timestamp, in metric order.
-            for (rank, (r, cur)) in readers.iter_mut().zip(active.iter_mut()).enumerate() {
-                let Some((t, v)) = *cur else { continue };
-                if t != ts {
-                    continue;
-                }
-                *cur = r.advance()?;
-                if let Some(c) = &q.cursor {
-                    if t == c.timestamp && *r.metric <= *c.metric {
-                        continue;
-                    }
-                }
-                if points.len() == q.limit {
-                    more = true;
-                    break 'outer;
-                }
-                points.push(Point {
-                    timestamp: t,
-                    metric: rank as u16,
-                    value: v,
-                });
-            }
-        }
+        let (points, more) = merge_page(&mut readers, q)?;
         drop(snapshot);
         let next = match (more, points.last()) {
             (true, Some(p)) => Some(RangeCursor {

@@ -405,41 +405,8 @@ impl Store {
         inner.high_water = high;
         inner.head_min = low;
 
-        // Samples at or before a series' last time: overwrite in the head, or check the disk.
         if !late.is_empty() {
-            let eng = self.engine()?;
-            let snapshot = eng.db.snapshot();
-            let mut decoded: HashMap<(u32, i64), Vec<Sample>> = HashMap::new();
-            for (slot, (ts, v)) in late {
-                let series = &mut cat.series[slot as usize];
-                let at = match series.head.binary_search_by_key(&ts, |x| x.0) {
-                    Ok(i) => {
-                        series.head[i].1 = v;
-                        continue;
-                    }
-                    Err(i) => i,
-                };
-                let on_disk = match series.disk_last {
-                    Some(dl) if ts <= dl => {
-                        let bucket = bucket_of(ts, self.width);
-                        let samples = match decoded.entry((slot, bucket)) {
-                            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                            std::collections::hash_map::Entry::Vacant(e) => e.insert(
-                                read_bucket(&snapshot, &eng.ks.samples, series.id, bucket)?.0,
-                            ),
-                        };
-                        samples.binary_search_by_key(&ts, |x| x.0).is_ok()
-                    }
-                    _ => false,
-                };
-                if series.head.is_empty() {
-                    inner.dirty.push(slot);
-                }
-                series.head.insert(at, (ts, v));
-                series.extend(ts);
-                inner.head_samples += 1;
-                new_samples += u64::from(!on_disk);
-            }
+            new_samples += self.write_late(inner, late)?;
         }
         inner.head_new += new_samples;
         inner.last_write = Instant::now();
@@ -453,6 +420,46 @@ impl Store {
             new_samples,
             generation,
         })
+    }
+
+    /// Samples at or before a series' last time: overwritten in the head, or inserted there
+    /// (new only when the disk does not hold that timestamp already). Returns the new ones.
+    fn write_late(&self, inner: &mut Inner, late: Vec<(u32, Sample)>) -> Result<u64> {
+        let eng = self.engine()?;
+        let snapshot = eng.db.snapshot();
+        let mut decoded: HashMap<(u32, i64), Vec<Sample>> = HashMap::new();
+        let mut new_samples = 0;
+        for (slot, (ts, v)) in late {
+            let series = &mut inner.catalog.series[slot as usize];
+            let at = match series.head.binary_search_by_key(&ts, |x| x.0) {
+                Ok(i) => {
+                    series.head[i].1 = v;
+                    continue;
+                }
+                Err(i) => i,
+            };
+            let on_disk = match series.disk_last {
+                Some(dl) if ts <= dl => {
+                    let bucket = bucket_of(ts, self.width);
+                    let samples = match decoded.entry((slot, bucket)) {
+                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+                        std::collections::hash_map::Entry::Vacant(e) => {
+                            e.insert(read_bucket(&snapshot, &eng.ks.samples, series.id, bucket)?.0)
+                        }
+                    };
+                    samples.binary_search_by_key(&ts, |x| x.0).is_ok()
+                }
+                _ => false,
+            };
+            if series.head.is_empty() {
+                inner.dirty.push(slot);
+            }
+            series.head.insert(at, (ts, v));
+            series.extend(ts);
+            inner.head_samples += 1;
+            new_samples += u64::from(!on_disk);
+        }
+        Ok(new_samples)
     }
 
     /// The newest checkpoint generation that is durable on disk.

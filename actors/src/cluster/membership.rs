@@ -198,42 +198,7 @@ impl Membership {
     pub fn apply(&mut self, event: Event) -> Change {
         let mut change = Change::default();
         match event {
-            Event::Heard { from, at } => {
-                if from.name == self.me.name {
-                    return change;
-                }
-                self.targets
-                    .entry(from.cluster_addr.clone())
-                    .and_modify(|t| t.delay = REDIAL_MIN_MS)
-                    .or_insert(Target {
-                        next_dial: at,
-                        delay: REDIAL_MIN_MS,
-                    });
-                let name = from.name.clone();
-                match self.peers.get_mut(&name) {
-                    Some(p) => {
-                        if p.status == Status::Down {
-                            change.up.push(name);
-                        } else if p.info.phase != from.phase {
-                            change.phase.push(name);
-                        }
-                        p.status = Status::Up;
-                        p.last_seen = p.last_seen.max(at);
-                        p.info = from;
-                    }
-                    None => {
-                        change.up.push(name.clone());
-                        self.peers.insert(
-                            name,
-                            Peer {
-                                info: from,
-                                status: Status::Up,
-                                last_seen: at,
-                            },
-                        );
-                    }
-                }
-            }
+            Event::Heard { from, at } => self.heard(from, at, &mut change),
             Event::Disconnected { name } => {
                 if let Some(p) = self.peers.get_mut(&name) {
                     if p.status == Status::Up {
@@ -242,29 +207,7 @@ impl Membership {
                     }
                 }
             }
-            Event::Tick { now } => {
-                for (name, p) in self.peers.iter_mut() {
-                    if p.status == Status::Up
-                        && now.saturating_sub(p.last_seen) > self.liveness_timeout
-                    {
-                        p.status = Status::Down;
-                        change.down.push(name.clone());
-                    }
-                }
-                // A decommissioned member that went away was scaled down: forget it, so answers
-                // are not partial for want of it and nobody redials it.
-                let gone: Vec<NodeInfo> = self
-                    .peers
-                    .values()
-                    .filter(|p| p.status == Status::Down && p.info.phase == Phase::Left)
-                    .map(|p| p.info.clone())
-                    .collect();
-                for info in gone {
-                    self.peers.remove(&info.name);
-                    self.targets.remove(&info.cluster_addr);
-                    change.forgotten.push(info.name);
-                }
-            }
+            Event::Tick { now } => self.tick(now, &mut change),
             Event::Learned { addrs, at } => {
                 for addr in addrs {
                     if addr != self.me.cluster_addr {
@@ -275,21 +218,82 @@ impl Membership {
                     }
                 }
             }
-            Event::DialFailed { addr, at } => {
-                if let Some(t) = self.targets.get_mut(&addr) {
-                    t.next_dial = at + t.delay;
-                    t.delay = (t.delay * 2).min(REDIAL_MAX_MS);
-                    // A gossiped address that never answered is dropped once its backoff is at
-                    // the maximum; seeds and members ever heard are redialled forever.
-                    let known = self.seeds.contains(&addr)
-                        || self.peers.values().any(|p| p.info.cluster_addr == addr);
-                    if t.delay == REDIAL_MAX_MS && !known {
-                        self.targets.remove(&addr);
-                    }
-                }
-            }
+            Event::DialFailed { addr, at } => self.dial_failed(addr, at),
         }
         change
+    }
+
+    /// A peer answered: it is up (again), its address is dialled at the shortest backoff.
+    fn heard(&mut self, from: NodeInfo, at: u64, change: &mut Change) {
+        if from.name == self.me.name {
+            return;
+        }
+        self.targets
+            .entry(from.cluster_addr.clone())
+            .and_modify(|t| t.delay = REDIAL_MIN_MS)
+            .or_insert(Target {
+                next_dial: at,
+                delay: REDIAL_MIN_MS,
+            });
+        let name = from.name.clone();
+        match self.peers.get_mut(&name) {
+            Some(p) => {
+                if p.status == Status::Down {
+                    change.up.push(name);
+                } else if p.info.phase != from.phase {
+                    change.phase.push(name);
+                }
+                p.status = Status::Up;
+                p.last_seen = p.last_seen.max(at);
+                p.info = from;
+            }
+            None => {
+                change.up.push(name.clone());
+                let peer = Peer {
+                    info: from,
+                    status: Status::Up,
+                    last_seen: at,
+                };
+                self.peers.insert(name, peer);
+            }
+        }
+    }
+
+    /// Peers silent past the liveness timeout go down; a decommissioned member that went away
+    /// was scaled down: it is forgotten, so answers are not partial for want of it and nobody
+    /// redials it.
+    fn tick(&mut self, now: u64, change: &mut Change) {
+        for (name, p) in self.peers.iter_mut() {
+            if p.status == Status::Up && now.saturating_sub(p.last_seen) > self.liveness_timeout {
+                p.status = Status::Down;
+                change.down.push(name.clone());
+            }
+        }
+        let gone: Vec<NodeInfo> = self
+            .peers
+            .values()
+            .filter(|p| p.status == Status::Down && p.info.phase == Phase::Left)
+            .map(|p| p.info.clone())
+            .collect();
+        for info in gone {
+            self.peers.remove(&info.name);
+            self.targets.remove(&info.cluster_addr);
+            change.forgotten.push(info.name);
+        }
+    }
+
+    /// A dial failed: its backoff doubles. A gossiped address that never answered is dropped
+    /// once its backoff is at the maximum; seeds and members ever heard are redialled forever.
+    fn dial_failed(&mut self, addr: String, at: u64) {
+        if let Some(t) = self.targets.get_mut(&addr) {
+            t.next_dial = at + t.delay;
+            t.delay = (t.delay * 2).min(REDIAL_MAX_MS);
+            let known = self.seeds.contains(&addr)
+                || self.peers.values().any(|p| p.info.cluster_addr == addr);
+            if t.delay == REDIAL_MAX_MS && !known {
+                self.targets.remove(&addr);
+            }
+        }
     }
 
     /// Addresses to dial now: targets with no live peer behind them whose backoff has expired.
