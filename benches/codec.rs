@@ -1,6 +1,7 @@
 //! The chunk codec: encode and decode one hour of every series, and the bytes per sample of each
 //! value coding (XOR, scaled integers, and the encoder's choice), overall and per metric.
 //! Run with `cargo bench -p telemetry-benches --bench codec`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and benchmark code may panic
 
 use std::collections::BTreeMap;
 

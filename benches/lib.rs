@@ -1,5 +1,6 @@
 //! Data sets shared by the benchmarks: `gen-csv` output and the shared reference CSV replayed,
 //! as store batches and as per-series sample runs.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and benchmark code may panic
 
 use std::collections::HashMap;
 

@@ -1,6 +1,7 @@
 //! The storage engine: ingest (writes plus the checkpoints they cause), range reads of one GPU
 //! (5 min and 1 h, all 10 metrics), GPU listing, and bytes per sample on disk after a flush.
 //! Run with `cargo bench -p telemetry-benches --bench storage`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and benchmark code may panic
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use telemetry_benches::DataSet;

@@ -1,5 +1,6 @@
 //! The streamer's hot paths: CSV row parsing and batch encode/decode (the broker's payload).
 //! Run with `cargo bench -p telemetry-benches --bench streamer`.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and benchmark code may panic
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use telemetry_actors::dcgm::{open_reader, RowParser};

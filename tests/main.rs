@@ -1,6 +1,7 @@
 //! Integration tests: real `telemetry-node` processes started on free ports and spoken to over
 //! HTTP, one module per area, one binary (so the node is linked once). The process harness is
 //! the benchmark's ([`telemetry_node::harness`]); [`support`] adds the assertions tests need.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and benchmark code may panic
 
 mod support;
 

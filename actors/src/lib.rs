@@ -2,7 +2,6 @@
 //!
 //! See [`supervisor`] for the supervision tree, [`broker`] for the message queue, [`routing`]
 //! for partitioning and ownership.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 pub mod backoff;
 pub mod broker;

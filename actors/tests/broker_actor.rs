@@ -1,6 +1,7 @@
 //! The broker partition actor: acknowledged appends are durable and readable, a full partition
 //! refuses (retryably) until its consumer commits, parked fetches wake on new data, and a restart
 //! replays from the committed offset.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and benchmark code may panic
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

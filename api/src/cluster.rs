@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use telemetry_service::query::cluster::{self as status, MemberStatus};
 use utoipa::ToSchema;
 
@@ -12,7 +12,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 /// A cluster member.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Member {
     /// Node name.
     pub name: String,
@@ -48,7 +48,7 @@ pub struct Member {
 }
 
 /// A partition log found damaged.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DamagedPartition {
     /// Partition number.
     pub partition: u32,
@@ -57,7 +57,7 @@ pub struct DamagedPartition {
 }
 
 /// One partition: owner and queue position.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct PartitionInfo {
     /// Partition number.
     pub partition: u32,
@@ -74,7 +74,7 @@ pub struct PartitionInfo {
 }
 
 /// The cluster as seen from this node.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ClusterView {
     /// Members.
     pub members: Vec<Member>,
@@ -93,7 +93,7 @@ pub struct ClusterView {
 }
 
 /// A health answer.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {
     /// `ok` or `ready`.
     pub status: String,

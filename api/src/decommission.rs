@@ -5,7 +5,7 @@
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use telemetry_service::decommission::{self, DecommissionProgress};
 use utoipa::ToSchema;
 
@@ -13,7 +13,7 @@ use crate::error::{ApiError, ErrorBody};
 use crate::state::AppState;
 
 /// A node's decommission as the REST API shows it.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DecommissionStatus {
     /// Node being decommissioned.
     pub node: String,

@@ -4,20 +4,20 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use telemetry_service::decommission::DecommissionError;
 use telemetry_service::QueryError;
 use utoipa::ToSchema;
 
 /// The error body.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     /// The error.
     pub error: ErrorDetail,
 }
 
 /// Machine-readable code and human-readable message.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct ErrorDetail {
     /// Stable code: `bad_request`, `not_found`, `not_ready`, `internal`.
     pub code: String,

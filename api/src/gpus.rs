@@ -2,7 +2,7 @@
 
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use telemetry_storage::GpuInfo;
 use utoipa::ToSchema;
 
@@ -18,7 +18,7 @@ pub const DEFAULT_GPU_LIMIT: usize = 1000;
 pub const MAX_GPU_LIMIT: usize = 10_000;
 
 /// A GPU and its attributes.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Gpu {
     /// GPU UUID.
     pub uuid: String,
@@ -54,7 +54,7 @@ impl From<GpuInfo> for Gpu {
 }
 
 /// A page of GPUs, ordered by UUID.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct GpuList {
     /// The GPUs of this page.
     pub items: Vec<Gpu>,
@@ -67,7 +67,7 @@ pub struct GpuList {
 }
 
 /// One GPU with its metrics and sample span.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct GpuDetail {
     /// The GPU.
     #[serde(flatten)]
@@ -85,7 +85,7 @@ pub struct GpuDetail {
 }
 
 /// Metric names known to the cluster.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct MetricList {
     /// Sorted metric names.
     pub items: Vec<String>,

@@ -11,7 +11,7 @@ use std::time::Duration;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use telemetry_actors::backoff::Backoff;
 use telemetry_actors::dcgm::{
     CsvRows, PartitionBatches, Rejected, TimestampCache, REQUIRED_COLUMNS,
@@ -37,7 +37,7 @@ const INGEST_PATIENCE: Patience = Patience {
 const MAX_REJECT_DETAILS: usize = 5;
 
 /// What an ingest request stored and skipped.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct IngestSummary {
     /// Data rows in the chunk.
     pub rows: u64,

@@ -14,7 +14,6 @@
 //! | `metrics` | `/metrics` and the request-latency middleware |
 //! | `dashboard` | the embedded web dashboard at `/` |
 //! | `params`, `error`, `limits`, `openapi`, `state` | parsing, error bodies, bounds, the document, shared state |
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod cluster;
 mod dashboard;
@@ -38,15 +37,22 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use openapi::Shared as SharedResponses;
 
+// The response types, also for clients (the CLI, the tests) that read answers.
+pub use cluster::{ClusterView, DamagedPartition, Health, Member, PartitionInfo};
 pub use decommission::DecommissionStatus;
 pub use error::ApiError;
+pub use error::{ErrorBody, ErrorDetail};
+pub use gpus::{Gpu, GpuDetail, GpuList, MetricList};
 pub use gpus::{DEFAULT_GPU_LIMIT, MAX_GPU_LIMIT};
+pub use ingest::IngestSummary;
 pub use ingest::INGEST_DEADLINE;
 pub use limits::{MAX_BODY_BYTES, MAX_CONCURRENT_REQUESTS, REQUEST_TIMEOUT};
 pub use metrics::Metrics;
 pub use state::{Api, AppState};
 pub use summary::MAX_STEPS;
+pub use summary::{FleetGpu, FleetPage, LatestValue, StepSeries, StepsPage};
 pub use telemetry::{decode_cursor, encode_cursor, DEFAULT_TELEMETRY_LIMIT, MAX_TELEMETRY_LIMIT};
+pub use telemetry::{TelemetryPage, TelemetryPoint};
 
 /// The OpenAPI document of the REST API.
 #[derive(OpenApi)]

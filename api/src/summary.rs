@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::Json;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use telemetry_service::query::{latest, steps};
 use utoipa::ToSchema;
 
@@ -23,7 +23,7 @@ const DEFAULT_STEPS: i64 = 300;
 const DEFAULT_WINDOW_MS: i64 = 3_600_000;
 
 /// A metric's newest sample.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct LatestValue {
     /// Sample time (RFC 3339).
     pub timestamp: String,
@@ -32,7 +32,7 @@ pub struct LatestValue {
 }
 
 /// A GPU with the newest value of each of its metrics.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct FleetGpu {
     /// The GPU.
     #[serde(flatten)]
@@ -42,7 +42,7 @@ pub struct FleetGpu {
 }
 
 /// A page of the fleet, ordered by UUID.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct FleetPage {
     /// GPUs of this page with their newest values.
     pub items: Vec<FleetGpu>,
@@ -55,7 +55,7 @@ pub struct FleetPage {
 }
 
 /// One metric averaged per step, as columns (what charting libraries take).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StepSeries {
     /// Metric name.
     pub metric: String,
@@ -68,7 +68,7 @@ pub struct StepSeries {
 }
 
 /// A GPU's metrics averaged per step.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct StepsPage {
     /// GPU UUID.
     pub gpu: String,

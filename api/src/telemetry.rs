@@ -8,7 +8,7 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::{header, Response as HttpResponse};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use telemetry_service::query::telemetry::{self, TelemetryPart, TelemetryQuery};
 use telemetry_storage::RangeCursor;
 use utoipa::ToSchema;
@@ -25,7 +25,7 @@ pub const MAX_TELEMETRY_LIMIT: usize = 10_000;
 const MAX_CURSOR_LEN: usize = 1100;
 
 /// One sample.
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TelemetryPoint {
     /// Sample time (RFC 3339, milliseconds, UTC).
     pub timestamp: String,
@@ -36,7 +36,7 @@ pub struct TelemetryPoint {
 }
 
 /// A page of a GPU's samples ordered by (timestamp, metric).
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct TelemetryPage {
     /// GPU UUID.
     pub gpu: String,

@@ -1,4 +1,5 @@
 //! The committed `api/openapi.json` is the document the code generates.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and benchmark code may panic
 
 #[test]
 fn committed_openapi_matches_the_code() {

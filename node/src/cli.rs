@@ -9,6 +9,9 @@ use anyhow::{bail, Context};
 use clap::{Args, ValueEnum};
 use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
 use serde_json::Value;
+use telemetry_api::{
+    ClusterView, FleetGpu, FleetPage, IngestSummary, TelemetryPage, TelemetryPoint,
+};
 
 /// Where the cluster is and how to authenticate.
 #[derive(Debug, Clone, Args)]
@@ -117,6 +120,17 @@ impl Client {
         }
         Ok(body)
     }
+
+    /// GETs `path` and reads the answer as the API's response type.
+    pub(crate) async fn get_as<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        query: &[(&str, String)],
+    ) -> anyhow::Result<T> {
+        let body = self.get(path, query).await?;
+        serde_json::from_value(body)
+            .with_context(|| format!("{path}: an answer of another shape (another version?)"))
+    }
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -126,11 +140,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the runtime")
 }
 
-fn partial_note(body: &Value) {
-    if body["partial"].as_bool() == Some(true) {
+fn partial_note(partial: bool, unavailable: &[String]) {
+    if partial {
         eprintln!(
             "warning: partial answer, these nodes did not answer: {}",
-            body["unavailable_nodes"]
+            unavailable.join(", ")
         );
     }
 }
@@ -171,38 +185,32 @@ fn print_rows(format: Format, header: &[&str], rows: Vec<Vec<String>>) -> anyhow
     Ok(())
 }
 
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        other => other.to_string(),
-    }
-}
-
 /// `telemetry-node gpus`.
 pub fn gpus(args: &GpusArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let c = Client::new(&args.client);
-        let body = c
-            .get("/api/v1/latest", &[("limit", "10000".into())])
+        let page: FleetPage = c
+            .get_as("/api/v1/latest", &[("limit", "10000".into())])
             .await?;
-        partial_note(&body);
+        partial_note(page.partial, &page.unavailable_nodes);
         if args.format == Format::Json {
-            println!("{}", serde_json::to_string_pretty(&body)?);
+            println!("{}", serde_json::to_string_pretty(&page)?);
             return Ok(());
         }
-        let metric = |g: &Value, m: &str| text(&g["latest"][m]["value"]);
-        let rows = body["items"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
+        let metric = |g: &FleetGpu, m: &str| {
+            g.latest
+                .get(m)
+                .map_or(String::new(), |v| v.value.to_string())
+        };
+        let rows = page
+            .items
             .iter()
             .map(|g| {
                 vec![
-                    text(&g["uuid"]),
-                    text(&g["hostname"]),
-                    text(&g["gpu_index"]),
-                    text(&g["model"]),
+                    g.gpu.uuid.clone(),
+                    g.gpu.hostname.clone(),
+                    g.gpu.gpu_index.to_string(),
+                    g.gpu.model.clone(),
                     metric(g, "DCGM_FI_DEV_GPU_UTIL"),
                     metric(g, "DCGM_FI_DEV_GPU_TEMP"),
                     metric(g, "DCGM_FI_DEV_POWER_USAGE"),
@@ -217,7 +225,7 @@ pub fn gpus(args: &GpusArgs) -> anyhow::Result<()> {
             rows,
         )?;
         if args.format == Format::Table {
-            eprintln!("{} GPUs", body["total"]);
+            eprintln!("{} GPUs", page.total);
         }
         Ok(())
     })
@@ -241,7 +249,7 @@ pub fn query(args: &QueryArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let c = Client::new(&args.client);
         let path = format!("/api/v1/gpus/{}/telemetry", args.uuid);
-        let mut items: Vec<Value> = Vec::new();
+        let mut items: Vec<TelemetryPoint> = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
             let mut q = vec![
@@ -253,11 +261,11 @@ pub fn query(args: &QueryArgs) -> anyhow::Result<()> {
             if let Some(cur) = &cursor {
                 q.push(("cursor", cur.clone()));
             }
-            let page = c.get(&path, &q).await?;
-            partial_note(&page);
-            items.extend(page["items"].as_array().cloned().unwrap_or_default());
-            match page["next_cursor"].as_str() {
-                Some(next) if items.len() < args.limit => cursor = Some(next.to_string()),
+            let page: TelemetryPage = c.get_as(&path, &q).await?;
+            partial_note(page.partial, &page.unavailable_nodes);
+            items.extend(page.items);
+            match page.next_cursor {
+                Some(next) if items.len() < args.limit => cursor = Some(next),
                 _ => break,
             }
         }
@@ -268,7 +276,7 @@ pub fn query(args: &QueryArgs) -> anyhow::Result<()> {
         }
         let rows = items
             .iter()
-            .map(|p| vec![text(&p["timestamp"]), text(&p["metric"]), text(&p["value"])])
+            .map(|p| vec![p.timestamp.clone(), p.metric.clone(), p.value.to_string()])
             .collect();
         print_rows(args.format, &["timestamp", "metric", "value"], rows)?;
         if args.format == Format::Table {
@@ -282,30 +290,25 @@ pub fn query(args: &QueryArgs) -> anyhow::Result<()> {
 pub fn cluster(args: &ClusterArgs) -> anyhow::Result<()> {
     runtime()?.block_on(async {
         let c = Client::new(&args.client);
-        let body = c.get("/api/v1/cluster", &[]).await?;
-        partial_note(&body);
+        let view: ClusterView = c.get_as("/api/v1/cluster", &[]).await?;
+        partial_note(view.partial, &view.unavailable_nodes);
         if args.format == Format::Json {
-            println!("{}", serde_json::to_string_pretty(&body)?);
+            println!("{}", serde_json::to_string_pretty(&view)?);
             return Ok(());
         }
-        let rows = body["members"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default()
+        let rows = view
+            .members
             .iter()
             .map(|m| {
-                [
-                    "name",
-                    "status",
-                    "address",
-                    "partitions_owned",
-                    "samples_stored",
-                    "broker_lag_records",
-                    "rows_rejected",
+                vec![
+                    m.name.clone(),
+                    m.status.clone(),
+                    m.address.clone(),
+                    m.partitions_owned.to_string(),
+                    m.samples_stored.to_string(),
+                    m.broker_lag_records.to_string(),
+                    m.rows_rejected.to_string(),
                 ]
-                .iter()
-                .map(|k| text(&m[*k]))
-                .collect()
             })
             .collect();
         print_rows(
@@ -323,7 +326,9 @@ pub fn cluster(args: &ClusterArgs) -> anyhow::Result<()> {
         )?;
         eprintln!(
             "{} partitions, {} samples stored, live: {}",
-            body["partitions"], body["samples_stored"], body["live"]
+            view.partitions,
+            view.samples_stored,
+            view.live.join(", ")
         );
         Ok(())
     })
@@ -370,15 +375,15 @@ impl Totals {
     }
 
     /// A node's answer to one chunk.
-    fn add(&mut self, s: Value) {
-        self.rows += s["rows"].as_u64().unwrap_or(0);
-        self.samples += s["samples"].as_u64().unwrap_or(0);
-        for (reason, n) in s["rejected"].as_object().into_iter().flatten() {
-            *self.rejected.entry(reason.clone()).or_default() += n.as_u64().unwrap_or(0);
+    fn add(&mut self, s: IngestSummary) {
+        self.rows += s.rows;
+        self.samples += s.samples;
+        for (reason, n) in s.rejected {
+            *self.rejected.entry(reason).or_default() += n;
         }
-        for e in s["rejected_examples"].as_array().into_iter().flatten() {
+        for e in s.rejected_examples {
             if self.examples.len() < 5 {
-                self.examples.push(text(e));
+                self.examples.push(e);
             }
         }
     }
@@ -534,7 +539,7 @@ const CHUNK_BACKOFF: Backoff = Backoff::new(Duration::from_millis(200), Duration
 impl Client {
     /// POSTs a CSV chunk, retrying a refusal to store it for a while (the cluster may be busy
     /// or moving partitions); chunks are idempotent, so sending one twice stores it once.
-    async fn post_csv(&self, path: &str, body: Vec<u8>) -> anyhow::Result<Value> {
+    async fn post_csv(&self, path: &str, body: Vec<u8>) -> anyhow::Result<IngestSummary> {
         let mut pause = CHUNK_BACKOFF;
         for attempt in 0.. {
             let mut req = self
@@ -556,7 +561,10 @@ impl Client {
                 Err(e) => return Err(e).context("sending a chunk"),
             };
             match status.as_u16() {
-                200 => return Ok(value),
+                200 => {
+                    return serde_json::from_value(value)
+                        .context("an ingest answer of another shape (another version?)")
+                }
                 503 if attempt < 10 => {
                     tokio::time::sleep(pause.next_delay()).await;
                 }

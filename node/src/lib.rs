@@ -2,7 +2,6 @@
 //!
 //! [`run`] takes an already bound listener and a shutdown future, so tests and benchmarks start
 //! nodes on port 0 in-process or as real processes alike.
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod auth;
 pub mod bench;

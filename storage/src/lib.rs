@@ -14,7 +14,6 @@
 //! Chunks are Gorilla-style: delta-of-delta timestamps, values as scaled-integer deltas when they
 //! are fixed-decimal (most DCGM fields) or XOR otherwise, whichever is shorter ([`codec`]).
 #![deny(missing_docs)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used))]
 
 mod bits;
 mod bucket;

@@ -19,7 +19,8 @@ fn decode_config() -> impl bincode::config::Config {
 }
 
 /// A GPU's attributes: they belong to the GPU and are stored once, not with every sample.
-#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+/// (`Default` is an unknown GPU: empty UUID and attributes.)
+#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
 pub struct GpuInfo {
     /// The GPU's UUID, its identity across the fleet (`GPU-5fd4f087-…`).
     pub uuid: String,

@@ -146,12 +146,7 @@ mod tests {
         GpuInfo {
             uuid: uuid.into(),
             hostname: "h".into(),
-            gpu_index: 0,
-            device: "nvidia0".into(),
-            model: "H100".into(),
-            container: None,
-            pod: None,
-            namespace: None,
+            ..GpuInfo::default()
         }
     }
 

@@ -1,5 +1,6 @@
 //! The store against a `BTreeMap` model: random interleavings of writes (duplicates, disorder,
 //! late samples into sealed buckets), checkpoints, clean restarts, crashes and retention.
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test and benchmark code may panic
 
 use std::collections::BTreeMap;
 use std::time::Duration;

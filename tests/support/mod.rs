@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use serde::de::DeserializeOwned;
 use serde_json::Value;
+use telemetry_api::{ClusterView, GpuList, TelemetryPage};
 use telemetry_node::harness::{self, NodeProcess};
 
 /// The shared reference CSV.
@@ -145,6 +147,17 @@ impl Node {
             .expect("text")
     }
 
+    /// GET a path that must answer 200, read as the API's own response type.
+    pub async fn typed<T: DeserializeOwned>(&self, path: &str) -> T {
+        let body = self.ok(path).await;
+        serde_json::from_value(body.clone()).unwrap_or_else(|e| panic!("{path}: {e}: {body}"))
+    }
+
+    /// `/api/v1/cluster`.
+    pub async fn cluster(&self) -> ClusterView {
+        self.typed("/api/v1/cluster").await
+    }
+
     /// GET a path that must answer 200.
     pub async fn ok(&self, path: &str) -> Value {
         let (status, body) = self.get(path).await;
@@ -200,11 +213,14 @@ pub async fn wait_live(node: &Node, n: usize) -> Value {
         &format!("{n} live members"),
         Duration::from_secs(30),
         async || {
-            let c = node.ok("/api/v1/cluster").await;
-            if c["live"].as_array().map(Vec::len) == Some(n) && c["partial"] == false {
-                Ok(c)
+            let c = node.cluster().await;
+            if c.live.len() == n && !c.partial {
+                Ok(node.ok("/api/v1/cluster").await)
             } else {
-                Err(c.to_string())
+                Err(format!(
+                    "live {:?}, unavailable {:?}",
+                    c.live, c.unavailable_nodes
+                ))
             }
         },
     )
@@ -227,32 +243,26 @@ pub async fn complete(node: &Node, path: &str) -> Value {
 
 /// Every point of every GPU as `node` answers it (cursor pages), asserting order and no duplicate.
 pub async fn all_points(node: &Node) -> (usize, Vec<String>) {
-    let gpus = complete(node, "/api/v1/gpus?limit=10000").await;
+    let gpus: GpuList = typed(complete(node, "/api/v1/gpus?limit=10000").await);
     let mut count = 0;
     let mut digest = Vec::new();
-    for g in gpus["items"].as_array().expect("items") {
-        let uuid = g["uuid"].as_str().expect("uuid");
+    for g in gpus.items {
+        let uuid = g.uuid;
         let mut cursor = String::new();
         let mut last: Option<(String, String)> = None;
         loop {
-            let page = complete(
-                node,
-                &format!("/api/v1/gpus/{uuid}/telemetry?limit=10000{cursor}"),
-            )
-            .await;
-            for it in page["items"].as_array().expect("items") {
-                let key = (
-                    it["timestamp"].as_str().unwrap_or("").to_string(),
-                    it["metric"].as_str().unwrap_or("").to_string(),
-                );
+            let path = format!("/api/v1/gpus/{uuid}/telemetry?limit=10000{cursor}");
+            let page: TelemetryPage = typed(complete(node, &path).await);
+            for it in page.items {
+                let key = (it.timestamp, it.metric);
                 if let Some(prev) = &last {
                     assert!(*prev < key, "duplicate or disorder at {uuid} {key:?}");
                 }
-                digest.push(format!("{uuid} {} {} {}", key.0, key.1, it["value"]));
+                digest.push(format!("{uuid} {} {} {}", key.0, key.1, it.value));
                 last = Some(key);
                 count += 1;
             }
-            match page["next_cursor"].as_str() {
+            match page.next_cursor {
                 Some(c) => cursor = format!("&cursor={c}"),
                 None => break,
             }
@@ -261,26 +271,26 @@ pub async fn all_points(node: &Node) -> (usize, Vec<String>) {
     (count, digest)
 }
 
+/// A JSON answer as the API's response type.
+fn typed<T: DeserializeOwned>(body: Value) -> T {
+    serde_json::from_value(body.clone()).unwrap_or_else(|e| panic!("{e}: {body}"))
+}
+
 /// Waits until every streamer finished and the cluster holds at least `n` distinct samples.
 pub async fn wait_stored(node: &Node, n: u64, timeout: Duration) -> Value {
     eventually(
         &format!("{n} samples stored, no lag"),
         timeout,
         async || {
-            let c = node.ok("/api/v1/cluster").await;
-            let stored = c["samples_stored"].as_u64().unwrap_or(0);
-            let lag: u64 = c["members"]
-                .as_array()
-                .map(|m| {
-                    m.iter()
-                        .filter_map(|x| x["broker_lag_records"].as_u64())
-                        .sum()
-                })
-                .unwrap_or(1);
-            if stored >= n && lag == 0 && c["partial"] == false {
-                Ok(c)
+            let c = node.cluster().await;
+            let lag: u64 = c.members.iter().map(|m| m.broker_lag_records).sum();
+            if c.samples_stored >= n && lag == 0 && !c.partial {
+                Ok(node.ok("/api/v1/cluster").await)
             } else {
-                Err(format!("{stored} of {n}: {c}"))
+                Err(format!(
+                    "{} of {n}, lag {lag}, unavailable {:?}",
+                    c.samples_stored, c.unavailable_nodes
+                ))
             }
         },
     )

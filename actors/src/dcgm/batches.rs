@@ -61,13 +61,7 @@ mod tests {
     fn samples_land_in_their_gpu_partition_and_fill_up() {
         let gpu = |uuid: &str| GpuInfo {
             uuid: uuid.into(),
-            hostname: "h".into(),
-            gpu_index: 0,
-            device: "nvidia0".into(),
-            model: "H100".into(),
-            container: None,
-            pod: None,
-            namespace: None,
+            ..GpuInfo::default()
         };
         let mut b = PartitionBatches::new(8);
         let a = gpu("GPU-a");

@@ -57,6 +57,20 @@ impl Ownership {
         steps
     }
 
+    /// Partitions whose logs this node holds from an earlier run but does not own now (it was
+    /// killed while handing them over, or ownership moved while it was down): each runs only
+    /// to drain what its log holds into the store, then stops, so nothing it acknowledged is
+    /// left behind unread.
+    pub fn drain_leftovers(&mut self, held: impl IntoIterator<Item = u32>) -> Vec<Step> {
+        let mut steps = Vec::new();
+        for p in held {
+            if !self.owned.contains(&p) && self.retiring.insert(p) {
+                steps.extend([Step::Start(p), Step::HandOver(p)]);
+            }
+        }
+        steps
+    }
+
     /// The hand-over of `p` ended (its log drained).
     pub fn released(&mut self, p: u32) -> Option<Step> {
         if !self.retiring.remove(&p) {
@@ -144,6 +158,25 @@ mod tests {
         assert!(!o.wants(2) && o.wants(3) && o.wants(4));
         assert_eq!(o.owned(), &set(&[4]));
         assert_eq!(o.follow(set(&[4])), [], "no change, no step");
+    }
+
+    #[test]
+    fn leftover_logs_are_drained_then_stopped() {
+        use Step::*;
+        let mut o = Ownership::default();
+        assert_eq!(o.follow(set(&[1, 2])), [Start(1), Start(2)]);
+        // Logs of 2 (owned: runs anyway), 5 and 7 (not owned) were on disk.
+        assert_eq!(
+            o.drain_leftovers([2, 5, 7]),
+            [Start(5), HandOver(5), Start(7), HandOver(7)]
+        );
+        assert!(o.wants(5));
+        assert_eq!(o.drain_leftovers([5]), [], "already draining");
+        assert_eq!(o.released(5), Some(Stop(5)));
+        // Owned again before its drain ended: it keeps running.
+        assert_eq!(o.follow(set(&[1, 2, 7])), []);
+        assert_eq!(o.released(7), Some(Resume(7)));
+        assert_eq!(o.owned(), &set(&[1, 2, 7]));
     }
 
     #[test]

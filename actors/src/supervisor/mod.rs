@@ -357,11 +357,15 @@ impl Actor for PipelineSupervisor {
         };
         // Every broker before any collector, so the steps' order is not followed here.
         let _ = state.ownership.follow(owned.iter().copied().collect());
+        let held = held_partitions(&state.args.config.broker_dir);
         for p in &owned {
             state.spawn(&myself, Child::Broker(*p)).await?;
         }
         for p in &owned {
             state.spawn(&myself, Child::Collector(*p)).await?;
+        }
+        for step in state.ownership.drain_leftovers(held) {
+            state.apply(&myself, step).await?;
         }
         for i in 0..streamers {
             state.spawn(&myself, Child::Streamer(i)).await?;
@@ -491,6 +495,25 @@ impl Actor for PipelineSupervisor {
         let decision = state.restarts.ended(child, on_purpose, Instant::now());
         state.after_failure(&myself, decision, child)
     }
+}
+
+/// Partitions with a log directory under `broker_dir` (`p-NNNN`), from this run or an earlier.
+fn held_partitions(broker_dir: &std::path::Path) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir(broker_dir) else {
+        return Vec::new();
+    };
+    let mut held: Vec<u32> = entries
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_prefix("p-")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    held.sort_unstable();
+    held
 }
 
 /// Lets a partition that stopped accepting appends settle (every append fsynced), then has its

@@ -97,12 +97,7 @@ mod tests {
         let info = |host: &str| GpuInfo {
             uuid: "GPU-1".into(),
             hostname: host.into(),
-            gpu_index: 0,
-            device: "nvidia0".into(),
-            model: "H100".into(),
-            container: None,
-            pod: None,
-            namespace: None,
+            ..GpuInfo::default()
         };
         let merged = merge_one(vec![
             Some(GpuPart {
