@@ -108,6 +108,52 @@ pub enum DrainError {
 // Local only: never crosses nodes (the cluster endpoint carries bytes instead).
 impl ractor::Message for CollectorMsg {}
 
+/// Writes fetched records into the store; returns the highest store generation they landed
+/// in. A record that passed its CRC but is not a storable batch never will be: it is counted
+/// and logged, not retried. The store's own failures stop the collector (its offset stays put).
+fn store_records(
+    store: &Store,
+    stats: &PipelineStats,
+    partition: u32,
+    records: Vec<(u64, Vec<u8>)>,
+) -> Result<u64, StorageError> {
+    let mut generation = 0;
+    for (offset, payload) in records {
+        let written = SampleBatch::decode(&payload).and_then(|batch| {
+            let span = tracing::info_span!(
+                "collector.consume",
+                partition,
+                offset,
+                samples = batch.len(),
+                trace_id = tracing::field::Empty
+            );
+            crate::trace::follow(&span, batch.trace.as_deref());
+            let _consume = span.enter();
+            let _write = tracing::info_span!("store.write").entered();
+            let started = Instant::now();
+            let w = store.write(&batch)?;
+            stats
+                .store_write_seconds
+                .observe(started.elapsed().as_secs_f64());
+            Ok((w, batch.len()))
+        });
+        match written {
+            Ok((w, n)) => {
+                generation = generation.max(w.generation);
+                stats.samples_written.inc_by(n as u64);
+            }
+            Err(
+                e @ (StorageError::InvalidBatch(_) | StorageError::Corrupt { what: "batch", .. }),
+            ) => {
+                stats.records_rejected.inc();
+                tracing::error!(partition, offset, error = %e, "invalid broker record not stored");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(generation)
+}
+
 impl State {
     fn broker(&self) -> Option<ActorRef<BrokerMsg>> {
         self.registry.get(self.partition)
@@ -178,45 +224,9 @@ impl State {
         let store = self.store.clone();
         let stats = self.stats.clone();
         let partition = self.partition;
-        let generation = tokio::task::spawn_blocking(move || -> Result<u64, StorageError> {
-            let mut generation = 0;
-            for (offset, payload) in records {
-                let written = SampleBatch::decode(&payload).and_then(|batch| {
-                    let span = tracing::info_span!(
-                        "collector.consume",
-                        partition,
-                        offset,
-                        samples = batch.len(),
-                        trace_id = tracing::field::Empty
-                    );
-                    crate::trace::follow(&span, batch.trace.as_deref());
-                    let _consume = span.enter();
-                    let _write = tracing::info_span!("store.write").entered();
-                    let started = Instant::now();
-                    let w = store.write(&batch)?;
-                    stats.store_write_seconds.observe(started.elapsed().as_secs_f64());
-                    Ok((w, batch.len()))
-                });
-                match written {
-                    Ok((w, n)) => {
-                        generation = generation.max(w.generation);
-                        stats.samples_written.inc_by(n as u64);
-                    }
-                    // A record that passed its CRC but is not a storable batch never will be.
-                    Err(
-                        e @ (StorageError::InvalidBatch(_)
-                        | StorageError::Corrupt { what: "batch", .. }),
-                    ) => {
-                        stats.records_rejected.inc();
-                        tracing::error!(partition, offset, error = %e, "invalid broker record not stored");
-                    }
-                    // The store's own failures stop the collector; its offset stays put.
-                    Err(e) => return Err(e),
-                }
-            }
-            Ok(generation)
-        })
-        .await??;
+        let generation =
+            tokio::task::spawn_blocking(move || store_records(&store, &stats, partition, records))
+                .await??;
         self.next = last + 1;
         match self.written.back_mut() {
             Some(back) if back.1 == generation => back.0 = self.next,

@@ -159,6 +159,64 @@ impl State {
     }
 }
 
+/// `None` when the append was acknowledged; else the least pause before retrying it.
+fn retry_floor(result: &Result<AppendReply, RouteError>) -> Option<Duration> {
+    match result {
+        Ok(AppendReply::Ack(_)) => None,
+        Ok(AppendReply::Refused(AppendRefusal::TooLarge { bytes, limit })) => {
+            // The source caps batches far below the limit; reaching it is a bug that
+            // retrying cannot fix, so say so loudly and keep the batch in flight.
+            tracing::error!(bytes, limit, "batch larger than the partition accepts");
+            Some(MAX_RETRY_BACKOFF)
+        }
+        Ok(AppendReply::Refused(AppendRefusal::Full { .. })) => Some(Duration::ZERO),
+        Ok(AppendReply::Refused(AppendRefusal::DiskFull { reason })) => {
+            tracing::debug!(%reason, "owner's disk is full; keeping the batch and retrying");
+            Some(Duration::ZERO)
+        }
+        Ok(AppendReply::Failed(e)) => {
+            tracing::debug!(error = %e, "append failed; retrying");
+            Some(Duration::ZERO)
+        }
+        Err(e) => {
+            tracing::debug!(error = %e, "append not routed; retrying");
+            Some(Duration::ZERO)
+        }
+    }
+}
+
+impl State {
+    /// Batch `id` is durable: free its window slot and take the batch that waited for it.
+    fn acked(&mut self, myself: &ActorRef<StreamerMsg>, id: u64) -> Result<(), ActorProcessingErr> {
+        if let Some((out, _)) = self.inflight.remove(&id) {
+            self.stats.samples_acked.inc_by(out.samples);
+            if let Some(n) = self.per_partition.get_mut(&out.partition) {
+                *n = n.saturating_sub(1);
+            }
+            if let Some(b) = self.blocked.take() {
+                if self.dispatch(myself, b) {
+                    myself.cast(StreamerMsg::Pull)?;
+                }
+            }
+        }
+        self.check_finished();
+        Ok(())
+    }
+
+    /// Batch `id` was not taken: send it again after a backoff of at least `floor`.
+    fn retry_later(&mut self, myself: &ActorRef<StreamerMsg>, id: u64, floor: Duration) {
+        if let Some((_, attempts)) = self.inflight.get_mut(&id) {
+            *attempts += 1;
+            self.stats.append_retries.inc();
+            let backoff = RETRY_BACKOFF
+                .delay_for(attempts.saturating_sub(1))
+                .max(floor)
+                .min(MAX_RETRY_BACKOFF);
+            myself.send_after(backoff, move || StreamerMsg::Retry(id));
+        }
+    }
+}
+
 impl Actor for Streamer {
     type Msg = StreamerMsg;
     type State = State;
@@ -213,57 +271,10 @@ impl Actor for Streamer {
                     }
                 }
             }
-            StreamerMsg::AppendDone { id, result } => {
-                let retry = match &result {
-                    Ok(AppendReply::Ack(_)) => None,
-                    Ok(AppendReply::Refused(AppendRefusal::TooLarge { bytes, limit })) => {
-                        // The source caps batches far below the limit; reaching it is a bug that
-                        // retrying cannot fix, so say so loudly and keep the batch in flight.
-                        tracing::error!(bytes, limit, "batch larger than the partition accepts");
-                        Some(MAX_RETRY_BACKOFF)
-                    }
-                    Ok(AppendReply::Refused(AppendRefusal::Full { .. })) => Some(Duration::ZERO),
-                    Ok(AppendReply::Refused(AppendRefusal::DiskFull { reason })) => {
-                        tracing::debug!(%reason, "owner's disk is full; keeping the batch and retrying");
-                        Some(Duration::ZERO)
-                    }
-                    Ok(AppendReply::Failed(e)) => {
-                        tracing::debug!(error = %e, "append failed; retrying");
-                        Some(Duration::ZERO)
-                    }
-                    Err(e) => {
-                        tracing::debug!(error = %e, "append not routed; retrying");
-                        Some(Duration::ZERO)
-                    }
-                };
-                match retry {
-                    None => {
-                        if let Some((out, _)) = state.inflight.remove(&id) {
-                            state.stats.samples_acked.inc_by(out.samples);
-                            if let Some(n) = state.per_partition.get_mut(&out.partition) {
-                                *n = n.saturating_sub(1);
-                            }
-                            if let Some(b) = state.blocked.take() {
-                                if state.dispatch(&myself, b) {
-                                    myself.cast(StreamerMsg::Pull)?;
-                                }
-                            }
-                        }
-                        state.check_finished();
-                    }
-                    Some(floor) => {
-                        if let Some((_, attempts)) = state.inflight.get_mut(&id) {
-                            *attempts += 1;
-                            state.stats.append_retries.inc();
-                            let backoff = RETRY_BACKOFF
-                                .delay_for(attempts.saturating_sub(1))
-                                .max(floor)
-                                .min(MAX_RETRY_BACKOFF);
-                            myself.send_after(backoff, move || StreamerMsg::Retry(id));
-                        }
-                    }
-                }
-            }
+            StreamerMsg::AppendDone { id, result } => match retry_floor(&result) {
+                None => state.acked(&myself, id)?,
+                Some(floor) => state.retry_later(&myself, id, floor),
+            },
             StreamerMsg::Retry(id) => state.send(&myself, id),
             StreamerMsg::WaitDone(reply) => {
                 state.waiters.push(reply);
