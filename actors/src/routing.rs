@@ -3,7 +3,8 @@
 //! `partition = xxh64(uuid, seed 0) mod P`: xxh64 is a fixed, specified algorithm, so the mapping
 //! never changes between versions (a golden test pins it). The owner of a partition is the live
 //! member with the highest `xxh64(member name ‖ partition)` (rendezvous hashing), so a join or a
-//! leave moves only the partitions won or lost by that member, about 1/N of them.
+//! leave moves only the partitions won or lost by that member, about 1/N of them. The replicas
+//! of a partition are the first members in that same order ([`replicas`]).
 
 use xxhash_rust::xxh64::xxh64;
 
@@ -30,6 +31,20 @@ pub fn owner<S: AsRef<str>>(partition: u32, members: &[S]) -> Option<&str> {
             .cmp(&weight(b, partition))
             .then(b.cmp(a))
     })
+}
+
+/// The replicas of `partition` among `members`: the first `n` in rendezvous order (highest
+/// weight first, ties broken by name), so the first is [`owner`], each is distinct, a smaller
+/// `n` gives a prefix of a larger one, and a member's join or leave changes only the replica
+/// sets it enters or leaves (about `n`/N of them). Fewer than `n` members: all of them.
+pub fn replicas<S: AsRef<str>>(partition: u32, members: &[S], n: usize) -> Vec<&str> {
+    let mut ranked: Vec<(u64, &str)> = members
+        .iter()
+        .map(|m| (weight(m.as_ref(), partition), m.as_ref()))
+        .collect();
+    ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
+    ranked.dedup_by(|a, b| a.1 == b.1);
+    ranked.into_iter().take(n).map(|(_, m)| m).collect()
 }
 
 /// The partitions `me` owns among `members`.
@@ -65,6 +80,63 @@ mod tests {
 
     /// Cross-checked with Python's `xxhash.xxh64(uuid, seed=0).intdigest() % 64`.
     const GOLDEN: [u32; 3] = [14, 3, 25];
+
+    #[test]
+    fn replicas_rank_members_and_the_first_is_the_owner() {
+        let members: Vec<String> = (0..5).map(|i| format!("telemetry-{i}")).collect();
+        for p in 0..256 {
+            let all = replicas(p, &members, 5);
+            assert_eq!(all.len(), 5);
+            assert_eq!(Some(all[0]), owner(p, &members), "partition {p}");
+            for n in 0..=6 {
+                let some = replicas(p, &members, n);
+                assert_eq!(some.len(), n.min(5));
+                assert_eq!(some[..], all[..n.min(5)], "a prefix");
+            }
+            let mut distinct = all.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(distinct.len(), 5);
+        }
+        // (members, n, replicas of partition 7): golden, so placement never changes silently.
+        let table: [(&[&str], usize, &[&str]); 4] = [
+            (&[], 2, &[]),
+            (&["a"], 2, &["a"]),
+            (&["a", "a"], 2, &["a"]),
+            (&["a", "b", "c"], 3, &GOLDEN_ABC),
+        ];
+        for (m, n, want) in table {
+            assert_eq!(replicas(7, m, n), want, "{m:?} n={n}");
+        }
+    }
+
+    /// Rendezvous order of a, b, c for partition 7, cross-checked with Python's
+    /// `xxhash.xxh64(name + b"\0" + partition.to_bytes(4, "big"), seed=0)`, highest first.
+    const GOLDEN_ABC: [&str; 3] = ["a", "c", "b"];
+
+    #[test]
+    fn a_leave_replaces_only_the_leaver_in_replica_sets() {
+        let before: Vec<String> = (0..5).map(|i| format!("telemetry-{i}")).collect();
+        let after: Vec<String> = before
+            .iter()
+            .filter(|m| *m != "telemetry-2")
+            .cloned()
+            .collect();
+        let (mut changed, p) = (0, 1024);
+        for part in 0..p {
+            let (b, a) = (replicas(part, &before, 2), replicas(part, &after, 2));
+            if b.contains(&"telemetry-2") {
+                changed += 1;
+                // The survivor keeps its place; the next in rendezvous order fills in.
+                let kept: Vec<&str> = b.iter().copied().filter(|m| *m != "telemetry-2").collect();
+                assert!(kept.iter().all(|m| a.contains(m)), "{b:?} -> {a:?}");
+            } else {
+                assert_eq!(a, b, "partition {part} moved without cause");
+            }
+        }
+        // About n/N = 2/5 of the replica sets held the leaver.
+        assert!((300..520).contains(&changed), "{changed} of {p}");
+    }
 
     #[test]
     fn single_member_owns_everything() {
