@@ -6,6 +6,8 @@ use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
+use telemetry_api::{ClusterView, FleetPage, GpuList};
+
 use crate::support::{
     all_points, complete, eventually, free_port, reference_csv, wait_live, wait_stored, Node,
 };
@@ -88,9 +90,7 @@ async fn twenty_passes(tmp: &Path, m: &[Member]) -> (u64, Vec<Node>) {
 
 /// Samples the streaming node (member 0) had acknowledged.
 async fn acked(node: &Node) -> u64 {
-    node.ok("/api/v1/cluster").await["members"][0]["samples_acked"]
-        .as_u64()
-        .unwrap_or(0)
+    node.cluster().await.members[0].samples_acked
 }
 
 /// Waits until member 0's stream is under way (some samples acknowledged).
@@ -110,11 +110,12 @@ async fn streaming(node: &Node) -> u64 {
 async fn member_is(node: &Node, name: &str, status: &str) {
     let what = format!("{name} {status}");
     eventually(&what, Duration::from_secs(30), async || {
-        let c = node.ok("/api/v1/cluster").await;
-        let seen = c["members"]
-            .as_array()
-            .and_then(|m| m.iter().find(|x| x["name"] == name))
-            .map(|x| x["status"].clone());
+        let c = node.cluster().await;
+        let seen = c
+            .members
+            .iter()
+            .find(|m| m.name == name)
+            .map(|m| m.status.as_str());
         match seen {
             Some(s) if s == status => Ok(()),
             other => Err(format!("{other:?}")),
@@ -150,13 +151,11 @@ async fn three_nodes_answer_identically_and_each_stores_a_share() {
     let m: Vec<Member> = (0..3).map(Member::new).collect();
     // Ten streamers share the file by GPU: each row is streamed once.
     let (rows, nodes, c) = one_pass(tmp.path(), &m, &["--rate", "200", "--streamers", "10"]).await;
-    assert_eq!(c["samples_stored"].as_u64(), Some(rows), "{c}");
-    for member in c["members"].as_array().expect("members") {
-        assert_eq!(member["status"], "up");
-        assert!(
-            member["samples_stored"].as_u64() > Some(0),
-            "no share: {member}"
-        );
+    let view: ClusterView = serde_json::from_value(c).expect("a cluster view");
+    assert_eq!(view.samples_stored, rows);
+    for member in &view.members {
+        assert_eq!(member.status, "up");
+        assert!(member.samples_stored > 0, "no share: {member:?}");
     }
     let (count, first) = all_points(&nodes[0]).await;
     assert_eq!(count as u64, rows);
@@ -164,18 +163,15 @@ async fn three_nodes_answer_identically_and_each_stores_a_share() {
         let (_, other) = all_points(node).await;
         assert_eq!(other, first, "{} answers differently", node.url);
     }
-    let gpus = nodes[2].ok("/api/v1/gpus?limit=10000").await;
-    assert_eq!(gpus["total"].as_u64(), Some(rows / 10));
+    let gpus: GpuList = nodes[2].typed("/api/v1/gpus?limit=10000").await;
+    assert_eq!(gpus.total as u64, rows / 10);
     // The fleet table's newest values are gathered from the owners: the same from every node,
     // every GPU with its 10 metrics.
     let fleet = nodes[0].ok("/api/v1/latest?limit=10000").await;
-    assert_eq!(fleet["partial"], false);
-    for item in fleet["items"].as_array().expect("items") {
-        assert_eq!(
-            item["latest"].as_object().map(|o| o.len()),
-            Some(10),
-            "{item}"
-        );
+    let page: FleetPage = serde_json::from_value(fleet.clone()).expect("a fleet page");
+    assert!(!page.partial);
+    for item in &page.items {
+        assert_eq!(item.latest.len(), 10, "{item:?}");
     }
     for node in &nodes[1..] {
         assert_eq!(
@@ -183,17 +179,12 @@ async fn three_nodes_answer_identically_and_each_stores_a_share() {
             fleet["items"]
         );
     }
-    let streaming = c["members"]
-        .as_array()
-        .expect("members")
+    let streaming = view
+        .members
         .iter()
-        .find(|m| m["name"] == "telemetry-2")
+        .find(|m| m.name == "telemetry-2")
         .expect("the streaming member");
-    assert_eq!(
-        streaming["rows_read"].as_u64(),
-        Some(rows),
-        "each row read once"
-    );
+    assert_eq!(streaming.rows_read, rows, "each row read once");
     for n in nodes {
         n.stop();
     }
@@ -237,12 +228,13 @@ async fn a_fourth_node_joins_mid_stream_and_takes_a_quarter() {
         before < 20 * rows,
         "the stream ended before the join; test proves nothing"
     );
-    let c = wait_live(&n3, 4).await;
-    let owned = c["members"][0]["partitions_owned"].as_u64().unwrap_or(0);
+    wait_live(&n3, 4).await;
+    let c = n3.cluster().await;
+    let owned = c.members[0].partitions_owned;
     // Rendezvous hashing gives the joiner about 16 / 4 = 4 partitions.
     assert!(
         (1..=8).contains(&owned),
-        "the joiner owns {owned} of 16: {c}"
+        "the joiner owns {owned} of 16: {c:?}"
     );
     wait_stored(&n3, 20 * rows, Duration::from_secs(120)).await;
     let (count, _) = all_points(&n3).await;
@@ -314,21 +306,15 @@ async fn a_node_with_the_wrong_cookie_is_refused() {
     )
     .await;
     for node in [&n0, &n1] {
-        let c = node.ok("/api/v1/cluster").await;
-        let names: HashSet<&str> = c["members"]
-            .as_array()
-            .expect("members")
-            .iter()
-            .filter_map(|m| m["name"].as_str())
-            .collect();
+        let c = node.cluster().await;
+        let names: HashSet<&str> = c.members.iter().map(|m| m.name.as_str()).collect();
         assert!(
             !names.contains("telemetry-2"),
-            "the stranger is a member: {c}"
+            "the stranger is a member: {c:?}"
         );
-        assert_eq!(c["live"].as_array().map(Vec::len), Some(2));
+        assert_eq!(c.live.len(), 2);
     }
-    let c = stranger.ok("/api/v1/cluster").await;
-    assert_eq!(c["live"], serde_json::json!(["telemetry-2"]));
+    assert_eq!(stranger.cluster().await.live, ["telemetry-2"]);
     for n in [n0, n1, stranger] {
         n.stop();
     }
