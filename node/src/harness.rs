@@ -121,11 +121,32 @@ impl Drop for NodeProcess {
     }
 }
 
-/// A free loopback port (for a cluster transport).
+/// Ports [`free_port`] draws from: below Linux's ephemeral range (32768–60999 by default), so
+/// between the check and the node's own bind the kernel never gives the port to an outgoing
+/// connection or to a bind to port 0 elsewhere.
+const PORT_RANGE: std::ops::Range<u16> = 20_000..32_000;
+
+/// Ports this process handed out, never handed out twice (tests run side by side).
+static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// A free loopback port for a node's cluster transport, unique within this process.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    for _ in 0..1000 {
+        let port = rand::random_range(PORT_RANGE);
+        if given.contains(&port) {
+            continue;
+        }
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            given.insert(port);
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        format!("no free port in {PORT_RANGE:?} after 1000 tries"),
+    ))
 }
 
 /// Flags that stream `csv` once, unthrottled, with the file's own timestamps.
