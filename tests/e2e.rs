@@ -523,3 +523,28 @@ fn bench_subcommand_reports_every_figure() {
         "{text}"
     );
 }
+
+#[test]
+fn bench_reads_during_ingest_reports_both_phases() {
+    let out = std::process::Command::new(crate::support::binary())
+        .args(["bench", "--scenario", "reads-during-ingest"])
+        .args(["--hosts", "2", "--scrapes", "30", "--queries", "5"])
+        .output()
+        .expect("runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("16 GPUs × 10 metrics streamed"), "{text}");
+    for phase in ["ingesting: 5 reads", "idle: 5 reads"] {
+        let line = text
+            .lines()
+            .find(|l| l.contains(phase))
+            .unwrap_or_else(|| panic!("no {phase:?} line: {text}"));
+        // Every read found points of the GPU's last 5 minutes.
+        assert!(!line.contains("(0 points)"), "{line}");
+    }
+    assert!(text.contains("p99 ingesting / idle"), "{text}");
+}

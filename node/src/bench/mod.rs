@@ -20,7 +20,11 @@ use telemetry_actors::dcgm::{CsvRows, PartitionBatches, TimestampCache};
 use telemetry_actors::routing::DEFAULT_PARTITIONS;
 use telemetry_storage::{Store, StoreOptions};
 
+use telemetry_api::TelemetryPage;
+
 use crate::gencsv::{generate, GenCsvArgs};
+
+mod reads;
 use crate::harness::{eventually, free_port, one_pass, NodeProcess, POLL};
 
 /// Longest wait for the cluster to store everything.
@@ -37,9 +41,23 @@ const READ_RETRY_DEADLINE: Duration = Duration::from_secs(60);
 /// Pauses between those retries.
 const READ_RETRY_BACKOFF: Backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(2));
 
+/// What `telemetry-node bench` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Scenario {
+    /// Ingest of the whole file (CSV → queryable), then reads of the stored data.
+    #[default]
+    Ingest,
+    /// Reads of one GPU's last 5 minutes of one metric while one node streams the file without
+    /// pause (stamped with the current time), then the same reads with the node idle.
+    ReadsDuringIngest,
+}
+
 /// Options of `telemetry-node bench`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
+    /// What to measure.
+    #[arg(long, value_enum, default_value_t = Scenario::Ingest)]
+    pub scenario: Scenario,
     /// Node processes (one streams, the others store and serve).
     #[arg(long, default_value_t = 1)]
     pub nodes: u32,
@@ -140,6 +158,17 @@ async fn read_window(
     from: &str,
     to: &str,
 ) -> anyhow::Result<(f64, usize)> {
+    read_metric_window(client, url, uuid, None, (from, to)).await
+}
+
+/// [`read_window`] of one metric (all with `None`).
+async fn read_metric_window(
+    client: &reqwest::Client,
+    url: &str,
+    uuid: &str,
+    metric: Option<&str>,
+    (from, to): (&str, &str),
+) -> anyhow::Result<(f64, usize)> {
     let mut busy = Duration::ZERO;
     let mut cursor: Option<String> = None;
     let mut points = 0;
@@ -147,15 +176,18 @@ async fn read_window(
         let mut req = client
             .get(format!("{url}/api/v1/gpus/{uuid}/telemetry"))
             .query(&[("start_time", from), ("end_time", to), ("limit", "10000")]);
+        if let Some(m) = metric {
+            req = req.query(&[("metric", m)]);
+        }
         if let Some(c) = &cursor {
             req = req.query(&[("cursor", c.as_str())]);
         }
         let (took, body) = read_page(req).await?;
         busy += took;
-        let page: Value = serde_json::from_slice(&body)?;
-        points += page["items"].as_array().map_or(0, Vec::len);
-        match page["next_cursor"].as_str() {
-            Some(c) => cursor = Some(c.to_string()),
+        let page: TelemetryPage = serde_json::from_slice(&body)?;
+        points += page.items.len();
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
             None => break,
         }
     }
@@ -194,6 +226,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         args.nodes,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
+    if args.scenario == Scenario::ReadsDuringIngest {
+        return runtime()?.block_on(reads::during_ingest(args, &dir, &csv, rows));
+    }
     let ceiling = if args.no_ceiling {
         None
     } else {
@@ -201,11 +236,15 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         eprintln!("bench: storage ceiling (parse + Store::write, one thread): {rate:.0} samples/s over {n} samples");
         Some(rate)
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    runtime()?.block_on(pipeline(args, &dir, &csv, rows, ceiling, &gen.start))
+}
+
+/// The client's runtime: one worker, so the benchmark takes little of the machine it measures.
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
-        .build()?;
-    rt.block_on(pipeline(args, &dir, &csv, rows, ceiling, &gen.start))
+        .build()?)
 }
 
 async fn pipeline(
