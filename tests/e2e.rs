@@ -528,7 +528,16 @@ fn bench_subcommand_reports_every_figure() {
 fn bench_reads_during_ingest_reports_both_phases() {
     let out = std::process::Command::new(crate::support::binary())
         .args(["bench", "--scenario", "reads-during-ingest"])
-        .args(["--hosts", "2", "--scrapes", "30", "--queries", "5"])
+        .args([
+            "--hosts",
+            "2",
+            "--scrapes",
+            "30",
+            "--queries",
+            "5",
+            "--warmup",
+            "0s",
+        ])
         .output()
         .expect("runs");
     let text = String::from_utf8_lossy(&out.stdout);

@@ -77,6 +77,10 @@ pub struct BenchArgs {
     /// flushes the burst caused are not what the reads measure (`0s` to read at once).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub settle: Duration,
+    /// reads-during-ingest: how long the node streams before the timed reads start (so the
+    /// window read holds minutes of data and the store has grown).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub warmup: Duration,
     /// Skip the storage ceiling run.
     #[arg(long)]
     pub no_ceiling: bool,

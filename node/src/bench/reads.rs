@@ -1,6 +1,7 @@
 //! `bench --scenario reads-during-ingest`: what a dashboard sees while data floods in. One node
 //! streams the generated file over and over, unthrottled and stamped with the current time;
-//! meanwhile `--queries` reads of one GPU's last 5 minutes of one metric are timed. Then the
+//! after `--warmup`, `--queries` reads of one GPU's last 5 minutes of one metric are timed, one
+//! every [`READ_PACE`]. Then the
 //! node is restarted with `--no-stream` on the same data and the same reads are timed idle.
 //! Figures are reported, never asserted.
 
@@ -20,6 +21,9 @@ const METRIC: &str = "DCGM_FI_DEV_GPU_TEMP";
 const WINDOW: chrono::Duration = chrono::Duration::minutes(5);
 /// Longest wait for the first pass of the file to be stored before the reads start.
 const FIRST_PASS_DEADLINE: Duration = Duration::from_secs(300);
+/// Pause between two timed reads, as a dashboard's panels arrive: the reads span several
+/// checkpoints instead of slipping between two.
+const READ_PACE: Duration = Duration::from_millis(50);
 
 /// Times `queries` reads while the node ingests, then idle; prints both.
 pub(super) async fn during_ingest(
@@ -58,6 +62,7 @@ pub(super) async fn during_ingest(
         },
     )
     .await?;
+    tokio::time::sleep(args.warmup).await;
     let uuid = first_gpu(&client, &node.url).await?;
     let acked = |c: &Value| c["members"][0]["samples_acked"].as_u64().unwrap_or(0);
     let (before, t0) = (acked(&cluster(&client, &node.url).await?), Instant::now());
@@ -148,6 +153,7 @@ async fn time_reads(
         let (secs, n) = read_metric_window(client, url, uuid, Some(METRIC), (&from, &to)).await?;
         ms.push(secs * 1000.0);
         points = n;
+        tokio::time::sleep(READ_PACE).await;
     }
     ms.sort_by(f64::total_cmp);
     Ok(Timings { ms, points })
