@@ -485,21 +485,38 @@ async fn admin_token_from_file_and_open_paths() {
     );
 }
 
-/// `telemetry-node bench` (the performance benchmark) runs end to end on a tiny file with two
-/// real nodes and prints every figure it promises.
-#[test]
-fn bench_subcommand_reports_every_figure() {
+/// Runs `telemetry-node bench` with `args`, asserts it succeeded, returns what it printed.
+fn bench(args: &[&str]) -> String {
     let out = std::process::Command::new(crate::support::binary())
-        .args(["bench", "--nodes", "2", "--hosts", "1", "--scrapes", "30"])
-        .args(["--queries", "2", "--settle", "0s"])
+        .arg("bench")
+        .args(args)
         .output()
         .expect("runs");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "{text}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    text
+}
+
+/// `telemetry-node bench` (the performance benchmark) runs end to end on a tiny file with two
+/// real nodes and prints every figure it promises.
+#[test]
+fn bench_subcommand_reports_every_figure() {
+    let text = bench(&[
+        "--nodes",
+        "2",
+        "--hosts",
+        "1",
+        "--scrapes",
+        "30",
+        "--queries",
+        "2",
+        "--settle",
+        "0s",
+    ]);
     assert!(text.contains("bench: 2 node(s), 2400 samples"), "{text}");
     assert!(
         text.contains("% of it") && text.contains("bytes/sample"),
@@ -526,26 +543,18 @@ fn bench_subcommand_reports_every_figure() {
 
 #[test]
 fn bench_reads_during_ingest_reports_both_phases() {
-    let out = std::process::Command::new(crate::support::binary())
-        .args(["bench", "--scenario", "reads-during-ingest"])
-        .args([
-            "--hosts",
-            "2",
-            "--scrapes",
-            "30",
-            "--queries",
-            "5",
-            "--warmup",
-            "0s",
-        ])
-        .output()
-        .expect("runs");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{text}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let text = bench(&[
+        "--scenario",
+        "reads-during-ingest",
+        "--hosts",
+        "2",
+        "--scrapes",
+        "30",
+        "--queries",
+        "5",
+        "--warmup",
+        "0s",
+    ]);
     assert!(text.contains("16 GPUs × 10 metrics streamed"), "{text}");
     for phase in ["ingesting: 5 reads", "idle: 5 reads"] {
         let line = text

@@ -152,21 +152,10 @@ async fn read_page(req: reqwest::RequestBuilder) -> anyhow::Result<(Duration, Ve
     }
 }
 
-/// Reads `[from, to]` of one GPU, every page; returns (seconds, points). The time is the
-/// server's: from sending each request to the last byte of its answer (the client's JSON
-/// parsing is not counted).
+/// Reads `[from, to]` of one GPU (one metric, or all with `None`), every page; returns
+/// (seconds, points). The time is the server's: from sending each request to the last byte of
+/// its answer (the client's JSON parsing is not counted).
 async fn read_window(
-    client: &reqwest::Client,
-    url: &str,
-    uuid: &str,
-    from: &str,
-    to: &str,
-) -> anyhow::Result<(f64, usize)> {
-    read_metric_window(client, url, uuid, None, (from, to)).await
-}
-
-/// [`read_window`] of one metric (all with `None`).
-async fn read_metric_window(
     client: &reqwest::Client,
     url: &str,
     uuid: &str,
@@ -410,11 +399,11 @@ async fn time_reads(
     let mut lines = Vec::new();
     for (i, p) in procs.iter().enumerate() {
         for (name, from, to) in &windows {
-            read_window(client, &p.url, &uuid, from, to).await?; // warm-up
+            read_window(client, &p.url, &uuid, None, (from, to)).await?; // warm-up
             let mut times = Vec::new();
             let mut points = 0;
             for _ in 0..args.queries {
-                let (s, n) = read_window(client, &p.url, &uuid, from, to).await?;
+                let (s, n) = read_window(client, &p.url, &uuid, None, (from, to)).await?;
                 times.push(s * 1000.0);
                 points = n;
             }

@@ -12,7 +12,7 @@ use anyhow::Context;
 use chrono::SecondsFormat;
 use serde_json::Value;
 
-use super::{cluster, percentile, read_metric_window, STOP_DEADLINE};
+use super::{cluster, percentile, read_window, STOP_DEADLINE};
 use crate::harness::{eventually, NodeProcess, POLL};
 
 /// The metric read (one series of the GPU, as a dashboard panel reads it).
@@ -150,7 +150,7 @@ async fn time_reads(
             (to - WINDOW).to_rfc3339_opts(SecondsFormat::Millis, true),
             to.to_rfc3339_opts(SecondsFormat::Millis, true),
         );
-        let (secs, n) = read_metric_window(client, url, uuid, Some(METRIC), (&from, &to)).await?;
+        let (secs, n) = read_window(client, url, uuid, Some(METRIC), (&from, &to)).await?;
         ms.push(secs * 1000.0);
         points = n;
         tokio::time::sleep(READ_PACE).await;
