@@ -13,9 +13,7 @@ use axum::extract::State;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use telemetry_actors::backoff::Backoff;
-use telemetry_actors::dcgm::{
-    CsvRows, PartitionBatches, Rejected, TimestampCache, REQUIRED_COLUMNS,
-};
+use telemetry_actors::dcgm::{CsvRows, PartitionBatches, TimestampCache, REQUIRED_COLUMNS};
 use telemetry_service::write::{append_all, Patience, WriteError};
 use utoipa::ToSchema;
 
@@ -121,11 +119,7 @@ fn parse(body: &[u8], partitions: u32) -> Result<(Batches, IngestSummary), ApiEr
     while let Some(read) = rows.next() {
         summary.rows += 1;
         let parsed = read.and_then(|(row, gpu, line)| {
-            let ts = times.parse(row.csv_timestamp).map_err(|e| Rejected {
-                line,
-                reason: e.reason,
-                detail: e.detail,
-            })?;
+            let ts = times.parse(row.csv_timestamp).map_err(|e| e.at(line))?;
             Ok((row, gpu, ts))
         });
         match parsed {

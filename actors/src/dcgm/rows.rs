@@ -7,7 +7,7 @@ use std::io::Read;
 
 use telemetry_storage::GpuInfo;
 
-use super::csv::{open_reader, HeaderError, Row, RowParser};
+use super::csv::{open_reader, HeaderError, Row, RowError, RowParser};
 use super::lines::LineLimit;
 
 /// A record that was skipped.
@@ -19,6 +19,17 @@ pub struct Rejected {
     pub reason: &'static str,
     /// Human-readable detail.
     pub detail: String,
+}
+
+impl RowError {
+    /// This error as the rejection of the record on `line`.
+    pub fn at(self, line: u64) -> Rejected {
+        Rejected {
+            line,
+            reason: self.reason,
+            detail: self.detail,
+        }
+    }
 }
 
 /// The records of a DCGM CSV, one at a time.
@@ -83,11 +94,7 @@ impl<R: Read> CsvRows<R> {
         let line = self.physical(self.rec.position().map_or(before, |p| p.line()));
         Some(match self.parser.parse(&self.rec) {
             Ok((row, gpu)) => Ok((row, gpu, line)),
-            Err(e) => Err(Rejected {
-                line,
-                reason: e.reason,
-                detail: e.detail,
-            }),
+            Err(e) => Err(e.at(line)),
         })
     }
 

@@ -106,11 +106,7 @@ impl CsvFiles {
             }
             let parsed = read.and_then(|(row, gpu, line)| {
                 let ts = match self.cfg.timestamps {
-                    TimestampMode::Csv => times.parse(row.csv_timestamp).map_err(|e| Rejected {
-                        line,
-                        reason: e.reason,
-                        detail: e.detail,
-                    })?,
+                    TimestampMode::Csv => times.parse(row.csv_timestamp).map_err(|e| e.at(line))?,
                     TimestampMode::Now => {
                         // One scrape (rows sharing a CSV timestamp) gets one stamp; stamps only
                         // increase, so a series never gets two samples at the same instant.
