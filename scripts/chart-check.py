@@ -55,6 +55,9 @@ def main():
             assert sts["spec"]["replicas"] == replicas
             assert sts["spec"]["serviceName"] == f"{FULL}-headless"
             assert env["TELEMETRY_SEEDS"]["value"] == seeds(replicas), env["TELEMETRY_SEEDS"]
+            # Two copies by default once there are two pods to hold them.
+            assert env["TELEMETRY_REPLICATION_FACTOR"]["value"] == ("1" if replicas == 1 else "2")
+            assert "TELEMETRY_WRITE_QUORUM" not in env
             assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
             assert env["TELEMETRY_NODE_NAME"]["value"] == "$(POD_NAME)"
             assert env["TELEMETRY_ADVERTISE_ADDR"]["value"] == (
@@ -96,11 +99,16 @@ def main():
     for o in objs:
         if o["kind"] not in CRD_KINDS:
             kubernetes_validate.validate(o, version, strict=True)
+    env, _ = env_of(next(o for o in render({"replicas": 5, "replicationFactor": 3, "writeQuorum": 2})
+                         if o["kind"] == "StatefulSet"))
+    assert env["TELEMETRY_REPLICATION_FACTOR"]["value"] == "3"
+    assert env["TELEMETRY_WRITE_QUORUM"]["value"] == "2"
     objs = render({"stream": {"enabled": False}})
     env, _ = env_of(next(o for o in objs if o["kind"] == "StatefulSet"))
     assert env["TELEMETRY_NO_STREAM"]["value"] == "true" and "TELEMETRY_RATE" not in env
     # values.schema.json refuses nonsense.
-    for bad_values in ({"replicas": 0}, {"replicas": "three"}, {"logFormat": "xml"}, {"typo": 1}):
+    for bad_values in ({"replicas": 0}, {"replicas": "three"}, {"logFormat": "xml"}, {"typo": 1},
+                       {"replicationFactor": 0}, {"replicationFactor": "two"}):
         try:
             render(bad_values)
         except helm_python.HelmError:

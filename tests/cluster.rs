@@ -9,52 +9,9 @@ use std::time::Duration;
 use telemetry_api::{ClusterView, FleetPage, GpuList};
 
 use crate::support::{
-    all_points, complete, eventually, free_port, reference_csv, wait_live, wait_stored, Node,
+    all_points, complete, eventually, reference_csv, wait_live, wait_stored, Member, Node, COOKIE,
 };
 use serde_json::Value;
-
-const COOKIE: &str = "test-cookie";
-const PARTITIONS: &str = "16";
-
-struct Member {
-    name: String,
-    cluster: String,
-}
-
-impl Member {
-    fn new(i: usize) -> Self {
-        Self {
-            name: format!("telemetry-{i}"),
-            cluster: format!("127.0.0.1:{}", free_port()),
-        }
-    }
-
-    /// Starts the member with the seed `seed` and `extra` flags.
-    fn start(&self, dir: &Path, seed: &str, cookie: &str, extra: &[&str]) -> Node {
-        self.start_seeded(dir, Some(seed), cookie, extra)
-    }
-
-    /// Starts the member with its cookie and, if given, a seed list.
-    fn start_seeded(&self, dir: &Path, seed: Option<&str>, cookie: &str, extra: &[&str]) -> Node {
-        let mut args = vec![
-            "--node-name",
-            &self.name,
-            "--cluster-addr",
-            &self.cluster,
-            "--cluster-cookie",
-            cookie,
-            "--partitions",
-            PARTITIONS,
-            "--liveness-timeout",
-            "2s",
-        ];
-        if let Some(seed) = seed {
-            args.extend(["--seeds", seed]);
-        }
-        args.extend(extra);
-        Node::start(&dir.join(&self.name), &args)
-    }
-}
 
 /// Every node sees three members up, is ready, stores all `rows` and answers the same points.
 async fn formed_and_complete(nodes: &[&Node], rows: u64) {

@@ -1,5 +1,7 @@
-//! Where an append goes: the partition's owner among the live members (rendezvous hashing over
-//! the cluster view), reached through the local broker actor or the owner's endpoint.
+//! Where an append goes: the partition's replicas among the live members (the first
+//! `--replication-factor` in rendezvous order over the cluster view), each reached through the
+//! local broker actor or its endpoint. An append is acknowledged only once every replica has it
+//! durably; fewer live members than the write quorum is a retryable error (backpressure).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -12,7 +14,7 @@ use crate::broker::{AppendRefusal, AppendReply, BrokerMsg};
 use crate::cluster::protocol::{AppendOutcome, Request, Response};
 use crate::cluster::transport::{call_endpoint, ClusterView};
 use crate::registry::PartitionRegistry;
-use crate::routing::owner;
+use crate::routing::{owner, replicas, Replication};
 
 /// Why an append got no answer from its partition; every case means "retry, maybe elsewhere"
 /// (the owner is looked up again at each attempt).
@@ -59,14 +61,32 @@ pub enum RouteError {
         /// The answer, for the log.
         answer: String,
     },
+    /// Fewer live members than the write quorum: the write waits until enough are back.
+    #[error("partition {partition} needs {needed} live replicas, {live} are live")]
+    TooFewReplicas {
+        /// The partition.
+        partition: u32,
+        /// Live members.
+        live: usize,
+        /// The write quorum.
+        needed: usize,
+    },
 }
 
-/// Routes appends to partition owners.
+/// Routes appends to partition replicas.
 #[derive(Clone)]
 pub struct Router {
     me: String,
     registry: Arc<PartitionRegistry>,
     view: Option<watch::Receiver<Arc<ClusterView>>>,
+    replication: Replication,
+}
+
+/// One replica an append goes to: this node's broker (`None`: not running) or a peer's endpoint
+/// (`None`: not reachable).
+enum Target {
+    Here(Option<ractor::ActorRef<BrokerMsg>>),
+    There(Option<ractor::ActorRef<crate::cluster::endpoint::EndpointMsg>>),
 }
 
 impl Router {
@@ -76,6 +96,7 @@ impl Router {
             me,
             registry,
             view: None,
+            replication: Replication::SINGLE,
         }
     }
 
@@ -84,11 +105,32 @@ impl Router {
         me: String,
         registry: Arc<PartitionRegistry>,
         view: watch::Receiver<Arc<ClusterView>>,
+        replication: Replication,
     ) -> Self {
         Self {
             me,
             registry,
             view: Some(view),
+            replication,
+        }
+    }
+
+    /// How many copies the cluster keeps and a write needs.
+    pub fn replication(&self) -> Replication {
+        self.replication
+    }
+
+    /// The current replicas of a partition, the owner first.
+    pub fn replicas(&self, partition: u32) -> Vec<String> {
+        match &self.view {
+            None => vec![self.me.clone()],
+            Some(v) => {
+                let view = v.borrow();
+                replicas(partition, &view.live, self.replication.factor)
+                    .into_iter()
+                    .map(str::to_string)
+                    .collect()
+            }
         }
     }
 
@@ -103,30 +145,105 @@ impl Router {
         }
     }
 
-    /// Appends `payload` to `partition` at its owner; an error means "retry, maybe elsewhere".
+    /// Appends `payload` to `partition` at every replica; acknowledged once all have it
+    /// durably. An error or a refusal means "retry, maybe elsewhere": a retry appends to every
+    /// replica again (stored samples are idempotent, so a replica that had it keeps one copy).
     pub fn append(
         &self,
         partition: u32,
         payload: Arc<Vec<u8>>,
         timeout: Duration,
     ) -> impl Future<Output = Result<AppendReply, RouteError>> + Send + 'static {
-        let owner = self.owner(partition);
-        let local = (owner == self.me).then(|| self.registry.for_append(partition));
-        let remote = match (&local, &self.view) {
-            (None, Some(v)) => v
-                .borrow()
-                .peers
-                .iter()
-                .find(|p| p.info.name == owner)
-                .and_then(|p| p.endpoint.clone()),
-            _ => None,
-        };
+        let targets = self.targets(partition);
         async move {
-            match local {
-                Some(broker) => append_here(broker, partition, payload, timeout, owner).await,
-                None => append_at(remote, partition, payload, timeout, owner).await,
+            // Each replica's append runs in the caller's span, so its trace crosses to the peer.
+            let span = tracing::Span::current();
+            let calls: Vec<_> = targets?
+                .into_iter()
+                .map(|(name, target)| {
+                    let payload = payload.clone();
+                    let append = async move {
+                        match target {
+                            Target::Here(b) => {
+                                append_here(b, partition, payload, timeout, name).await
+                            }
+                            Target::There(e) => {
+                                append_at(e, partition, payload, timeout, name).await
+                            }
+                        }
+                    };
+                    tokio::spawn(tracing::Instrument::instrument(append, span.clone()))
+                })
+                .collect();
+            let mut replies = Vec::with_capacity(calls.len());
+            for call in calls {
+                replies.push(call.await.unwrap_or(Err(RouteError::Stopped(partition))));
+            }
+            combine(replies)
+        }
+    }
+
+    /// Where each replica of `partition` is reached, or why the write must wait.
+    fn targets(&self, partition: u32) -> Result<Vec<(String, Target)>, RouteError> {
+        let names = self.replicas(partition);
+        if names.len() < self.replication.write_quorum.max(1) {
+            return Err(RouteError::TooFewReplicas {
+                partition,
+                live: names.len(),
+                needed: self.replication.write_quorum,
+            });
+        }
+        Ok(names
+            .into_iter()
+            .map(|name| {
+                let target = if name == self.me {
+                    Target::Here(self.registry.for_append(partition))
+                } else {
+                    Target::There(self.view.as_ref().and_then(|v| {
+                        v.borrow()
+                            .peers
+                            .iter()
+                            .find(|p| p.info.name == name)
+                            .and_then(|p| p.endpoint.clone())
+                    }))
+                };
+                (name, target)
+            })
+            .collect())
+    }
+}
+
+/// The replicas' replies as one: acknowledged only when every replica acknowledged (the
+/// owner's offset); otherwise the first error, else the refusal that matters most (a batch too
+/// large for any replica, then a full disk, then a full partition), else a failure.
+fn combine(replies: Vec<Result<AppendReply, RouteError>>) -> Result<AppendReply, RouteError> {
+    let mut first_ack = None;
+    let mut worst: Option<AppendReply> = None;
+    for reply in replies {
+        match reply? {
+            AppendReply::Ack(offset) => {
+                first_ack.get_or_insert(offset);
+            }
+            other => {
+                if worst
+                    .as_ref()
+                    .is_none_or(|w| severity(&other) > severity(w))
+                {
+                    worst = Some(other);
+                }
             }
         }
+    }
+    Ok(worst.unwrap_or(AppendReply::Ack(first_ack.unwrap_or(0))))
+}
+
+fn severity(reply: &AppendReply) -> u8 {
+    match reply {
+        AppendReply::Refused(AppendRefusal::TooLarge { .. }) => 4,
+        AppendReply::Refused(AppendRefusal::DiskFull { .. }) => 3,
+        AppendReply::Refused(AppendRefusal::Full { .. }) => 2,
+        AppendReply::Failed(_) => 1,
+        AppendReply::Ack(_) => 0,
     }
 }
 

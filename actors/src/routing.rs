@@ -11,6 +11,26 @@ use xxhash_rust::xxh64::xxh64;
 /// Default number of virtual partitions of a cluster; must be the same on every node.
 pub const DEFAULT_PARTITIONS: u32 = 64;
 
+/// Largest `--replication-factor` (and write quorum) a node accepts.
+pub const MAX_REPLICATION_FACTOR: u32 = 5;
+
+/// How many copies of each partition the cluster keeps and how many a write needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replication {
+    /// Copies of every partition (the first `factor` live members in rendezvous order).
+    pub factor: usize,
+    /// Copies a write needs to be acknowledged (≤ `factor`); with fewer live members it waits.
+    pub write_quorum: usize,
+}
+
+impl Replication {
+    /// One copy: a node alone, or a cluster without replication.
+    pub const SINGLE: Self = Self {
+        factor: 1,
+        write_quorum: 1,
+    };
+}
+
 /// The partition of a GPU.
 pub fn partition_of(uuid: &str, partitions: u32) -> u32 {
     (xxh64(uuid.as_bytes(), 0) % u64::from(partitions.max(1))) as u32
@@ -45,6 +65,19 @@ pub fn replicas<S: AsRef<str>>(partition: u32, members: &[S], n: usize) -> Vec<&
     ranked.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(b.1)));
     ranked.dedup_by(|a, b| a.1 == b.1);
     ranked.into_iter().take(n).map(|(_, m)| m).collect()
+}
+
+/// The partitions `me` holds a replica of among `members` with `n` replicas each (for `n` = 1,
+/// those it owns).
+pub fn replicated_by<S: AsRef<str>>(
+    me: &str,
+    partitions: u32,
+    members: &[S],
+    n: usize,
+) -> Vec<u32> {
+    (0..partitions)
+        .filter(|p| replicas(*p, members, n).contains(&me))
+        .collect()
 }
 
 /// The partitions `me` owns among `members`.
@@ -136,6 +169,26 @@ mod tests {
         }
         // About n/N = 2/5 of the replica sets held the leaver.
         assert!((300..520).contains(&changed), "{changed} of {p}");
+    }
+
+    #[test]
+    fn each_member_holds_about_n_over_m_and_every_partition_n_times() {
+        let members: Vec<String> = (0..3).map(|i| format!("telemetry-{i}")).collect();
+        for n in 1..=3 {
+            let held: Vec<Vec<u32>> = members
+                .iter()
+                .map(|m| replicated_by(m, 64, &members, n))
+                .collect();
+            for p in 0..64 {
+                let copies = held.iter().filter(|h| h.contains(&p)).count();
+                assert_eq!(copies, n, "partition {p}, n={n}");
+            }
+            assert_eq!(
+                replicated_by("telemetry-0", 64, &members, 1),
+                owned_by("telemetry-0", 64, &members)
+            );
+        }
+        assert!(replicated_by("stranger", 64, &members, 2).is_empty());
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `GET /api/v1/cluster`, `GET /healthz`, `GET /readyz`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::State;
 use axum::Json;
@@ -20,8 +20,13 @@ pub struct Member {
     pub address: String,
     /// `up` or `down` (counts are 0 for a member that did not answer).
     pub status: String,
-    /// Distinct samples stored on the node.
+    /// Distinct samples stored on the node (its copies of the partitions it holds).
     pub samples_stored: u64,
+    /// True while the node repairs: it may miss data it should hold, so its answers do not by
+    /// themselves make a cluster-wide answer complete.
+    pub syncing: bool,
+    /// The node's repair: passes done, the current pass, samples copied from peers.
+    pub repair: Repair,
     /// Bytes the node's sample store takes on disk (allocated blocks of its directory: tables
     /// and journal).
     pub storage_bytes: u64,
@@ -47,6 +52,21 @@ pub struct Member {
     pub damaged_partitions: Vec<DamagedPartition>,
 }
 
+/// Where a node's repair is.
+#[derive(Debug, Default, Serialize, Deserialize, ToSchema)]
+pub struct Repair {
+    /// Repair passes finished since the node started.
+    pub passes: u64,
+    /// Partitions the current (or last) pass compares.
+    pub partitions_total: u32,
+    /// Partitions of that pass done.
+    pub partitions_done: u32,
+    /// Samples copied from peers since start (a sample copied twice counts twice).
+    pub samples_copied: u64,
+    /// Why the last pass failed, if it did (it is retried).
+    pub last_error: Option<String>,
+}
+
 /// A partition log found damaged.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct DamagedPartition {
@@ -61,8 +81,14 @@ pub struct DamagedPartition {
 pub struct PartitionInfo {
     /// Partition number.
     pub partition: u32,
-    /// Owning node.
+    /// Owning node (the first replica).
     pub owner: String,
+    /// Every replica, the owner first (`--replication-factor` live members).
+    pub replicas: Vec<String>,
+    /// Distinct samples of the partition each member that answered stores (replicas, and
+    /// members that held it before), by member name: a replica behind the others is repairing
+    /// or was written around while it was away.
+    pub samples_by_member: BTreeMap<String, u64>,
     /// Whether the partition is running on its owner.
     pub running: bool,
     /// Offset of the next append.
@@ -80,14 +106,24 @@ pub struct ClusterView {
     pub members: Vec<Member>,
     /// Partition count.
     pub partitions: u32,
-    /// Distinct samples stored, summed over the members that answered.
+    /// Copies the cluster keeps of each partition (`--replication-factor`).
+    pub replication_factor: usize,
+    /// Distinct samples in the cluster: each partition counted once, from its fullest copy
+    /// among the members that answered (with one copy: the members' counts summed). Exact
+    /// once every replica is repaired; never inflated by the replication factor.
     pub samples_stored: u64,
-    /// Names of the live members (this node's view), which own the partitions.
+    /// Samples stored by the members that answered, every copy counted (about
+    /// `samples_stored` × `replication_factor`).
+    pub sample_copies: u64,
+    /// Names of the live members (this node's view), which hold the partitions.
     pub live: Vec<String>,
-    /// True when some member did not answer: the sums may be incomplete.
+    /// True when the members that answered may not hold every sample: as many members as
+    /// there are copies did not answer or are repairing.
     pub partial: bool,
     /// Members that did not answer.
     pub unavailable_nodes: Vec<String>,
+    /// Members that answered while repairing.
+    pub syncing_nodes: Vec<String>,
     /// Ownership and queue position per partition.
     pub ownership: Vec<PartitionInfo>,
 }
@@ -104,13 +140,22 @@ pub struct Health {
     responses((status = 200, description = "Members, ownership, sample counts and broker lag", body = ClusterView)))]
 pub async fn get_cluster(State(api): State<AppState>) -> Json<ClusterView> {
     let c = status::status(&api.node).await;
-    let owned = |name: &str| c.owners.iter().filter(|o| *o == name).count();
+    let (samples_stored, sample_copies) = (c.samples_distinct(), c.sample_copies());
+    let owned = |name: &str| {
+        c.replicas
+            .iter()
+            .filter(|r| r.iter().any(|n| n == name))
+            .count()
+    };
     let mut members = Vec::new();
-    let mut unavailable = Vec::new();
     let mut positions: HashMap<(String, u32), (u64, u64)> = HashMap::new();
+    let mut held: HashMap<u32, BTreeMap<String, u64>> = HashMap::new();
     for m in c.members {
         match m {
             status::Member::Answered(s) => {
+                for &(p, n) in &s.partition_samples {
+                    held.entry(p).or_default().insert(s.name.clone(), n);
+                }
                 for p in &s.partitions {
                     positions.insert(
                         (s.name.clone(), p.partition),
@@ -124,19 +169,18 @@ pub async fn get_cluster(State(api): State<AppState>) -> Json<ClusterView> {
                 address,
                 status,
             } => {
-                unavailable.push(name.clone());
                 members.push(Member::missing(owned(&name), name, address, status));
             }
         }
     }
     // This node first, then peers by name.
     members[1..].sort_by(|a, b| a.name.cmp(&b.name));
-    unavailable.sort();
     let ownership = c
         .owners
         .into_iter()
+        .zip(c.replicas)
         .enumerate()
-        .map(|(p, owner)| {
+        .map(|(p, (owner, replicas))| {
             let pos = positions.get(&(owner.clone(), p as u32)).copied();
             let (next, committed) = pos.unwrap_or_default();
             PartitionInfo {
@@ -146,16 +190,21 @@ pub async fn get_cluster(State(api): State<AppState>) -> Json<ClusterView> {
                 committed_offset: committed,
                 lag_records: next.saturating_sub(committed),
                 owner,
+                replicas,
+                samples_by_member: held.remove(&(p as u32)).unwrap_or_default(),
             }
         })
         .collect();
     Json(ClusterView {
-        samples_stored: members.iter().map(|m| m.samples_stored).sum(),
+        replication_factor: c.replication_factor,
+        samples_stored,
+        sample_copies,
         members,
         partitions: api.node.partitions,
         live: c.live,
-        partial: !unavailable.is_empty(),
-        unavailable_nodes: unavailable,
+        partial: !c.coverage.complete(),
+        unavailable_nodes: c.coverage.unavailable,
+        syncing_nodes: c.coverage.syncing,
         ownership,
     })
 }
@@ -173,6 +222,14 @@ impl Member {
             name: s.name,
             address: s.address,
             samples_stored: s.samples_stored,
+            syncing: s.syncing,
+            repair: Repair {
+                passes: s.repair.passes,
+                partitions_total: s.repair.partitions_total,
+                partitions_done: s.repair.partitions_done,
+                samples_copied: s.repair.samples_copied,
+                last_error: s.repair.last_error,
+            },
             storage_bytes: s.storage_bytes,
             broker_bytes: s.broker_bytes,
             disk_free_bytes: s.disk_free_bytes,
@@ -195,6 +252,8 @@ impl Member {
             address,
             status: status.into(),
             samples_stored: 0,
+            syncing: false,
+            repair: Repair::default(),
             storage_bytes: 0,
             broker_bytes: 0,
             disk_free_bytes: 0,

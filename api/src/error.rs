@@ -104,15 +104,27 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The members an incomplete answer may lack, for error messages and warnings.
+pub fn missing_members(c: &telemetry_service::Coverage) -> String {
+    let mut parts = Vec::new();
+    if !c.unavailable.is_empty() {
+        parts.push(format!("{} (not answering)", c.unavailable.join(", ")));
+    }
+    if !c.syncing.is_empty() {
+        parts.push(format!("{} (repairing)", c.syncing.join(", ")));
+    }
+    parts.join(", ")
+}
+
 impl From<QueryError> for ApiError {
     /// An unknown GPU is 404 when every member answered, 503 when some did not (it may be
     /// there); a store that is recovering is 503 (ask again shortly); other failures are 500.
     fn from(e: QueryError) -> Self {
         match &e {
-            QueryError::UnknownGpu { uuid, unavailable } if !unavailable.is_empty() => {
+            QueryError::UnknownGpu { uuid, coverage } if !coverage.complete() => {
                 Self::not_ready(format!(
-                    "GPU {uuid:?} is unknown to the members that answered; {} did not answer",
-                    unavailable.join(", ")
+                    "GPU {uuid:?} is unknown to the members that answered; it may be on {}",
+                    missing_members(coverage)
                 ))
             }
             QueryError::UnknownGpu { .. } => Self::not_found(e.to_string()),

@@ -124,8 +124,8 @@ pub async fn list_gpus(
     Ok(Json(GpuList {
         items,
         total,
-        partial: !g.unavailable.is_empty(),
-        unavailable_nodes: g.unavailable,
+        partial: !g.coverage.complete(),
+        unavailable_nodes: g.coverage.unavailable,
     }))
 }
 
@@ -149,7 +149,7 @@ pub async fn get_gpu(
         first_timestamp: d.first.map(format_time),
         last_timestamp: d.last.map(format_time),
         partial,
-        unavailable_nodes: g.unavailable,
+        unavailable_nodes: g.coverage.unavailable,
     }))
 }
 
@@ -161,6 +161,6 @@ pub async fn list_metrics(State(api): State<AppState>) -> Json<MetricList> {
     Json(MetricList {
         partial: g.partial(),
         items: g.value,
-        unavailable_nodes: g.unavailable,
+        unavailable_nodes: g.coverage.unavailable,
     })
 }

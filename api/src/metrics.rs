@@ -63,6 +63,10 @@ pub struct Metrics {
     broker_bytes: Gauge,
     disk_free_bytes: Gauge,
     disk_full: Gauge,
+    syncing: Gauge,
+    repair_passes: Gauge,
+    repair_partitions_pending: Gauge,
+    repair_samples_copied: Gauge,
 }
 
 impl Metrics {
@@ -85,6 +89,10 @@ impl Metrics {
             broker_bytes: Gauge::default(),
             disk_free_bytes: Gauge::default(),
             disk_full: Gauge::default(),
+            syncing: Gauge::default(),
+            repair_passes: Gauge::default(),
+            repair_partitions_pending: Gauge::default(),
+            repair_samples_copied: Gauge::default(),
         };
         let r = &mut registry;
         r.register_with_unit(
@@ -142,6 +150,26 @@ impl Metrics {
             "1 while the node refuses new data for lack of disk space (below --min-free-disk or after ENOSPC)",
             m.disk_full.clone(),
         );
+        r.register(
+            "telemetry_repair_syncing",
+            "1 while the node repairs and may miss data it should hold (its answers do not count as a complete copy)",
+            m.syncing.clone(),
+        );
+        r.register(
+            "telemetry_repair_passes",
+            "Repair passes finished since start",
+            m.repair_passes.clone(),
+        );
+        r.register(
+            "telemetry_repair_partitions_pending",
+            "Partitions the current repair pass has yet to compare",
+            m.repair_partitions_pending.clone(),
+        );
+        r.register(
+            "telemetry_repair_samples_copied",
+            "Samples copied from peers by repairs since start",
+            m.repair_samples_copied.clone(),
+        );
         *m.registry.lock().unwrap_or_else(|e| e.into_inner()) = registry;
         m
     }
@@ -177,6 +205,17 @@ impl Metrics {
         self.disk_free_bytes
             .set(node.disk.free_bytes().min(i64::MAX as u64) as i64);
         self.disk_full.set(i64::from(node.disk.is_full()));
+        let repair = node.repair_progress();
+        self.syncing.set(i64::from(node.is_syncing()));
+        self.repair_passes
+            .set(repair.passes.min(i64::MAX as u64) as i64);
+        self.repair_partitions_pending.set(i64::from(
+            repair
+                .partitions_total
+                .saturating_sub(repair.partitions_done),
+        ));
+        self.repair_samples_copied
+            .set(repair.samples_copied.min(i64::MAX as u64) as i64);
         let mut out = String::new();
         let registry = self.registry.lock().unwrap_or_else(|e| e.into_inner());
         // Writing into a String cannot fail.

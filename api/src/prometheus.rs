@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 use telemetry_actors::dcgm::labels as dcgm_labels;
 use telemetry_service::query::telemetry::{self, TelemetryQuery};
 use telemetry_service::query::{gpus, metrics};
-use telemetry_service::{NodeContext, QueryError};
+use telemetry_service::{Coverage, NodeContext, QueryError};
 use telemetry_storage::GpuInfo;
 
 use crate::params::Params;
@@ -92,7 +92,7 @@ fn duration_ms(v: &str) -> Option<i64> {
 async fn select(
     node: &NodeContext,
     sel: &VectorSelector,
-) -> Result<(Vec<(Labels, String, String)>, Vec<String>), String> {
+) -> Result<(Vec<(Labels, String, String)>, Coverage), String> {
     if !sel.matchers.or_matchers.is_empty() || sel.offset.is_some() || sel.at.is_some() {
         return Err("`or` matchers, offset and @ are not supported".into());
     }
@@ -111,9 +111,7 @@ async fn select(
             }
         }
     }
-    let mut unavailable = g.unavailable;
-    unavailable.extend(m.unavailable);
-    Ok((out, unavailable))
+    Ok((out, g.coverage.join(m.coverage)))
 }
 
 /// All samples of one GPU's metrics in `[start, end]`, from every node, in time order per metric.
@@ -123,9 +121,10 @@ async fn samples(
     metrics: &[String],
     (start, end): (i64, i64),
     budget: &mut usize,
-) -> Result<BTreeMap<String, Vec<(i64, f64)>>, String> {
+) -> Result<(BTreeMap<String, Vec<(i64, f64)>>, Coverage), String> {
     let mut out: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
     let mut cursor: Option<(i64, String)> = None;
+    let mut coverage = Coverage::full(node.router.replication().write_quorum);
     loop {
         let q = TelemetryQuery {
             uuid: uuid.to_string(),
@@ -136,9 +135,15 @@ async fn samples(
             cursor: cursor.take(),
         };
         let page = match telemetry::page(node, q).await {
-            Ok(a) => a.value,
+            Ok(a) => {
+                coverage = coverage.join(a.coverage);
+                a.value
+            }
             // Listed by a member that has not answered this read: nothing to add.
-            Err(QueryError::UnknownGpu { .. }) => break,
+            Err(QueryError::UnknownGpu { coverage: c, .. }) => {
+                coverage = coverage.join(c);
+                break;
+            }
             Err(e) => return Err(e.to_string()),
         };
         *budget = budget.checked_sub(page.points.len()).ok_or_else(|| {
@@ -161,7 +166,7 @@ async fn samples(
             _ => break,
         }
     }
-    Ok(out)
+    Ok((out, coverage))
 }
 
 /// The value of each series at each step: its newest sample within the lookback.
@@ -211,7 +216,7 @@ async fn evaluate(
     node: &NodeContext,
     expr: &Expr,
     steps: &[i64],
-) -> Result<(Evaluated, Vec<String>), String> {
+) -> Result<(Evaluated, Coverage), String> {
     let (sel, agg) = match expr {
         Expr::VectorSelector(s) => (s, None),
         Expr::Paren(p) => return Box::pin(evaluate(node, &p.expr, steps)).await,
@@ -241,8 +246,8 @@ async fn selected_at_steps(
     node: &NodeContext,
     sel: &VectorSelector,
     steps: &[i64],
-) -> Result<(Evaluated, Vec<String>), String> {
-    let (picked, unavailable) = select(node, sel).await?;
+) -> Result<(Evaluated, Coverage), String> {
+    let (picked, mut coverage) = select(node, sel).await?;
     let (first, last) = (
         steps.first().copied().unwrap_or(0),
         steps.last().copied().unwrap_or(0),
@@ -255,7 +260,9 @@ async fn selected_at_steps(
     let mut data: BTreeMap<(String, String), Vec<(i64, f64)>> = BTreeMap::new();
     for (uuid, metrics) in by_gpu {
         let window = (first - LOOKBACK_MS, last);
-        for (metric, pts) in samples(node, &uuid, &metrics, window, &mut budget).await? {
+        let (read, c) = samples(node, &uuid, &metrics, window, &mut budget).await?;
+        coverage = coverage.join(c);
+        for (metric, pts) in read {
             data.insert((uuid.clone(), metric), pts);
         }
     }
@@ -269,7 +276,7 @@ async fn selected_at_steps(
         })
         .collect();
     series.sort_by(|a, b| a.0.cmp(&b.0));
-    Ok((series, unavailable))
+    Ok((series, coverage))
 }
 
 /// `op by/without (…)` of `series`, step by step.
@@ -347,11 +354,11 @@ fn parse_query(p: &Params) -> Result<Expr, (axum::http::StatusCode, Json<Value>)
         .map_err(|e| error("bad_data", format!("invalid parameter \"query\": {e}")))
 }
 
-fn warnings(unavailable: &[String]) -> Option<Vec<String>> {
-    (!unavailable.is_empty()).then(|| {
+fn warnings(coverage: &Coverage) -> Option<Vec<String>> {
+    (!coverage.complete()).then(|| {
         vec![format!(
-            "partial answer: {} did not answer",
-            unavailable.join(", ")
+            "partial answer: it may miss data on {}",
+            crate::error::missing_members(coverage)
         )]
     })
 }

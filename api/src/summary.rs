@@ -132,7 +132,7 @@ pub async fn fleet_latest(
         items,
         total: g.value.total,
         partial,
-        unavailable_nodes: g.unavailable,
+        unavailable_nodes: g.coverage.unavailable,
     }))
 }
 
@@ -207,6 +207,6 @@ pub async fn gpu_steps(
         end: format_time(end),
         series,
         partial,
-        unavailable_nodes: g.unavailable,
+        unavailable_nodes: g.coverage.unavailable,
     }))
 }

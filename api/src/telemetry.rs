@@ -10,6 +10,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 use telemetry_service::query::telemetry::{self, TelemetryPart, TelemetryQuery};
+use telemetry_service::Coverage;
 use telemetry_storage::RangeCursor;
 use utoipa::ToSchema;
 
@@ -145,7 +146,7 @@ pub async fn get_telemetry(
         })),
         _ => None,
     };
-    let body = write_page(&uuid, &page, next_cursor.as_deref(), &g.unavailable);
+    let body = write_page(&uuid, &page, next_cursor.as_deref(), &g.coverage);
     HttpResponse::builder()
         .header(header::CONTENT_TYPE, "application/json")
         .body(Body::from(body))
@@ -161,7 +162,7 @@ pub fn write_page(
     gpu: &str,
     page: &TelemetryPart,
     next_cursor: Option<&str>,
-    unavailable: &[String],
+    coverage: &Coverage,
 ) -> Vec<u8> {
     let names: Vec<String> = page.metrics.iter().map(json).collect();
     let mut out = Vec::with_capacity(64 + page.points.len() * 88);
@@ -199,13 +200,13 @@ pub fn write_page(
     out.extend_from_slice(b"],\"next_cursor\":");
     out.extend_from_slice(json(&next_cursor).as_bytes());
     out.extend_from_slice(b",\"partial\":");
-    out.extend_from_slice(if unavailable.is_empty() {
+    out.extend_from_slice(if coverage.complete() {
         b"false"
     } else {
         b"true"
     });
     out.extend_from_slice(b",\"unavailable_nodes\":");
-    out.extend_from_slice(json(&unavailable).as_bytes());
+    out.extend_from_slice(json(&coverage.unavailable).as_bytes());
     out.push(b'}');
     out
 }
@@ -236,9 +237,18 @@ mod tests {
             ],
             more: true,
         };
-        for (cursor, unavailable) in [(Some("djE"), vec!["n-2".to_string()]), (None, vec![])] {
+        let cov = |unavailable: Vec<String>, copies| Coverage {
+            unavailable,
+            syncing: vec![],
+            copies,
+        };
+        for (cursor, coverage) in [
+            (Some("djE"), cov(vec!["n-2".to_string()], 1)),
+            (Some("djE"), cov(vec!["n-2".to_string()], 2)),
+            (None, cov(vec![], 1)),
+        ] {
             let fast: serde_json::Value =
-                serde_json::from_slice(&write_page("GPU-\"x", &part, cursor, &unavailable))
+                serde_json::from_slice(&write_page("GPU-\"x", &part, cursor, &coverage))
                     .expect("valid JSON");
             let slow = serde_json::to_value(TelemetryPage {
                 gpu: "GPU-\"x".into(),
@@ -252,8 +262,8 @@ mod tests {
                     })
                     .collect(),
                 next_cursor: cursor.map(String::from),
-                partial: !unavailable.is_empty(),
-                unavailable_nodes: unavailable.clone(),
+                partial: !coverage.complete(),
+                unavailable_nodes: coverage.unavailable.clone(),
             })
             .expect("serialises");
             assert_eq!(fast, slow);

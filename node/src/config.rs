@@ -141,6 +141,26 @@ pub struct RunArgs {
     #[arg(long, env = "TELEMETRY_PARTITIONS", default_value_t = telemetry_actors::routing::DEFAULT_PARTITIONS,
           value_parser = clap::value_parser!(u32).range(1..=4096))]
     pub partitions: u32,
+    /// Copies of every sample the cluster keeps, on distinct nodes (same on every node; a
+    /// member with another value is refused). More than 1 needs a cluster (--cluster-cookie).
+    #[arg(long, env = "TELEMETRY_REPLICATION_FACTOR", default_value_t = 1,
+          value_parser = clap::value_parser!(u32).range(1..=telemetry_actors::routing::MAX_REPLICATION_FACTOR as i64))]
+    pub replication_factor: u32,
+    /// Copies a write needs before it is acknowledged when members are down (default: the
+    /// replication factor, so a write never has fewer copies). Lower it only to keep ingesting
+    /// with fewer live members than the replication factor, accepting fewer copies meanwhile.
+    #[arg(long, env = "TELEMETRY_WRITE_QUORUM",
+          value_parser = clap::value_parser!(u32).range(1..=telemetry_actors::routing::MAX_REPLICATION_FACTOR as i64))]
+    pub write_quorum: Option<u32>,
+    /// Pause between a replica's anti-entropy repair passes (it also repairs at start and after
+    /// being cut off from every peer). Only with --replication-factor above 1.
+    #[arg(long, env = "TELEMETRY_REPAIR_INTERVAL", value_parser = parse_duration,
+          default_value_t = telemetry_service::repair::DEFAULT_REPAIR_INTERVAL.into())]
+    pub repair_interval: humantime::Duration,
+    /// Samples per second a repair copies from peers, at most.
+    #[arg(long, env = "TELEMETRY_REPAIR_RATE", default_value_t = telemetry_service::repair::DEFAULT_REPAIR_RATE,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub repair_rate: u64,
     /// Bearer token required to read the API (everything but --open-paths and the API docs).
     #[arg(long, env = "TELEMETRY_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,
@@ -250,6 +270,12 @@ mod tests {
             std(run.checkpoint_interval),
             telemetry_storage::DEFAULT_CHECKPOINT_INTERVAL
         );
+        assert_eq!(
+            std(run.repair_interval),
+            telemetry_service::repair::DEFAULT_REPAIR_INTERVAL
+        );
+        assert_eq!(run.replication_factor, 1);
+        assert_eq!(run.write_quorum, None);
         assert_eq!(
             run.partition_max_bytes,
             telemetry_actors::broker::DEFAULT_MAX_UNCONSUMED_BYTES

@@ -23,6 +23,8 @@ pub struct NodeProcess {
     pub data_dir: PathBuf,
     /// Where its stderr goes (`DATA_DIR.log`).
     pub log: PathBuf,
+    /// How it was started: binary, flags, environment.
+    launch: (PathBuf, Vec<String>, Vec<(String, String)>),
 }
 
 impl NodeProcess {
@@ -66,7 +68,23 @@ impl NodeProcess {
             child,
             data_dir: data_dir.to_path_buf(),
             log,
+            launch: (
+                binary.to_path_buf(),
+                args.iter().map(|a| a.to_string()).collect(),
+                env.iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
         })
+    }
+
+    /// Starts the same node again (same binary, data directory, flags and environment), as a
+    /// supervisor restarts a process that ended; this one should have ended.
+    pub fn start_again(&self) -> anyhow::Result<Self> {
+        let (binary, args, env) = &self.launch;
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        Self::start(binary, &self.data_dir, &args, &env)
     }
 
     /// What the node wrote to stderr so far.

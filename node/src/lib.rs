@@ -33,12 +33,13 @@ use telemetry_actors::cluster::transport::{
 use telemetry_actors::dcgm;
 use telemetry_actors::registry::PartitionRegistry;
 use telemetry_actors::router::Router;
-use telemetry_actors::routing::owned_by;
+use telemetry_actors::routing::{replicated_by, Replication};
 use telemetry_actors::stats::PipelineStats;
 use telemetry_actors::streamer::{CsvConfig, Input, ScrapeConfig, SourceConfig, TimestampMode};
 use telemetry_actors::supervisor::{
     PipelineConfig, PipelineSupervisor, SupervisorArgs, SupervisorMsg, DRAIN_TIMEOUT,
 };
+use telemetry_service::repair::RepairConfig;
 use telemetry_service::{FanoutStats, NodeContext, PeerHandler};
 use telemetry_storage::disk::{DiskGuard, DISK_CHECK_INTERVAL};
 use telemetry_storage::{Store, StoreOptions};
@@ -138,6 +139,22 @@ fn clustered(args: &RunArgs) -> bool {
 }
 
 /// The cluster cookie, or why the flags cannot form a cluster; `None` runs standalone.
+/// The replication the flags ask for; a write quorum above the factor is refused.
+fn replication(args: &RunArgs) -> anyhow::Result<Replication> {
+    let factor = args.replication_factor as usize;
+    let write_quorum = args.write_quorum.map_or(factor, |w| w as usize);
+    if write_quorum > factor {
+        bail!(
+            "--write-quorum {write_quorum} is above --replication-factor {factor}: a write \
+             cannot wait for more copies than the cluster keeps"
+        );
+    }
+    Ok(Replication {
+        factor,
+        write_quorum,
+    })
+}
+
 fn cookie(args: &RunArgs) -> anyhow::Result<Option<String>> {
     let tls = args.cluster_tls_cert.is_some()
         || args.cluster_tls_key.is_some()
@@ -151,6 +168,11 @@ fn cookie(args: &RunArgs) -> anyhow::Result<Option<String>> {
         _ if tls => bail!(
             "cluster TLS given without --cluster-cookie: a cluster node needs the shared cookie \
              as well as its certificate (set it, or TELEMETRY_CLUSTER_COOKIE, on every node)"
+        ),
+        _ if args.replication_factor > 1 => bail!(
+            "--replication-factor {} needs a cluster: copies live on distinct nodes, and a node \
+             without --cluster-cookie is alone",
+            args.replication_factor
         ),
         _ => Ok(None),
     }
@@ -258,10 +280,14 @@ pub async fn run(
         cluster_addr: advertised(&args)?,
         http_addr: local.to_string(),
         phase: Phase::Active,
+        replication_factor: args.replication_factor,
+        // Until its first repair pass is done, a replica may miss data it should hold.
+        syncing: args.replication_factor > 1,
     };
     // Refuse bad TLS files before anything starts, even on a node that has no seeds yet.
     cluster_tls(&args)?;
     let cookie = cookie(&args)?;
+    let replication = replication(&args)?;
     say_mode(&args, &me, cookie.is_some());
     let auth_config = auth_config(&args)?;
     std::fs::create_dir_all(&args.data_dir)
@@ -269,7 +295,8 @@ pub async fn run(
     let files = source_files(&args)?;
     let store = open_store(&args).await?;
     let disk = watch_disk(&args);
-    let (ctx, view_tx) = node_context(&args, me.clone(), store.clone(), disk, cookie.is_some());
+    let clustered = cookie.is_some().then_some(replication);
+    let (ctx, view_tx) = node_context(&args, me.clone(), store.clone(), disk, clustered);
     let (cluster, cluster_done) = match (ctx.view.clone(), cookie) {
         (Some(v), Some(cookie)) => {
             let (c, done) = join(&args, me, cookie, ctx.clone(), view_tx, v).await?;
@@ -290,6 +317,13 @@ pub async fn run(
     };
     let (supervisor, mut supervisor_done) = start_pipeline(&args, &ctx, &files).await?;
     ctx.joined.store(true, Ordering::Release);
+    let repair = (ctx.router.replication().factor > 1 && ctx.view.is_some()).then(|| {
+        let cfg = RepairConfig {
+            interval: args.repair_interval.into(),
+            rate: args.repair_rate,
+        };
+        tokio::spawn(telemetry_service::repair::run(ctx.clone(), cfg))
+    });
     let app = auth::layer(
         telemetry_api::router(telemetry_api::Api::new(ctx)),
         auth_config,
@@ -308,6 +342,9 @@ pub async fn run(
         http.stop().await;
         let _ = store.persist();
         bail!(reason);
+    }
+    if let Some(r) = repair {
+        r.abort();
     }
     drain(&supervisor).await;
     let _ = supervisor.stop_and_wait(None, Some(DRAIN_TIMEOUT)).await;
@@ -333,17 +370,19 @@ fn node_context(
     me: NodeInfo,
     store: Arc<Store>,
     disk: Arc<DiskGuard>,
-    clustered: bool,
+    clustered: Option<Replication>,
 ) -> (Arc<NodeContext>, watch::Sender<Arc<ClusterView>>) {
     let registry = Arc::new(PartitionRegistry::default());
     let (view_tx, view_rx) = watch::channel(Arc::new(ClusterView {
         peers: Vec::new(),
         live: vec![me.name.clone()],
     }));
-    let view = clustered.then_some(view_rx);
-    let router = match &view {
-        Some(v) => Router::clustered(me.name.clone(), registry.clone(), v.clone()),
-        None => Router::single(me.name.clone(), registry.clone()),
+    let view = clustered.map(|_| view_rx);
+    let router = match (&view, clustered) {
+        (Some(v), Some(replication)) => {
+            Router::clustered(me.name.clone(), registry.clone(), v.clone(), replication)
+        }
+        _ => Router::single(me.name.clone(), registry.clone()),
     };
     let ctx = Arc::new(NodeContext {
         info: me,
@@ -355,11 +394,14 @@ fn node_context(
         stats: Arc::new(PipelineStats::default()),
         router,
         view,
-        joined: AtomicBool::new(!clustered),
+        joined: AtomicBool::new(clustered.is_none()),
         fanout: FanoutStats::default(),
         phase: std::sync::Mutex::new(Phase::Active),
         cluster: std::sync::OnceLock::new(),
         decommission: std::sync::Mutex::default(),
+        syncing: AtomicBool::new(clustered.is_some_and(|r| r.factor > 1)),
+        repair: std::sync::Mutex::default(),
+        repaired_at: std::sync::Mutex::default(),
     });
     (ctx, view_tx)
 }
@@ -373,7 +415,12 @@ async fn start_pipeline(
     let live = ctx.cluster_view().live.clone();
     let config = PipelineConfig {
         broker_dir: ctx.broker_dir.clone(),
-        owned: owned_by(&args.node_name, args.partitions, &live),
+        owned: replicated_by(
+            &args.node_name,
+            args.partitions,
+            &live,
+            ctx.router.replication().factor,
+        ),
         log: LogConfig {
             max_unconsumed_bytes: args.partition_max_bytes,
             ..LogConfig::default()

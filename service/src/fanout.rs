@@ -1,6 +1,8 @@
 //! Fan-out: a query asks every live peer at once (each within [`SCATTER_TIMEOUT`]) next to this
 //! node's own answer. A member that is down or does not answer in time is named in
-//! `unavailable`, so the answer says it is partial; it is never presented as complete.
+//! `unavailable`, one that answered while repairing in `syncing`; the [`Coverage`] rule says
+//! whether the copies that answered still hold every sample. An answer that may miss samples
+//! is never presented as complete.
 
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use telemetry_actors::cluster::transport::call_endpoint;
 
 use tracing::{info_span, Instrument};
 
+use crate::coverage::Coverage;
 use crate::node::NodeContext;
 
 /// How long a query waits for one peer.
@@ -21,12 +24,12 @@ pub const SCATTER_TIMEOUT: Duration = Duration::from_secs(2);
 /// Pause before the one retry of a peer call that failed at once.
 const RETRY_PAUSE: Duration = Duration::from_millis(300);
 
-/// Answers from this node and the peers that answered, and the names of those that did not.
+/// Answers from this node and the peers that answered, and who is missing.
 pub(crate) struct Gathered<T> {
     /// One answer per node that answered (this node's first).
     pub answers: Vec<T>,
-    /// Members that are down or did not answer in time, sorted.
-    pub unavailable: Vec<String>,
+    /// Who did not answer or answered while repairing, and the copies per sample.
+    pub coverage: Coverage,
 }
 
 /// Asks every live peer `request` concurrently; `pick` keeps the answers of the expected kind.
@@ -75,21 +78,38 @@ pub(crate) async fn gather<T: Send + 'static>(
         }
     }
     let mut answers = vec![local];
+    let mut syncing: Vec<String> = node
+        .is_syncing()
+        .then(|| node.name().to_string())
+        .into_iter()
+        .collect();
     while let Some(joined) = calls.join_next().await {
         match joined {
-            Ok((_, Some(a))) => answers.push(a),
+            Ok((name, Some(a))) => {
+                answers.push(a);
+                if view
+                    .peers
+                    .iter()
+                    .any(|p| p.info.name == name && p.info.syncing)
+                {
+                    syncing.push(name);
+                }
+            }
             Ok((name, None)) => unavailable.push(name),
             Err(_) => {}
         }
     }
     unavailable.sort();
-    if !unavailable.is_empty() {
+    syncing.sort();
+    let coverage = Coverage {
+        unavailable,
+        syncing,
+        copies: node.router.replication().write_quorum,
+    };
+    if !coverage.complete() {
         node.fanout.partial(request_kind(&request));
     }
-    Gathered {
-        answers,
-        unavailable,
-    }
+    Gathered { answers, coverage }
 }
 
 /// A short name of a request's kind, for metrics and spans.
@@ -98,6 +118,7 @@ pub fn request_kind(r: &Request) -> &'static str {
         Request::Gpus => "gpus",
         Request::Gpu(_) => "gpu",
         Request::Metrics => "metrics",
+        Request::GpuDigests { .. } | Request::SpanDigests { .. } => "repair",
         Request::Telemetry(_) => "telemetry",
         Request::Latest { .. } => "latest",
         Request::Steps { .. } => "steps",

@@ -2,9 +2,11 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use ractor::ActorRef;
 use telemetry_actors::cluster::membership::{NodeInfo, Phase};
+use telemetry_actors::cluster::protocol::RepairProgress;
 use telemetry_actors::cluster::transport::{ClusterMsg, ClusterView};
 use telemetry_actors::registry::PartitionRegistry;
 use telemetry_actors::router::Router;
@@ -42,7 +44,18 @@ pub struct NodeContext {
     pub cluster: OnceLock<ActorRef<ClusterMsg>>,
     /// Progress of this node's decommission, if one was asked for.
     pub decommission: Mutex<crate::decommission::Progress>,
+    /// True until this node's first repair is done: its store may miss data it should hold.
+    pub syncing: AtomicBool,
+    /// Progress of this node's repairs.
+    pub repair: Mutex<RepairProgress>,
+    /// When the last repair that cleared `syncing` ended.
+    pub repaired_at: Mutex<Option<Instant>>,
 }
+
+/// How long after its repair a node still says it is not ready: its peers learn that it no
+/// longer repairs from its next pong (every `PING_INTERVAL`, 500 ms), and a rolling update that
+/// took the next node down before they did would see answers turn partial.
+pub const READY_AFTER_REPAIR: Duration = Duration::from_secs(1);
 
 impl NodeContext {
     /// Node name.
@@ -50,12 +63,37 @@ impl NodeContext {
         &self.info.name
     }
 
-    /// This node as it describes itself now (its phase included).
+    /// This node as it describes itself now (its phase and repair state included).
     pub fn info_now(&self) -> NodeInfo {
         NodeInfo {
             phase: *self.phase.lock().unwrap_or_else(|e| e.into_inner()),
+            syncing: self.is_syncing(),
             ..self.info.clone()
         }
+    }
+
+    /// Progress of this node's repairs.
+    pub fn repair_progress(&self) -> RepairProgress {
+        self.repair
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Changes the repair's progress.
+    pub fn update_repair(&self, f: impl FnOnce(&mut RepairProgress)) {
+        f(&mut self.repair.lock().unwrap_or_else(|e| e.into_inner()));
+    }
+
+    /// A repair that started with this node syncing ended: its data is whole again.
+    pub fn repaired(&self) {
+        *self.repaired_at.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
+        self.syncing.store(false, Ordering::Release);
+    }
+
+    /// True while this node's store may miss data it should hold (its repair is not done).
+    pub fn is_syncing(&self) -> bool {
+        self.syncing.load(Ordering::Acquire)
     }
 
     /// Bytes the broker's partition logs take on disk.
@@ -63,10 +101,10 @@ impl NodeContext {
         telemetry_storage::disk::allocated_bytes(&self.broker_dir)
     }
 
-    /// The partitions this node owns now.
+    /// The partitions this node holds a replica of now.
     pub fn owned(&self) -> Vec<u32> {
         (0..self.partitions)
-            .filter(|p| self.router.owner(*p) == self.info.name)
+            .filter(|p| self.router.replicas(*p).contains(&self.info.name))
             .collect()
     }
 
@@ -90,8 +128,9 @@ impl NodeContext {
                 .all(|p| self.registry.for_append(*p).is_some())
     }
 
-    /// Why the node is not ready to take data, or `None` when it is: a damaged log of an owned
-    /// partition, a full disk, or owned partitions not all running yet. Reads go on meanwhile.
+    /// Why the node is not ready, or `None` when it is: a damaged log of an owned partition, a
+    /// full disk, owned partitions not all running yet, or a repair not done (a rolling update
+    /// must wait for it, or the next node down would leave answers short). Reads go on meanwhile.
     pub fn not_ready(&self) -> Option<String> {
         let owned = self.owned();
         let damaged: Vec<u32> = self
@@ -111,6 +150,19 @@ impl NodeContext {
                 "{reason}; new data is refused until space is freed, the node still answers queries"
             ));
         }
-        (!self.ready()).then(|| "owned partitions are not all running yet".to_string())
+        if !self.ready() {
+            return Some("owned partitions are not all running yet".to_string());
+        }
+        if self.is_syncing() {
+            let r = self.repair_progress();
+            return Some(format!(
+                "repairing: {} of {} partitions compared with the peers, {} samples copied; the \
+                 node takes data and answers queries meanwhile",
+                r.partitions_done, r.partitions_total, r.samples_copied
+            ));
+        }
+        let at = *self.repaired_at.lock().unwrap_or_else(|e| e.into_inner());
+        at.filter(|t| t.elapsed() < READY_AFTER_REPAIR)
+            .map(|_| "repaired; waiting for the peers to hear it".to_string())
     }
 }

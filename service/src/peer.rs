@@ -8,6 +8,7 @@ use telemetry_actors::cluster::membership::Status;
 use telemetry_actors::cluster::protocol::{Request, Response};
 use telemetry_actors::cluster::transport::ClusterMsg;
 use telemetry_actors::router::append_local;
+use telemetry_actors::routing::partition_of;
 use telemetry_actors::streamer::APPEND_TIMEOUT;
 use telemetry_actors::trace::follow;
 use tracing::field::Empty;
@@ -16,6 +17,11 @@ use tracing::{info_span, Instrument, Span};
 use crate::fanout::request_kind;
 use crate::node::NodeContext;
 use crate::query::{cluster, gpus, latest, steps, telemetry};
+
+/// Narrowest span a peer may ask digests of (so one answer stays small).
+const MIN_SPAN_MS: i64 = 60_000;
+/// Most span digests in one answer (a year of hourly spans, about 140 KB).
+const MAX_SPANS: usize = 8_760;
 
 /// The node's answers to its peers.
 pub struct PeerHandler {
@@ -67,6 +73,35 @@ async fn answer(node: &Arc<NodeContext>, request: Request) -> Response {
         Request::Gpus => Response::Gpus(gpus::local_list(&node.store)),
         Request::Gpu(uuid) => Response::Gpu(gpus::local_one(&node.store, &uuid)),
         Request::Metrics => Response::Metrics(node.store.metrics()),
+        Request::GpuDigests {
+            partition,
+            partitions,
+        } => Response::GpuDigests(
+            node.store
+                .gpu_digests()
+                .into_iter()
+                .filter(|(uuid, d)| d.count > 0 && partition_of(uuid, partitions) == partition)
+                .collect(),
+        ),
+        Request::SpanDigests { uuid, width } => {
+            if width < MIN_SPAN_MS {
+                return Response::Refused(format!(
+                    "span width {width} ms is below {MIN_SPAN_MS} ms"
+                ));
+            }
+            let store = node.store.clone();
+            let read = move || match store.span_digests(&uuid, width) {
+                Ok(Some(s)) if s.len() > MAX_SPANS => Err(format!(
+                    "{} spans of {width} ms are over {MAX_SPANS}; ask for wider spans",
+                    s.len()
+                )),
+                Ok(s) => Ok(s),
+                Err(e) => Err(e.to_string()),
+            };
+            blocking(read)
+                .await
+                .map_or_else(Response::Refused, Response::SpanDigests)
+        }
         Request::Latest { uuids, metrics } => {
             let store = node.store.clone();
             let read = move || Ok::<_, String>(latest::local(&store, &uuids, &metrics));

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::codec::Sample;
+use crate::digest::Digest;
 use crate::keys::{parse_series_key, SeriesId};
 use crate::model::GpuInfo;
 use crate::{Result, StorageError, Timestamp};
@@ -82,6 +83,11 @@ pub struct Catalog {
     pub dirty_gpus: Vec<u32>,
     /// Metrics the next checkpoint persists.
     pub dirty_metrics: Vec<u16>,
+    /// Digest (distinct count and hash-sum) of each GPU's samples, heads included, by GPU id:
+    /// what replicas compare, and the distinct count a cluster sums per partition.
+    pub gpu_digests: Vec<Digest>,
+    /// GPUs whose digest the next checkpoint persists.
+    pub dirty_digests: Vec<u32>,
 }
 
 fn corrupt(what: &'static str, detail: impl ToString) -> StorageError {
@@ -107,8 +113,34 @@ impl Catalog {
         self.gpu_ids.insert(info.uuid.clone(), id);
         self.gpus.push(info.clone());
         self.gpu_series.push(Vec::new());
+        self.gpu_digests.push(Digest::default());
         self.dirty_gpus.push(id);
         id
+    }
+
+    /// Adds the digest of new distinct samples of GPU `gpu`.
+    pub fn add_samples(&mut self, gpu: u32, d: Digest) {
+        if let Some(g) = self.gpu_digests.get_mut(gpu as usize) {
+            g.count += d.count;
+            g.hash = g.hash.wrapping_add(d.hash);
+            self.dirty_digests.push(gpu);
+        }
+    }
+
+    /// Takes the digest of dropped samples (retention) out of GPU `gpu`'s.
+    pub fn remove_samples(&mut self, gpu: u32, d: Digest) {
+        if let Some(g) = self.gpu_digests.get_mut(gpu as usize) {
+            g.count = g.count.saturating_sub(d.count);
+            g.hash = g.hash.wrapping_sub(d.hash);
+            self.dirty_digests.push(gpu);
+        }
+    }
+
+    /// The hash of a metric by id ([`crate::digest::metric_hash`] of its name).
+    pub fn metric_hash(&self, metric: u16) -> u64 {
+        self.metric_names
+            .get(usize::from(metric))
+            .map_or(0, |n| crate::digest::metric_hash(n))
     }
 
     /// The id of a known GPU.
@@ -160,6 +192,7 @@ impl Catalog {
         if self.gpus.len() <= slot {
             self.gpus.resize_with(slot + 1, GpuInfo::placeholder);
             self.gpu_series.resize_with(slot + 1, Vec::new);
+            self.gpu_digests.resize(slot + 1, Digest::default());
         }
         self.gpu_ids.insert(info.uuid.clone(), id);
         self.gpus[slot] = info;

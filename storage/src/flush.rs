@@ -8,13 +8,14 @@
 //! once per checkpoint. A bucket is sealed (merged into one chunk) when the series moves on to a
 //! newer bucket, when it has been idle for a bucket width, or when a late sample lands in it.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use fjall::{OwnedWriteBatch as WriteBatch, Readable, Snapshot};
 
 use crate::bucket::{decode_chunk, merge_newer, read_bucket};
 use crate::catalog::{encode_extent, OpenBucket, Part, Series};
 use crate::codec::{encode, header, Sample, LEVEL_SEALED};
+use crate::digest::{sample_hash, Digest};
 use crate::keys::{bucket_of, chunk_key, parse_chunk_key, series_key, SeriesId};
 use crate::store::{Engine, Inner, Keyspaces, Store};
 use crate::{Result, StorageError, Timestamp};
@@ -198,6 +199,14 @@ impl Inner {
                 .map_err(|e| StorageError::InvalidBatch(e.to_string()))?;
             batch.insert(&ks.gpus, info.uuid.as_bytes(), value);
         }
+        let mut digested = std::mem::take(&mut cat.dirty_digests);
+        digested.sort_unstable();
+        digested.dedup();
+        for id in digested {
+            if let Some(d) = cat.gpu_digests.get(id as usize) {
+                batch.insert(&ks.meta, crate::store::gpu_digest_key(id), d.to_bytes());
+            }
+        }
         for id in std::mem::take(&mut cat.dirty_metrics) {
             if let Some(name) = cat.metric_names.get(usize::from(id)) {
                 batch.insert(&ks.metrics, name.as_bytes(), id.to_be_bytes());
@@ -247,6 +256,10 @@ impl Inner {
         let snap = eng.db.snapshot();
         let mut removed = 0u64;
         let mut scratch = Vec::new();
+        let mut by_gpu: HashMap<u32, Digest> = HashMap::new();
+        let metric_hashes: Vec<u64> = (0..self.catalog.metric_names.len())
+            .map(|m| self.catalog.metric_hash(m as u16))
+            .collect();
         for series in self.catalog.series.iter_mut() {
             let Some((first, last)) = series.extent else {
                 continue;
@@ -255,6 +268,11 @@ impl Inner {
                 continue;
             }
             let id = series.id;
+            let m = metric_hashes
+                .get(usize::from(id.metric))
+                .copied()
+                .unwrap_or_default();
+            let dropped = by_gpu.entry(id.gpu).or_default();
             let mut bucket_samples: Vec<Sample> = Vec::new();
             let mut current: Option<Timestamp> = None;
             let range = chunk_key(id, i64::MIN, 0)..chunk_key(id, before, 0);
@@ -263,6 +281,9 @@ impl Inner {
                 let (_, b, _) = parse_chunk_key(&k).ok_or_else(|| corrupt("chunk key length"))?;
                 if current != Some(b) {
                     removed += bucket_samples.len() as u64;
+                    bucket_samples
+                        .iter()
+                        .for_each(|s| dropped.add(sample_hash(m, s.0)));
                     bucket_samples.clear();
                     current = Some(b);
                 }
@@ -272,6 +293,9 @@ impl Inner {
                 batch.remove(&ks.samples, k);
             }
             removed += bucket_samples.len() as u64;
+            bucket_samples
+                .iter()
+                .for_each(|s| dropped.add(sample_hash(m, s.0)));
             if bucket_of(last, width) < before {
                 series.extent = None;
                 series.disk_last = None;
@@ -291,6 +315,13 @@ impl Inner {
             batch.insert(&ks.series, series_key(id), encode_extent(new_first, last));
         }
         self.disk_count = self.disk_count.saturating_sub(removed);
+        for (gpu, d) in by_gpu {
+            self.catalog.remove_samples(gpu, d);
+            if let Some(g) = self.catalog.gpu_digests.get(gpu as usize) {
+                batch.insert(&ks.meta, crate::store::gpu_digest_key(gpu), g.to_bytes());
+            }
+        }
+        self.catalog.dirty_digests.clear();
         Ok(removed)
     }
 }

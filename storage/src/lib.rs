@@ -19,6 +19,7 @@ mod bits;
 mod bucket;
 mod catalog;
 pub mod codec;
+mod digest;
 pub mod disk;
 mod error;
 mod flush;
@@ -28,6 +29,7 @@ mod read;
 mod store;
 mod summary;
 
+pub use digest::{metric_hash, sample_hash, Digest, SpanDigest};
 pub use error::{Result, StorageError};
 pub use flush::TIER_FANOUT;
 pub use model::{

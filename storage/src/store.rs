@@ -11,6 +11,7 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use crate::bucket::read_bucket;
 use crate::catalog::Catalog;
 use crate::codec::Sample;
+use crate::digest::{metric_hash, sample_hash, Digest};
 use crate::keys::{bucket_of, SeriesId};
 use crate::model::SampleBatch;
 use crate::{Result, StorageError, Timestamp};
@@ -29,6 +30,14 @@ const META_FORMAT: &[u8] = b"format";
 const META_COUNT: &[u8] = b"samples_stored";
 const META_GENERATION: &[u8] = b"generation";
 const META_WIDTH: &[u8] = b"bucket_width_ms";
+/// Prefix of the per-GPU digests in `meta`: `gpu_digest/ | GPU id (u32 BE)` → count u64 BE |
+/// hash u64 BE.
+pub(crate) const META_GPU_DIGEST: &[u8] = b"gpu_digest/";
+
+/// The `meta` key of a GPU's digest.
+pub(crate) fn gpu_digest_key(id: u32) -> Vec<u8> {
+    [META_GPU_DIGEST, &id.to_be_bytes()].concat()
+}
 
 /// Tuning of the store.
 #[derive(Debug, Clone)]
@@ -240,7 +249,8 @@ impl Store {
             None => 0,
         };
         db.persist(PersistMode::SyncAll)?;
-        let catalog = load_catalog(&ks, width)?;
+        let mut catalog = load_catalog(&ks, width)?;
+        load_gpu_digests(&db, &ks, &mut catalog, (width, disk_count))?;
         let high_water = catalog
             .series
             .iter()
@@ -377,6 +387,9 @@ impl Store {
         let mut slots: HashMap<(u32, u32), u32> = HashMap::new();
         let mut late: Vec<(u32, Sample)> = Vec::new();
         let mut new_samples = 0u64;
+        // Digests of the new samples per GPU of the batch, by its batch-local index.
+        let mut new_by_gpu = vec![Digest::default(); batch.gpus.len()];
+        let metric_hashes: Vec<u64> = batch.metrics.iter().map(|m| metric_hash(m)).collect();
         let mut high = inner.high_water;
         let mut low = inner.head_min;
         for s in &batch.samples {
@@ -397,6 +410,8 @@ impl Store {
                     series.head.push((s.timestamp, s.value));
                     series.extend(s.timestamp);
                     new_samples += 1;
+                    new_by_gpu[s.gpu as usize]
+                        .add(sample_hash(metric_hashes[s.metric as usize], s.timestamp));
                     inner.head_samples += 1;
                     high = high.max(Some(s.timestamp));
                 }
@@ -404,6 +419,11 @@ impl Store {
         }
         inner.high_water = high;
         inner.head_min = low;
+        for (i, d) in new_by_gpu.into_iter().enumerate() {
+            if d.count > 0 {
+                inner.catalog.add_samples(gpu_ids[i], d);
+            }
+        }
 
         if !late.is_empty() {
             new_samples += self.write_late(inner, late)?;
@@ -456,8 +476,14 @@ impl Store {
             }
             series.head.insert(at, (ts, v));
             series.extend(ts);
+            let id = series.id;
             inner.head_samples += 1;
-            new_samples += u64::from(!on_disk);
+            if !on_disk {
+                new_samples += 1;
+                let mut d = Digest::default();
+                d.add(sample_hash(inner.catalog.metric_hash(id.metric), ts));
+                inner.catalog.add_samples(id.gpu, d);
+            }
         }
         Ok(new_samples)
     }
@@ -598,6 +624,14 @@ impl Store {
         inner.disk_count + inner.head_new
     }
 
+    /// Distinct samples stored per GPU (UUID), GPUs without samples included.
+    pub fn samples_by_gpu(&self) -> Vec<(String, u64)> {
+        self.gpu_digests()
+            .into_iter()
+            .map(|(uuid, d)| (uuid, d.count))
+            .collect()
+    }
+
     /// Bytes the store's directory takes on disk (allocated blocks: tables, journal and
     /// metadata), as `du` counts them.
     pub fn disk_space(&self) -> u64 {
@@ -610,6 +644,58 @@ impl Store {
         self.engine()
             .map_or(0, |e| e.keyspaces().iter().map(|ks| ks.disk_space()).sum())
     }
+}
+
+/// Loads the per-GPU digests; when they do not add up to the store's distinct count (a store
+/// written before they existed), digests every GPU's samples on disk once and persists them.
+fn load_gpu_digests(
+    db: &Database,
+    ks: &Keyspaces,
+    cat: &mut Catalog,
+    (width, disk_count): (i64, u64),
+) -> Result<()> {
+    for kv in ks.meta.prefix(META_GPU_DIGEST) {
+        let (k, v) = kv.into_inner()?;
+        let id = k
+            .get(META_GPU_DIGEST.len()..)
+            .and_then(|b| <[u8; 4]>::try_from(b).ok())
+            .map(u32::from_be_bytes);
+        if let (Some(id), Some(d)) = (id, Digest::from_bytes(&v)) {
+            if let Some(g) = cat.gpu_digests.get_mut(id as usize) {
+                *g = d;
+            }
+        }
+    }
+    if cat.gpu_digests.iter().map(|d| d.count).sum::<u64>() == disk_count {
+        return Ok(());
+    }
+    tracing::info!(
+        disk_count,
+        "digesting each GPU's samples once (store written by an older version)"
+    );
+    let snap = db.snapshot();
+    let mut digests = vec![Digest::default(); cat.gpu_digests.len()];
+    for series in &cat.series {
+        let Some((first, last)) = series.extent else {
+            continue;
+        };
+        let m = cat.metric_hash(series.id.metric);
+        let mut bucket = bucket_of(first, width);
+        while bucket <= last {
+            let (samples, _) = read_bucket(&snap, &ks.samples, series.id, bucket)?;
+            if let Some(d) = digests.get_mut(series.id.gpu as usize) {
+                samples.iter().for_each(|s| d.add(sample_hash(m, s.0)));
+            }
+            bucket = bucket.saturating_add(width);
+        }
+    }
+    let mut batch = db.batch();
+    for (id, d) in digests.iter().enumerate() {
+        batch.insert(&ks.meta, gpu_digest_key(id as u32), d.to_bytes());
+    }
+    batch.commit()?;
+    cat.gpu_digests = digests;
+    Ok(())
 }
 
 fn load_catalog(ks: &Keyspaces, width: i64) -> Result<Catalog> {
@@ -656,6 +742,33 @@ mod tests {
 
     /// A failed checkpoint poisons the store; recovery brings back exactly the last durable
     /// checkpoint, moves the epoch on and takes writes again.
+    #[test]
+    fn per_gpu_counts_survive_a_restart_and_are_recounted_when_missing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("open");
+        store.write(&batch(0, 50)).expect("write");
+        store.write(&batch(25, 50)).expect("overlapping write");
+        store.persist().expect("persist");
+        assert_eq!(store.samples_by_gpu(), [("GPU-r".to_string(), 75)]);
+        // A store written before per-GPU counts existed has none: they are counted at open.
+        let eng = store.engine().expect("engine");
+        let keys: Vec<_> = eng
+            .ks
+            .meta
+            .prefix(META_GPU_DIGEST)
+            .map(|kv| kv.into_inner().expect("read").0)
+            .collect();
+        assert_eq!(keys.len(), 1);
+        for k in keys {
+            eng.ks.meta.remove(k).expect("remove");
+        }
+        drop(eng);
+        drop(store);
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("reopen");
+        assert_eq!(store.samples_by_gpu(), [("GPU-r".to_string(), 75)]);
+        assert_eq!(store.samples_stored(), 75);
+    }
+
     #[test]
     fn recovery_reloads_the_last_checkpoint_and_moves_the_epoch() {
         let dir = tempfile::tempdir().expect("tempdir");

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use telemetry_storage::{
-    BatchBuilder, GpuInfo, Page, RangeCursor, RangeQuery, Store, StoreOptions,
+    metric_hash, sample_hash, BatchBuilder, Digest, GpuInfo, Page, RangeCursor, RangeQuery, Store,
+    StoreOptions,
 };
 
 fn gpu(uuid: &str, host: &str) -> GpuInfo {
@@ -98,6 +99,21 @@ fn expected(
 
 fn check(store: &Store, model: &Model, limit: usize, window: (i64, i64)) {
     assert_eq!(store.samples_stored(), model.len() as u64, "distinct count");
+    for (uuid, d) in store.gpu_digests() {
+        let mut want = Digest::default();
+        for (_, t, m) in model.keys().filter(|(g, _, _)| *g == uuid) {
+            want.add(sample_hash(metric_hash(m), *t));
+        }
+        assert_eq!(d, want, "digest of {uuid}");
+        let spans = store
+            .span_digests(&uuid, 1000)
+            .expect("span digests")
+            .expect("known");
+        assert_eq!(
+            spans.iter().map(|s| s.digest.count).sum::<u64>(),
+            want.count
+        );
+    }
     for uuid in GPUS {
         let in_model = model.keys().any(|(g, _, _)| g == uuid);
         let Some(detail) = store.gpu(uuid) else {
@@ -300,6 +316,9 @@ fn retention_drops_whole_buckets_and_gives_disk_space_back() {
     let half = store.table_bytes();
     assert!(half < full * 7 / 10, "{half} bytes left of {full}");
 
+    let by_gpu = store.samples_by_gpu();
+    assert_eq!(by_gpu.len(), 20);
+    assert!(by_gpu.iter().all(|(_, c)| *c == n / 40), "{by_gpu:?}");
     store.expire(t0 + 7_200_000).expect("expire all");
     assert_eq!(store.samples_stored(), 0);
     let d = store.gpu("GPU-3").expect("GPU metadata stays");

@@ -202,6 +202,66 @@ impl Drop for Node {
 
 // ---- cluster helpers (real processes on loopback) ----
 
+/// The cookie of the test clusters.
+pub const COOKIE: &str = "test-cookie";
+/// Partitions of the test clusters (few, so each member holds several).
+pub const PARTITIONS: &str = "16";
+
+/// A cluster member: its name and cluster address (kept across restarts).
+pub struct Member {
+    /// Node name.
+    pub name: String,
+    /// Cluster transport address.
+    pub cluster: String,
+}
+
+impl Member {
+    /// Member `i`, `telemetry-{i}`, on a free loopback port.
+    pub fn new(i: usize) -> Self {
+        Self {
+            name: format!("telemetry-{i}"),
+            cluster: format!("127.0.0.1:{}", free_port()),
+        }
+    }
+
+    /// Its data directory under `dir`.
+    pub fn data_dir(&self, dir: &Path) -> PathBuf {
+        dir.join(&self.name)
+    }
+
+    /// Starts the member with the seed `seed` and `extra` flags.
+    pub fn start(&self, dir: &Path, seed: &str, cookie: &str, extra: &[&str]) -> Node {
+        self.start_seeded(dir, Some(seed), cookie, extra)
+    }
+
+    /// Starts the member with its cookie and, if given, a seed list.
+    pub fn start_seeded(
+        &self,
+        dir: &Path,
+        seed: Option<&str>,
+        cookie: &str,
+        extra: &[&str],
+    ) -> Node {
+        let mut args = vec![
+            "--node-name",
+            &self.name,
+            "--cluster-addr",
+            &self.cluster,
+            "--cluster-cookie",
+            cookie,
+            "--partitions",
+            PARTITIONS,
+            "--liveness-timeout",
+            "2s",
+        ];
+        if let Some(seed) = seed {
+            args.extend(["--seeds", seed]);
+        }
+        args.extend(extra);
+        Node::start(&self.data_dir(dir), &args)
+    }
+}
+
 /// A free loopback port for a cluster transport.
 pub fn free_port() -> u16 {
     harness::free_port().expect("a free port")

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::routing::owned_by;
+use crate::routing::replicated_by;
 
 /// First redial delay after a failure; doubles up to [`REDIAL_MAX_MS`].
 pub const REDIAL_MIN_MS: u64 = 100;
@@ -48,6 +48,12 @@ pub struct NodeInfo {
     pub http_addr: String,
     /// Where it is in its life.
     pub phase: Phase,
+    /// Copies of every partition the cluster keeps (`--replication-factor`); a peer that says
+    /// another number is refused: the members would place replicas differently.
+    pub replication_factor: u32,
+    /// True while its store may miss data it should hold (it started and has not finished its
+    /// repair): its answers are merged but do not make an answer complete.
+    pub syncing: bool,
 }
 
 /// Whether a peer answers.
@@ -135,6 +141,11 @@ pub struct Change {
     pub phase: Vec<String>,
     /// Decommissioned peers that went away and are forgotten.
     pub forgotten: Vec<String>,
+    /// Peers that started or finished repairing (the view must show it; ownership is unchanged).
+    pub syncing: Vec<String>,
+    /// Peers heard for the first time with another replication factor: (name, theirs). They
+    /// are not members; the transport logs each once.
+    pub refused: Vec<(String, u32)>,
 }
 
 impl Change {
@@ -157,6 +168,8 @@ pub struct Membership {
     targets: BTreeMap<String, Target>,
     /// The configured seeds (never dropped from the targets).
     seeds: Vec<String>,
+    /// Peers refused for another replication factor, with theirs (logged once each).
+    mismatched: BTreeMap<String, u32>,
 }
 
 impl Membership {
@@ -181,6 +194,7 @@ impl Membership {
             liveness_timeout: liveness_timeout_ms,
             peers: BTreeMap::new(),
             targets,
+            mismatched: BTreeMap::new(),
         }
     }
 
@@ -228,6 +242,17 @@ impl Membership {
         if from.name == self.me.name {
             return;
         }
+        if from.replication_factor != self.me.replication_factor {
+            if self
+                .mismatched
+                .insert(from.name.clone(), from.replication_factor)
+                != Some(from.replication_factor)
+            {
+                change.refused.push((from.name, from.replication_factor));
+            }
+            return;
+        }
+        self.mismatched.remove(&from.name);
         self.targets
             .entry(from.cluster_addr.clone())
             .and_modify(|t| t.delay = REDIAL_MIN_MS)
@@ -239,9 +264,12 @@ impl Membership {
         match self.peers.get_mut(&name) {
             Some(p) => {
                 if p.status == Status::Down {
-                    change.up.push(name);
+                    change.up.push(name.clone());
                 } else if p.info.phase != from.phase {
-                    change.phase.push(name);
+                    change.phase.push(name.clone());
+                }
+                if p.info.syncing != from.syncing {
+                    change.syncing.push(name);
                 }
                 p.status = Status::Up;
                 p.last_seen = p.last_seen.max(at);
@@ -344,9 +372,10 @@ impl Membership {
         self.peers.get(name).filter(|p| p.status == Status::Up)
     }
 
-    /// The partitions this node owns among the live members.
+    /// The partitions this node holds a replica of among the live members.
     pub fn owned(&self, partitions: u32) -> Vec<u32> {
-        owned_by(&self.me.name, partitions, &self.live())
+        let n = self.me.replication_factor.max(1) as usize;
+        replicated_by(&self.me.name, partitions, &self.live(), n)
     }
 }
 
@@ -368,6 +397,7 @@ pub fn ownership_diff(before: &[u32], after: &[u32]) -> (Vec<u32>, Vec<u32>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::routing::owned_by;
 
     fn info(n: u32) -> NodeInfo {
         NodeInfo {
@@ -375,6 +405,8 @@ mod tests {
             cluster_addr: format!("10.0.0.{n}:4697"),
             http_addr: format!("10.0.0.{n}:8080"),
             phase: Phase::Active,
+            replication_factor: 1,
+            syncing: false,
         }
     }
 
@@ -385,6 +417,55 @@ mod tests {
 
     fn in_phase(n: u32, phase: Phase) -> NodeInfo {
         NodeInfo { phase, ..info(n) }
+    }
+
+    #[test]
+    fn a_peer_with_another_replication_factor_is_refused_and_reported_once() {
+        let mut m = view();
+        let other = NodeInfo {
+            replication_factor: 2,
+            ..info(1)
+        };
+        let c = heard(&mut m, other.clone(), 0);
+        assert_eq!(c.refused, [("telemetry-1".to_string(), 2)]);
+        assert!(c.up.is_empty() && !c.members_changed());
+        assert!(
+            heard(&mut m, other, 500).refused.is_empty(),
+            "reported once"
+        );
+        assert_eq!(m.live(), ["telemetry-0"]);
+        // Restarted with the cluster's factor, it joins.
+        let c = heard(&mut m, info(1), 1000);
+        assert_eq!(c.up, ["telemetry-1"]);
+        assert_eq!(m.live(), ["telemetry-0", "telemetry-1"]);
+        // Its repair state changing is news for the view, not for ownership.
+        let repairing = NodeInfo {
+            syncing: true,
+            ..info(1)
+        };
+        let c = heard(&mut m, repairing, 1500);
+        assert_eq!(c.syncing, ["telemetry-1"]);
+        assert!(!c.members_changed());
+        assert!(heard(&mut m, info(1), 2000).syncing == ["telemetry-1"]);
+    }
+
+    #[test]
+    fn with_two_replicas_every_partition_is_held_twice() {
+        let two = |n| NodeInfo {
+            replication_factor: 2,
+            ..info(n)
+        };
+        let mut views: Vec<Membership> =
+            (0..3).map(|n| Membership::new(two(n), &[], 3000)).collect();
+        for (i, v) in views.iter_mut().enumerate() {
+            for n in (0..3).filter(|n| *n != i as u32) {
+                heard(v, two(n), 0);
+            }
+        }
+        for p in 0..64 {
+            let holders = views.iter().filter(|v| v.owned(64).contains(&p)).count();
+            assert_eq!(holders, 2, "partition {p}");
+        }
     }
 
     #[test]

@@ -5,12 +5,12 @@
 //! misread, and the body never depends on ractor's own serialization.
 
 use bincode::{Decode, Encode};
-use telemetry_storage::GpuInfo;
+use telemetry_storage::{Digest, GpuInfo, SpanDigest};
 
 use super::membership::NodeInfo;
 
 /// Version of this protocol; a message with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 2;
+pub const PROTOCOL_VERSION: u16 = 3;
 /// Largest message accepted, far below ractor_cluster's 16 MiB frame cap.
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 
@@ -60,6 +60,22 @@ pub enum Request {
     /// Cluster addresses of the peers this node sees up (the self-dialled mesh learns members
     /// this way); answered with [`Response::Peers`].
     Peers,
+    /// The digest of every GPU of a partition this node stores samples of; answered with
+    /// [`Response::GpuDigests`] (repair compares them).
+    GpuDigests {
+        /// Partition.
+        partition: u32,
+        /// Partition count, so both sides agree which GPUs are in it.
+        partitions: u32,
+    },
+    /// One GPU's samples cut into spans of `width` ms, a digest per span; answered with
+    /// [`Response::SpanDigests`].
+    SpanDigests {
+        /// GPU UUID.
+        uuid: String,
+        /// Span width (ms).
+        width: i64,
+    },
     /// Append an encoded sample batch to a partition this node owns.
     Append {
         /// Partition.
@@ -187,6 +203,27 @@ pub struct MemberStatus {
     pub rows_rejected: u64,
     /// Partitions whose log was found damaged at start-up, with what is wrong.
     pub damaged_partitions: Vec<(u32, String)>,
+    /// Distinct samples it stores per partition (of its GPUs), for partitions it has any of.
+    pub partition_samples: Vec<(u32, u64)>,
+    /// True while it repairs (its store may miss data it should hold).
+    pub syncing: bool,
+    /// Its repair's progress.
+    pub repair: RepairProgress,
+}
+
+/// Where a node's repair is: what it compared and copied from its peers.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Encode, Decode)]
+pub struct RepairProgress {
+    /// Repair passes finished since start.
+    pub passes: u64,
+    /// Partitions of the current (or last) pass, and how many are done.
+    pub partitions_total: u32,
+    /// Partitions of the current pass done.
+    pub partitions_done: u32,
+    /// Samples copied from peers since start (before deduplication by the store).
+    pub samples_copied: u64,
+    /// The last failure, if the last pass failed.
+    pub last_error: Option<String>,
 }
 
 /// One GPU's newest samples on one node: (uuid, [(metric, timestamp, value)]).
@@ -219,6 +256,10 @@ pub enum Response {
     Latest(Vec<LatestPart>),
     /// Per metric: (metric, [(step start, sum, count)]); `None` if it stores nothing of the GPU.
     Steps(Option<Vec<StepsPart>>),
+    /// Per GPU of the partition: (uuid, digest of its samples here).
+    GpuDigests(Vec<(String, Digest)>),
+    /// The GPU's span digests here, in time order; `None` if it stores nothing of it.
+    SpanDigests(Option<Vec<SpanDigest>>),
     /// Too many requests in flight at the answering node; retry later.
     Busy,
     /// The request could not be read (wrong version, damaged).
@@ -280,6 +321,8 @@ mod tests {
             cluster_addr: "127.0.0.1:4697".into(),
             http_addr: "127.0.0.1:8080".into(),
             phase: Default::default(),
+            replication_factor: 2,
+            syncing: true,
         }
     }
 

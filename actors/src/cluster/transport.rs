@@ -186,11 +186,13 @@ impl State {
         }
     }
 
-    /// Pings every remote endpoint (and, with TLS, asks it for the peers it sees up).
+    /// Pings every remote endpoint and asks it for the peers it sees up. Without TLS,
+    /// ractor_cluster's transitive mode usually connects the mesh by itself, but when two nodes
+    /// dial each other at once both sessions can be closed as duplicates, and neither knows the
+    /// other's address to redial: the peer lists make every member a dial target.
     fn ping_all(&self, myself: &ActorRef<ClusterMsg>) {
         let ping = Request::Ping(self.cfg.me.clone());
         let timeout = self.cfg.liveness_timeout;
-        let gossip = self.cfg.tls.is_some();
         for cell in ractor::pg::get_members(&ENDPOINT_GROUP.to_string()) {
             if cell.get_id().is_local() {
                 continue;
@@ -202,12 +204,10 @@ impl State {
                 {
                     let _ = me.cast(ClusterMsg::Heard(info, endpoint.clone()));
                 }
-                if gossip {
-                    if let Some(Response::Peers(addrs)) =
-                        call_endpoint(&endpoint, &Request::Peers, timeout).await
-                    {
-                        let _ = me.cast(ClusterMsg::Learned(addrs));
-                    }
+                if let Some(Response::Peers(addrs)) =
+                    call_endpoint(&endpoint, &Request::Peers, timeout).await
+                {
+                    let _ = me.cast(ClusterMsg::Learned(addrs));
                 }
             });
         }
@@ -499,8 +499,19 @@ impl Actor for Cluster {
                 state.membership.apply(Event::Disconnected { name })
             }
         };
+        for (peer, theirs) in &change.refused {
+            tracing::error!(
+                %peer,
+                theirs,
+                ours = state.membership.me().replication_factor,
+                "refusing a member with another --replication-factor: every member must use the same"
+            );
+        }
         if change.members_changed() {
             state.follow(&change);
+        } else if !change.syncing.is_empty() {
+            // A peer's repair state decides whether answers are complete.
+            state.publish();
         }
         Ok(())
     }

@@ -43,7 +43,7 @@ use crate::collector::{Collector, CollectorArgs, CollectorMsg};
 use crate::error::ActorError;
 use crate::registry::PartitionRegistry;
 use crate::router::Router;
-use crate::routing::owned_by;
+use crate::routing::replicated_by;
 use crate::stats::PipelineStats;
 use crate::streamer::{SourceConfig, Streamer, StreamerArgs, StreamerMsg};
 
@@ -249,7 +249,8 @@ impl State {
         myself: &ActorRef<SupervisorMsg>,
         live: &[String],
     ) -> Result<(), ActorProcessingErr> {
-        let now = owned_by(&self.args.me, self.args.partitions, live);
+        let n = self.args.router.replication().factor;
+        let now = replicated_by(&self.args.me, self.args.partitions, live, n);
         let steps = self.ownership.follow(now.into_iter().collect());
         if !steps.is_empty() {
             tracing::info!(members = ?live, ?steps, "ownership changed");

@@ -25,6 +25,7 @@ use telemetry_api::TelemetryPage;
 use crate::gencsv::{generate, GenCsvArgs};
 
 mod reads;
+mod repair;
 use crate::harness::{eventually, free_port, one_pass, NodeProcess, POLL};
 
 /// Longest wait for the cluster to store everything.
@@ -50,6 +51,9 @@ pub enum Scenario {
     /// Reads of one GPU's last 5 minutes of one metric while one node streams the file without
     /// pause (stamped with the current time), then the same reads with the node idle.
     ReadsDuringIngest,
+    /// Ingest as above, then the last node is killed (-9), its data directory deleted and the
+    /// node started again empty: the time until its repair has copied its partitions back.
+    Repair,
 }
 
 /// Options of `telemetry-node bench`.
@@ -61,6 +65,10 @@ pub struct BenchArgs {
     /// Node processes (one streams, the others store and serve).
     #[arg(long, default_value_t = 1)]
     pub nodes: u32,
+    /// Copies of every sample (`--replication-factor` of every node; more than 1 needs as many
+    /// nodes).
+    #[arg(long, default_value_t = 1)]
+    pub replication_factor: u32,
     /// Hosts in the generated file.
     #[arg(long, default_value_t = 16)]
     pub hosts: u32,
@@ -219,8 +227,12 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
         args.nodes,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
-    if args.scenario == Scenario::ReadsDuringIngest {
-        return runtime()?.block_on(reads::during_ingest(args, &dir, &csv, rows));
+    match args.scenario {
+        Scenario::ReadsDuringIngest => {
+            return runtime()?.block_on(reads::during_ingest(args, &dir, &csv, rows))
+        }
+        Scenario::Repair => return runtime()?.block_on(repair::wiped_node(args, &dir, &csv, rows)),
+        Scenario::Ingest => {}
     }
     let ceiling = if args.no_ceiling {
         None
@@ -257,8 +269,9 @@ async fn pipeline(
     let disk = stop_and_measure(procs)?;
     let rate = rows as f64 / secs;
     println!(
-        "bench: {} node(s), {rows} samples, CSV → queryable in {secs:.2} s: {rate:.0} samples/s",
-        args.nodes.max(1)
+        "bench: {} node(s), replication factor {}, {rows} samples, CSV → queryable in {secs:.2} s: {rate:.0} samples/s",
+        args.nodes.max(1),
+        args.replication_factor
     );
     if let Some(c) = ceiling {
         println!(
@@ -299,6 +312,7 @@ async fn start_cluster(
                 1 => seed.clone(),
                 _ => format!("127.0.0.1:{}", free_port()?),
             };
+            let rf = args.replication_factor.to_string();
             let cluster = [
                 "--cluster-addr",
                 &addr,
@@ -306,6 +320,8 @@ async fn start_cluster(
                 &seed,
                 "--cluster-cookie",
                 "bench",
+                "--replication-factor",
+                &rf,
             ];
             a.extend(cluster.map(String::from));
         }

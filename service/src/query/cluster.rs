@@ -1,9 +1,11 @@
 //! The cluster's members and their numbers: this node's own, and every live peer's.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use telemetry_actors::cluster::membership::Status;
 use telemetry_actors::cluster::protocol::{PartitionPosition, Request, Response};
+use telemetry_actors::routing::partition_of;
 use telemetry_actors::supervisor::partition_status;
 
 pub use telemetry_actors::cluster::protocol::MemberStatus;
@@ -39,6 +41,46 @@ pub struct ClusterStatus {
     pub owners: Vec<String>,
     /// Names of the live members (which own the partitions).
     pub live: Vec<String>,
+    /// Who answered, who is repairing, and whether the members' figures cover every sample.
+    pub coverage: crate::coverage::Coverage,
+    /// The replicas of each partition, the owner first, by partition number.
+    pub replicas: Vec<Vec<String>>,
+    /// Copies the cluster keeps of each partition.
+    pub replication_factor: usize,
+}
+
+impl ClusterStatus {
+    /// The members that answered.
+    pub fn answered(&self) -> impl Iterator<Item = &MemberStatus> {
+        self.members.iter().filter_map(|m| match m {
+            Member::Answered(s) => Some(s),
+            Member::Missing { .. } => None,
+        })
+    }
+
+    /// Samples stored by the members that answered, every copy counted.
+    pub fn sample_copies(&self) -> u64 {
+        self.answered().map(|s| s.samples_stored).sum()
+    }
+
+    /// Distinct samples in the cluster, as far as the members that answered hold them. With
+    /// one copy a sample lives on one member (a partition's history may be spread over former
+    /// owners), so the members' counts add up. With replicas, each partition counts once, as
+    /// its fullest copy holds it: exact whenever some member holds every sample of each
+    /// partition, which every replica does once repaired.
+    pub fn samples_distinct(&self) -> u64 {
+        if self.replication_factor <= 1 {
+            return self.sample_copies();
+        }
+        let mut fullest: HashMap<u32, u64> = HashMap::new();
+        for s in self.answered() {
+            for &(p, n) in &s.partition_samples {
+                let f = fullest.entry(p).or_default();
+                *f = (*f).max(n);
+            }
+        }
+        fullest.values().sum()
+    }
 }
 
 /// This node's numbers, as peers receive them in answer to [`Request::Status`].
@@ -66,7 +108,21 @@ pub async fn local(node: &NodeContext) -> MemberStatus {
         rows_read: node.stats.rows_read.get(),
         rows_rejected: node.stats.rows_rejected.get(),
         damaged_partitions: node.registry.damaged(),
+        partition_samples: partition_samples(node),
+        syncing: node.is_syncing(),
+        repair: node.repair_progress(),
     }
+}
+
+/// This node's distinct samples per partition (partitions it holds none of left out).
+fn partition_samples(node: &NodeContext) -> Vec<(u32, u64)> {
+    let mut by: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+    for (uuid, n) in node.store.samples_by_gpu() {
+        if n > 0 {
+            *by.entry(partition_of(&uuid, node.partitions)).or_default() += n;
+        }
+    }
+    by.into_iter().collect()
 }
 
 /// Every member's numbers: this node's, and each live peer's within the fan-out timeout.
@@ -78,7 +134,7 @@ pub async fn status(node: &NodeContext) -> ClusterStatus {
     .await;
     let view = node.cluster_view();
     let mut members: Vec<Member> = g.answers.into_iter().map(Member::Answered).collect();
-    for name in g.unavailable {
+    for name in g.coverage.unavailable.clone() {
         let peer = view.peers.iter().find(|p| p.info.name == name);
         members.push(Member::Missing {
             address: peer.map(|p| p.info.http_addr.clone()).unwrap_or_default(),
@@ -89,7 +145,12 @@ pub async fn status(node: &NodeContext) -> ClusterStatus {
     ClusterStatus {
         members,
         owners: (0..node.partitions).map(|p| node.router.owner(p)).collect(),
+        replicas: (0..node.partitions)
+            .map(|p| node.router.replicas(p))
+            .collect(),
+        replication_factor: node.router.replication().factor,
         live: view.live.clone(),
+        coverage: g.coverage,
     }
 }
 

@@ -20,7 +20,7 @@ pub async fn list(node: &NodeContext) -> Answer<Vec<GpuInfo>> {
     .await;
     Answer {
         value: merge_list(g.answers),
-        unavailable: g.unavailable,
+        coverage: g.coverage,
     }
 }
 
@@ -35,11 +35,11 @@ pub async fn one(node: &NodeContext, uuid: &str) -> Result<Answer<GpuPart>, Quer
     match merge_one(g.answers) {
         Some(value) => Ok(Answer {
             value,
-            unavailable: g.unavailable,
+            coverage: g.coverage,
         }),
         None => Err(QueryError::UnknownGpu {
             uuid: uuid.to_string(),
-            unavailable: g.unavailable,
+            coverage: g.coverage,
         }),
     }
 }

@@ -48,10 +48,7 @@ pub async fn fleet(
     )
     .await;
     let mut newest = merge(l.answers);
-    let mut unavailable = listed.unavailable;
-    unavailable.extend(l.unavailable);
-    unavailable.sort();
-    unavailable.dedup();
+    let coverage = listed.coverage.join(l.coverage);
     let gpus = page
         .into_iter()
         .map(|info| {
@@ -61,7 +58,7 @@ pub async fn fleet(
         .collect();
     Ok(Answer {
         value: FleetPage { total, gpus },
-        unavailable,
+        coverage,
     })
 }
 

@@ -18,6 +18,6 @@ pub async fn list(node: &NodeContext) -> Answer<Vec<String>> {
     value.dedup();
     Answer {
         value,
-        unavailable: g.unavailable,
+        coverage: g.coverage,
     }
 }

@@ -1,5 +1,5 @@
 //! One GPU's metrics averaged per step, for charts over long ranges: each member's sums and
-//! counts per step add up.
+//! counts per step add up (one copy) or the fullest copy of each step counts (replicas).
 
 use std::collections::BTreeMap;
 
@@ -50,12 +50,13 @@ pub async fn run(
     if parts.is_empty() {
         return Err(QueryError::UnknownGpu {
             uuid: uuid.to_string(),
-            unavailable: g.unavailable,
+            coverage: g.coverage,
         });
     }
+    let replicated = node.router.replication().factor > 1;
     Ok(Answer {
-        value: merge(parts),
-        unavailable: g.unavailable,
+        value: merge(parts, replicated),
+        coverage: g.coverage,
     })
 }
 
@@ -70,16 +71,23 @@ pub fn local(
     Ok(steps.map(|v| v.into_iter().map(|s| (s.metric, s.steps)).collect()))
 }
 
-/// Sums and counts added up across members (a node holds each sample once; during an ownership
-/// move a sample on two nodes is counted twice, a small bias of the mean at worst).
-pub fn merge(parts: Vec<Vec<StepsPart>>) -> StepTable {
+/// The members' steps as one. With one copy (`replicated` false) sums and counts add up: a
+/// node holds each sample once (during an ownership move a sample on two nodes is counted
+/// twice, a small bias of the mean at worst). With replicas every holder has the same samples,
+/// so each step is taken from the member that counted most in it (its fullest copy): exact
+/// whenever one member holds all of the step's samples, as every replica does once repaired.
+pub fn merge(parts: Vec<Vec<StepsPart>>, replicated: bool) -> StepTable {
     let mut merged = StepTable::new();
     for (metric, steps) in parts.into_iter().flatten() {
         let m = merged.entry(metric).or_default();
         for (t, sum, n) in steps {
             let e = m.entry(t).or_insert((0.0, 0));
-            e.0 += sum;
-            e.1 += n;
+            if !replicated {
+                e.0 += sum;
+                e.1 += n;
+            } else if n > e.1 {
+                *e = (sum, n);
+            }
         }
     }
     merged
@@ -93,8 +101,12 @@ mod tests {
     fn sums_and_counts_add_up_per_step() {
         let a = vec![("T".to_string(), vec![(0, 10.0, 2), (60, 4.0, 1)])];
         let b = vec![("T".to_string(), vec![(0, 5.0, 1)])];
-        let m = merge(vec![a, b]);
+        let m = merge(vec![a.clone(), b.clone()], false);
         assert_eq!(m["T"][&0], (15.0, 3));
+        assert_eq!(m["T"][&60], (4.0, 1));
+        // Replicas: the fullest copy of each step, never the sum of copies.
+        let m = merge(vec![a.clone(), a.clone(), b], true);
+        assert_eq!(m["T"][&0], (10.0, 2));
         assert_eq!(m["T"][&60], (4.0, 1));
     }
 }

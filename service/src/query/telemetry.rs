@@ -27,12 +27,12 @@ pub async fn page(
     if parts.is_empty() {
         return Err(QueryError::UnknownGpu {
             uuid,
-            unavailable: g.unavailable,
+            coverage: g.coverage,
         });
     }
     Ok(Answer {
         value: merge(parts, limit),
-        unavailable: g.unavailable,
+        coverage: g.coverage,
     })
 }
 

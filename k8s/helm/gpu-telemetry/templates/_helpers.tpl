@@ -43,3 +43,16 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- printf "%s-csv" (include "gt.fullname" .) -}}
 {{- end -}}
 {{- end -}}
+
+{{/*
+Copies of every sample: the value given, else 2 with two pods or more, else 1.
+*/}}
+{{- define "gt.replicationFactor" -}}
+{{- if .Values.replicationFactor -}}
+{{- .Values.replicationFactor -}}
+{{- else if ge (int .Values.replicas) 2 -}}
+2
+{{- else -}}
+1
+{{- end -}}
+{{- end }}

@@ -1,0 +1,164 @@
+//! Repair planning, pure: given this node's digests and its peers', what to copy from whom.
+//!
+//! Two levels, so replicas in sync cost one small message per partition: first the digests of
+//! the partition's GPUs ([`gpus_to_compare`]); then, for a GPU whose digests differ, its span
+//! digests ([`spans_to_fetch`]). A peer whose digest differs from ours holds samples we may
+//! lack, so we copy what it has there; identical digests of several peers are fetched once.
+//! Copies are idempotent writes, so a span fetched from a peer that holds only a subset of ours
+//! costs a transfer, never a duplicate.
+
+use std::collections::BTreeMap;
+use std::hash::Hash;
+
+use telemetry_storage::Digest;
+
+/// What to do about one GPU of a partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GpuStep {
+    /// We hold nothing of it: copy all of it from each of these peers.
+    CopyAll(Vec<String>),
+    /// We hold some of it, and these peers' digests differ: compare spans with them.
+    Compare(Vec<String>),
+}
+
+/// Per key, the peers to ask: those whose digest differs from `mine` (absent counts as empty),
+/// one per distinct digest, first by order of `theirs`. Empty digests are never asked for.
+fn differing<K: Ord + Clone + Hash>(
+    mine: &BTreeMap<K, Digest>,
+    theirs: &[(String, BTreeMap<K, Digest>)],
+) -> BTreeMap<K, Vec<String>> {
+    let mut out: BTreeMap<K, Vec<(String, Digest)>> = BTreeMap::new();
+    for (peer, digests) in theirs {
+        for (key, d) in digests {
+            if d.count == 0 || mine.get(key) == Some(d) {
+                continue;
+            }
+            let asked = out.entry(key.clone()).or_default();
+            if !asked.iter().any(|(_, seen)| seen == d) {
+                asked.push((peer.clone(), *d));
+            }
+        }
+    }
+    out.into_iter()
+        .map(|(k, v)| (k, v.into_iter().map(|(p, _)| p).collect()))
+        .collect()
+}
+
+/// The GPUs of a partition to repair, by UUID.
+pub fn gpus_to_compare(
+    mine: &BTreeMap<String, Digest>,
+    theirs: &[(String, BTreeMap<String, Digest>)],
+) -> BTreeMap<String, GpuStep> {
+    differing(mine, theirs)
+        .into_iter()
+        .map(|(uuid, peers)| {
+            let ours = mine.get(&uuid).is_some_and(|d| d.count > 0);
+            let step = if ours {
+                GpuStep::Compare(peers)
+            } else {
+                GpuStep::CopyAll(peers)
+            };
+            (uuid, step)
+        })
+        .collect()
+}
+
+/// The spans of one GPU to copy: (span start, peer), in span order.
+pub fn spans_to_fetch(
+    mine: &BTreeMap<i64, Digest>,
+    theirs: &[(String, BTreeMap<i64, Digest>)],
+) -> Vec<(i64, String)> {
+    differing(mine, theirs)
+        .into_iter()
+        .flat_map(|(span, peers)| peers.into_iter().map(move |p| (span, p)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(count: u64, hash: u64) -> Digest {
+        Digest { count, hash }
+    }
+
+    fn map<K: Ord + Clone>(entries: &[(K, Digest)]) -> BTreeMap<K, Digest> {
+        entries.iter().cloned().collect()
+    }
+
+    #[test]
+    fn gpus_table() {
+        let g = |s: &str| s.to_string();
+        // (mine, theirs, plan)
+        type Row = (
+            Vec<(String, Digest)>,
+            Vec<(&'static str, Vec<(String, Digest)>)>,
+            Vec<(String, GpuStep)>,
+        );
+        let table: Vec<Row> = vec![
+            // In sync: nothing to do.
+            (
+                vec![(g("a"), d(3, 9))],
+                vec![("n1", vec![(g("a"), d(3, 9))])],
+                vec![],
+            ),
+            // Wiped: copy everything, once per distinct copy.
+            (
+                vec![],
+                vec![
+                    ("n1", vec![(g("a"), d(3, 9))]),
+                    ("n2", vec![(g("a"), d(3, 9)), (g("b"), d(1, 1))]),
+                ],
+                vec![
+                    (g("a"), GpuStep::CopyAll(vec![g("n1")])),
+                    (g("b"), GpuStep::CopyAll(vec![g("n2")])),
+                ],
+            ),
+            // Holes: compare with each peer whose copy differs (each distinct copy once).
+            (
+                vec![(g("a"), d(2, 5))],
+                vec![
+                    ("n1", vec![(g("a"), d(3, 9))]),
+                    ("n2", vec![(g("a"), d(3, 9))]),
+                    ("n3", vec![(g("a"), d(1, 4))]),
+                ],
+                vec![(g("a"), GpuStep::Compare(vec![g("n1"), g("n3")]))],
+            ),
+            // A peer with nothing of a GPU it lists is never asked; ours alone needs nothing.
+            (
+                vec![(g("a"), d(2, 5)), (g("c"), d(1, 1))],
+                vec![("n1", vec![(g("a"), d(2, 5)), (g("b"), d(0, 0))])],
+                vec![],
+            ),
+        ];
+        for (mine, theirs, want) in table {
+            let theirs: Vec<(String, BTreeMap<String, Digest>)> = theirs
+                .into_iter()
+                .map(|(p, e)| (p.to_string(), map(&e)))
+                .collect();
+            let got = gpus_to_compare(&map(&mine), &theirs);
+            assert_eq!(got, want.into_iter().collect(), "mine {mine:?}");
+        }
+    }
+
+    #[test]
+    fn spans_table() {
+        let mine = map(&[(0, d(10, 1)), (3600, d(5, 2))]);
+        let theirs = vec![
+            (
+                "n1".to_string(),
+                map(&[(0, d(10, 1)), (3600, d(8, 3)), (7200, d(4, 4))]),
+            ),
+            ("n2".to_string(), map(&[(3600, d(8, 3)), (7200, d(2, 5))])),
+        ];
+        assert_eq!(
+            spans_to_fetch(&mine, &theirs),
+            [
+                (3600, "n1".to_string()),
+                (7200, "n1".to_string()),
+                (7200, "n2".to_string()),
+            ]
+        );
+        assert!(spans_to_fetch(&mine, &[("n1".into(), mine.clone())]).is_empty());
+    }
+}
