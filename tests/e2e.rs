@@ -517,7 +517,10 @@ fn bench_subcommand_reports_every_figure() {
         "--settle",
         "0s",
     ]);
-    assert!(text.contains("bench: 2 node(s), 2400 samples"), "{text}");
+    assert!(
+        text.contains("bench: 2 node(s), replication factor 1, 2400 samples"),
+        "{text}"
+    );
     assert!(
         text.contains("% of it") && text.contains("bytes/sample"),
         "{text}"
@@ -539,6 +542,33 @@ fn bench_subcommand_reports_every_figure() {
         2,
         "{text}"
     );
+}
+
+#[test]
+fn bench_repair_times_a_wiped_node() {
+    let text = bench(&[
+        "--scenario",
+        "repair",
+        "--nodes",
+        "2",
+        "--replication-factor",
+        "2",
+        "--hosts",
+        "1",
+        "--scrapes",
+        "30",
+    ]);
+    assert!(
+        text.contains("replication factor 2, 2400 samples"),
+        "{text}"
+    );
+    let line = text
+        .lines()
+        .find(|l| l.contains("repaired in"))
+        .unwrap_or_else(|| panic!("no repair line: {text}"));
+    // With two nodes and two copies, the emptied node holds everything again.
+    assert!(line.contains("node held 2400 samples"), "{line}");
+    assert!(line.contains("2400 stored after"), "{line}");
 }
 
 #[test]

@@ -11,7 +11,9 @@ use std::time::Duration;
 
 use telemetry_api::ClusterView;
 
-use crate::support::{all_points, eventually, reference_csv, wait_live, Member, Node, COOKIE};
+use crate::support::{
+    all_points, eventually, reference_csv, replicas_whole, wait_live, Member, Node, COOKIE,
+};
 
 const RF: [&str; 2] = ["--replication-factor", "2"];
 
@@ -198,27 +200,7 @@ async fn a_killed_and_wiped_member_comes_back_with_every_copy() {
     .await;
     // Every replica ends up with a full copy of its partitions (a member that came up is
     // compared with), and every sample has two copies at least.
-    eventually(
-        "every replica a full copy",
-        Duration::from_secs(60),
-        async || {
-            let c = view(&nodes[0]).await;
-            for p in &c.ownership {
-                let fullest = p.samples_by_member.values().max().copied().unwrap_or(0);
-                for r in &p.replicas {
-                    if p.samples_by_member.get(r).copied().unwrap_or(0) != fullest {
-                        return Err(format!(
-                            "partition {}: {:?}",
-                            p.partition, p.samples_by_member
-                        ));
-                    }
-                }
-            }
-            Ok(())
-        },
-    )
-    .await;
-    let c = view(&nodes[0]).await;
+    let c = replicas_whole(&nodes[0]).await;
     assert!(
         c.sample_copies >= 2 * 20 * rows,
         "fewer than two copies: {c:?}"

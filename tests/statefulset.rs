@@ -1,13 +1,14 @@
-//! A local StatefulSet: `telemetry-0..N-1` with identical flags and the seed list the Helm chart
-//! generates (the first three members), scaled 3 → 5 → 3 while every member streams, the two
-//! extra members decommissioned before they are removed. At each stage the answers are complete
-//! (not partial), duplicate-free and hold every sample.
+//! A local StatefulSet: `telemetry-0..N-1` with identical flags, the seed list the Helm chart
+//! generates (the first three members) and its default of two copies, scaled 3 → 5 → 3 while
+//! every member streams, the two extra members decommissioned before they are removed. At each
+//! stage the answers are complete (not partial), duplicate-free and hold every sample, and after
+//! the scale-down every sample still has two copies.
 
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{all_points, binary, eventually, free_port, wait_live, Node};
+use crate::support::{all_points, binary, eventually, free_port, replicas_whole, wait_live, Node};
 
 struct Replica {
     name: String,
@@ -32,6 +33,8 @@ fn start(dir: &Path, r: &Replica, seeds: &str, csv: &str) -> Node {
             "16",
             "--liveness-timeout",
             "2s",
+            "--replication-factor",
+            "2",
             "--csv",
             csv,
             "--timestamps",
@@ -164,6 +167,10 @@ async fn scale_3_to_5_to_3_while_streaming_loses_nothing() {
     for n in &nodes {
         assert_eq!(wait_all(n, rows).await, five);
     }
+    // The leavers handed their data over through replicated appends: two copies of everything.
+    let c = replicas_whole(&nodes[0]).await;
+    assert_eq!(c.samples_stored, rows, "{c:?}");
+    assert!(c.sample_copies >= 2 * rows, "fewer than two copies: {c:?}");
     for n in nodes {
         n.stop();
     }

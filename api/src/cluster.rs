@@ -37,7 +37,7 @@ pub struct Member {
     pub disk_free_bytes: u64,
     /// Why the node refuses new data for lack of disk space, while it does (reads go on).
     pub disk_full: Option<String>,
-    /// Number of partitions the node owns.
+    /// Number of partitions the node holds a replica of (runs their broker and collector).
     pub partitions_owned: usize,
     /// Records appended to the node's partitions but not yet committed by its collectors.
     pub broker_lag_records: u64,

@@ -80,17 +80,17 @@ async fn answer(node: &Arc<NodeContext>, request: Request) -> Response {
             node.store
                 .gpu_digests()
                 .into_iter()
-                .filter(|(uuid, d)| d.count > 0 && partition_of(uuid, partitions) == partition)
+                .filter(|g| g.digest.count > 0 && partition_of(&g.uuid, partitions) == partition)
                 .collect(),
         ),
-        Request::SpanDigests { uuid, width } => {
+        Request::SpanDigests { uuid, width, until } => {
             if width < MIN_SPAN_MS {
                 return Response::Refused(format!(
                     "span width {width} ms is below {MIN_SPAN_MS} ms"
                 ));
             }
             let store = node.store.clone();
-            let read = move || match store.span_digests(&uuid, width) {
+            let read = move || match store.span_digests(&uuid, width, until) {
                 Ok(Some(s)) if s.len() > MAX_SPANS => Err(format!(
                     "{} spans of {width} ms are over {MAX_SPANS}; ask for wider spans",
                     s.len()

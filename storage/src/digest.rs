@@ -37,6 +37,14 @@ impl Digest {
         self.hash = self.hash.wrapping_sub(hash);
     }
 
+    /// The digest of this set without `part` (a subset of it).
+    pub fn without(self, part: Digest) -> Digest {
+        Digest {
+            count: self.count.saturating_sub(part.count),
+            hash: self.hash.wrapping_sub(part.hash),
+        }
+    }
+
     /// The 16-byte form persisted in the store's `meta` keyspace.
     pub(crate) fn to_bytes(self) -> [u8; 16] {
         let mut b = [0u8; 16];
@@ -78,21 +86,46 @@ pub struct SpanDigest {
 /// Points read per page while digesting a GPU.
 const DIGEST_PAGE: usize = 65_536;
 
+/// What a store holds of one GPU, in brief.
+#[derive(Debug, Clone, PartialEq, Eq, bincode::Encode, bincode::Decode)]
+pub struct GpuDigest {
+    /// GPU UUID.
+    pub uuid: String,
+    /// Digest of all its samples.
+    pub digest: Digest,
+    /// Its newest sample's time, if it has any.
+    pub newest: Option<Timestamp>,
+}
+
 impl Store {
-    /// Each GPU's digest (UUID order is the catalog's).
-    pub fn gpu_digests(&self) -> Vec<(String, Digest)> {
+    /// Each GPU's digest and newest sample time (UUID order is the catalog's).
+    pub fn gpu_digests(&self) -> Vec<GpuDigest> {
         let inner = self.lock();
         let cat = &inner.catalog;
         cat.gpus
             .iter()
             .zip(&cat.gpu_digests)
-            .map(|(g, d)| (g.uuid.clone(), *d))
+            .zip(&cat.gpu_series)
+            .map(|((g, d), slots)| GpuDigest {
+                uuid: g.uuid.clone(),
+                digest: *d,
+                newest: slots
+                    .iter()
+                    .filter_map(|s| cat.series.get(*s as usize)?.extent.map(|e| e.1))
+                    .max(),
+            })
             .collect()
     }
 
-    /// One GPU's samples cut into spans of `width` ms, with a digest per non-empty span, in time
-    /// order; `None` if the GPU is unknown. Reads every sample of the GPU.
-    pub fn span_digests(&self, uuid: &str, width: i64) -> Result<Option<Vec<SpanDigest>>> {
+    /// One GPU's samples up to `until` (inclusive), cut into spans of `width` ms, with a digest
+    /// per non-empty span, in time order; `None` if the GPU is unknown. Reads every one of those
+    /// samples.
+    pub fn span_digests(
+        &self,
+        uuid: &str,
+        width: i64,
+        until: Timestamp,
+    ) -> Result<Option<Vec<SpanDigest>>> {
         let width = width.max(1);
         let mut spans: BTreeMap<Timestamp, Digest> = BTreeMap::new();
         let mut cursor: Option<RangeCursor> = None;
@@ -101,7 +134,7 @@ impl Store {
                 uuid,
                 metrics: &[],
                 start: Timestamp::MIN / 2,
-                end: Timestamp::MAX / 2,
+                end: until.min(Timestamp::MAX / 2),
                 limit: DIGEST_PAGE,
                 cursor: cursor.take(),
             };

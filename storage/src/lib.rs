@@ -29,7 +29,7 @@ mod read;
 mod store;
 mod summary;
 
-pub use digest::{metric_hash, sample_hash, Digest, SpanDigest};
+pub use digest::{metric_hash, sample_hash, Digest, GpuDigest, SpanDigest};
 pub use error::{Result, StorageError};
 pub use flush::TIER_FANOUT;
 pub use model::{

@@ -628,7 +628,7 @@ impl Store {
     pub fn samples_by_gpu(&self) -> Vec<(String, u64)> {
         self.gpu_digests()
             .into_iter()
-            .map(|(uuid, d)| (uuid, d.count))
+            .map(|g| (g.uuid, g.digest.count))
             .collect()
     }
 

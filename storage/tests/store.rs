@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use telemetry_storage::{
-    metric_hash, sample_hash, BatchBuilder, Digest, GpuInfo, Page, RangeCursor, RangeQuery, Store,
-    StoreOptions,
+    metric_hash, sample_hash, BatchBuilder, Digest, GpuDigest, GpuInfo, Page, RangeCursor,
+    RangeQuery, Store, StoreOptions,
 };
 
 fn gpu(uuid: &str, host: &str) -> GpuInfo {
@@ -99,14 +99,25 @@ fn expected(
 
 fn check(store: &Store, model: &Model, limit: usize, window: (i64, i64)) {
     assert_eq!(store.samples_stored(), model.len() as u64, "distinct count");
-    for (uuid, d) in store.gpu_digests() {
+    for GpuDigest {
+        uuid,
+        digest: d,
+        newest,
+    } in store.gpu_digests()
+    {
         let mut want = Digest::default();
         for (_, t, m) in model.keys().filter(|(g, _, _)| *g == uuid) {
             want.add(sample_hash(metric_hash(m), *t));
         }
         assert_eq!(d, want, "digest of {uuid}");
+        let last = model
+            .keys()
+            .filter(|(g, _, _)| *g == uuid)
+            .map(|k| k.1)
+            .max();
+        assert_eq!(newest, last, "newest of {uuid}");
         let spans = store
-            .span_digests(&uuid, 1000)
+            .span_digests(&uuid, 1000, i64::MAX)
             .expect("span digests")
             .expect("known");
         assert_eq!(

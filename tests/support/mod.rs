@@ -356,3 +356,28 @@ pub async fn wait_stored(node: &Node, n: u64, timeout: Duration) -> Value {
     )
     .await
 }
+
+/// Waits until every replica of every partition holds as many samples of it as its fullest copy
+/// (repairs done), then returns the cluster view.
+pub async fn replicas_whole(node: &Node) -> ClusterView {
+    eventually(
+        "every replica a full copy",
+        Duration::from_secs(60),
+        async || {
+            let c = node.cluster().await;
+            for p in &c.ownership {
+                let fullest = p.samples_by_member.values().max().copied().unwrap_or(0);
+                for r in &p.replicas {
+                    if p.samples_by_member.get(r).copied().unwrap_or(0) != fullest {
+                        return Err(format!(
+                            "partition {}: {:?}",
+                            p.partition, p.samples_by_member
+                        ));
+                    }
+                }
+            }
+            Ok(c)
+        },
+    )
+    .await
+}

@@ -5,7 +5,7 @@
 //! misread, and the body never depends on ractor's own serialization.
 
 use bincode::{Decode, Encode};
-use telemetry_storage::{Digest, GpuInfo, SpanDigest};
+use telemetry_storage::{GpuDigest, GpuInfo, SpanDigest};
 
 use super::membership::NodeInfo;
 
@@ -68,13 +68,15 @@ pub enum Request {
         /// Partition count, so both sides agree which GPUs are in it.
         partitions: u32,
     },
-    /// One GPU's samples cut into spans of `width` ms, a digest per span; answered with
-    /// [`Response::SpanDigests`].
+    /// One GPU's samples up to `until`, cut into spans of `width` ms, a digest per span;
+    /// answered with [`Response::SpanDigests`].
     SpanDigests {
         /// GPU UUID.
         uuid: String,
         /// Span width (ms).
         width: i64,
+        /// Last timestamp counted (ms, inclusive): newer samples may still be on their way.
+        until: i64,
     },
     /// Append an encoded sample batch to a partition this node owns.
     Append {
@@ -256,8 +258,8 @@ pub enum Response {
     Latest(Vec<LatestPart>),
     /// Per metric: (metric, [(step start, sum, count)]); `None` if it stores nothing of the GPU.
     Steps(Option<Vec<StepsPart>>),
-    /// Per GPU of the partition: (uuid, digest of its samples here).
-    GpuDigests(Vec<(String, Digest)>),
+    /// Per GPU of the partition: its digest and newest sample here.
+    GpuDigests(Vec<GpuDigest>),
     /// The GPU's span digests here, in time order; `None` if it stores nothing of it.
     SpanDigests(Option<Vec<SpanDigest>>),
     /// Too many requests in flight at the answering node; retry later.

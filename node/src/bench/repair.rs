@@ -36,6 +36,24 @@ pub(super) async fn wiped_node(
         args.replication_factor,
         rows as f64 / secs
     );
+    // Every replica's collector caught up, so the victim holds its whole share.
+    eventually("every log consumed", REPAIR_DEADLINE, POLL, async || {
+        let c = cluster(&client, &procs[0].url)
+            .await
+            .map_err(|e| e.to_string())?;
+        let lag: u64 = c["members"]
+            .as_array()
+            .map(|m| {
+                m.iter()
+                    .filter_map(|m| m["broker_lag_records"].as_u64())
+                    .sum()
+            })
+            .unwrap_or(u64::MAX);
+        (lag == 0)
+            .then_some(())
+            .ok_or(format!("{lag} records not consumed"))
+    })
+    .await?;
     let mut victim = procs.pop().context("no node")?;
     let held = member_samples(&client, &procs[0].url, &victim_name(args)).await?;
     victim.signal("KILL")?;

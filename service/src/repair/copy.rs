@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use telemetry_actors::cluster::protocol::{GpuPart, Request, Response, TelemetryQuery};
 use telemetry_actors::cluster::transport::call_endpoint;
-use telemetry_storage::{BatchBuilder, Digest};
+use telemetry_storage::{BatchBuilder, Digest, GpuDigest};
 
 use super::RepairError;
 use crate::node::NodeContext;
@@ -43,27 +43,28 @@ pub(super) async fn gpu_digests(
     node: &NodeContext,
     peer: &str,
     partition: u32,
-) -> Result<BTreeMap<String, Digest>, RepairError> {
+) -> Result<Vec<GpuDigest>, RepairError> {
     let request = Request::GpuDigests {
         partition,
         partitions: node.partitions,
     };
     match ask(node, peer, request).await? {
-        Response::GpuDigests(v) => Ok(v.into_iter().collect()),
+        Response::GpuDigests(v) => Ok(v),
         other => Err(RepairError::unexpected(peer, &other)),
     }
 }
 
-/// A peer's span digests of one GPU (empty when it holds nothing of it).
+/// A peer's span digests of one GPU up to `until` (empty when it holds nothing of it).
 pub(super) async fn span_digests(
     node: &NodeContext,
     peer: &str,
     uuid: &str,
-    width: i64,
+    (width, until): (i64, i64),
 ) -> Result<BTreeMap<i64, Digest>, RepairError> {
     let request = Request::SpanDigests {
         uuid: uuid.to_string(),
         width,
+        until,
     };
     match ask(node, peer, request).await? {
         Response::SpanDigests(v) => Ok(v

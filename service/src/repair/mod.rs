@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use telemetry_actors::cluster::membership::Status;
 use telemetry_actors::cluster::protocol::Response;
 use telemetry_actors::routing::partition_of;
-use telemetry_storage::{Digest, StorageError};
+use telemetry_storage::{Digest, GpuDigest, StorageError};
 
 pub use copy::{REPAIR_CALL_TIMEOUT, REPAIR_PAGE};
 
@@ -223,15 +223,19 @@ async fn repair_partition(
     if peers.is_empty() {
         return Ok(0);
     }
-    let mine: BTreeMap<String, Digest> = node
-        .store
-        .gpu_digests()
-        .into_iter()
-        .filter(|(uuid, d)| d.count > 0 && partition_of(uuid, node.partitions) == partition)
-        .collect();
+    let (mine, my_newest) = split(
+        node.store
+            .gpu_digests()
+            .into_iter()
+            .filter(|g| g.digest.count > 0 && partition_of(&g.uuid, node.partitions) == partition),
+    );
     let mut theirs = Vec::with_capacity(peers.len());
+    let mut newest = BTreeMap::new();
     for peer in peers {
-        let digests = copy::gpu_digests(node, &peer, partition).await?;
+        let (digests, their_newest) = split(copy::gpu_digests(node, &peer, partition).await?);
+        for (uuid, t) in their_newest {
+            newest.insert((peer.clone(), uuid), t);
+        }
         theirs.push((peer, digests));
     }
     let mut copied = 0;
@@ -245,7 +249,17 @@ async fn repair_partition(
                 }
                 n
             }
-            GpuStep::Compare(with) => compare_spans(node, &uuid, with, pace).await?,
+            GpuStep::Compare(with) => {
+                let mut n = 0;
+                for peer in with {
+                    // Samples newer than the older of the two copies' newest may still be on
+                    // their way to it (a collector a moment behind): a later pass compares them.
+                    let theirs = newest.get(&(peer.clone(), uuid.clone())).copied();
+                    let until = plan::settled_until(my_newest.get(&uuid).copied(), theirs);
+                    n += compare_spans(node, &uuid, &peer, until, pace).await?;
+                }
+                n
+            }
         };
         node.update_repair(|r| r.samples_copied += n);
         copied += n;
@@ -253,30 +267,42 @@ async fn repair_partition(
     Ok(copied)
 }
 
-/// Compares one GPU span by span with `peers` and copies the spans that differ.
+/// Digests by UUID, and newest sample times by UUID.
+fn split(
+    gpus: impl IntoIterator<Item = GpuDigest>,
+) -> (BTreeMap<String, Digest>, BTreeMap<String, i64>) {
+    let (mut digests, mut newest) = (BTreeMap::new(), BTreeMap::new());
+    for g in gpus {
+        if let Some(t) = g.newest {
+            newest.insert(g.uuid.clone(), t);
+        }
+        digests.insert(g.uuid, g.digest);
+    }
+    (digests, newest)
+}
+
+/// Compares one GPU span by span with `peer`, counting samples up to `until`, and copies the
+/// spans that differ.
 async fn compare_spans(
     node: &NodeContext,
     uuid: &str,
-    peers: Vec<String>,
+    peer: &str,
+    until: i64,
     pace: &mut copy::Pace,
 ) -> Result<u64, RepairError> {
     let store = node.store.clone();
     let u = uuid.to_string();
     let mine: BTreeMap<i64, Digest> =
-        tokio::task::spawn_blocking(move || store.span_digests(&u, REPAIR_SPAN_MS))
+        tokio::task::spawn_blocking(move || store.span_digests(&u, REPAIR_SPAN_MS, until))
             .await??
             .unwrap_or_default()
             .into_iter()
             .map(|s| (s.start, s.digest))
             .collect();
-    let mut theirs = Vec::with_capacity(peers.len());
-    for peer in peers {
-        let spans = copy::span_digests(node, &peer, uuid, REPAIR_SPAN_MS).await?;
-        theirs.push((peer, spans));
-    }
+    let spans = copy::span_digests(node, peer, uuid, (REPAIR_SPAN_MS, until)).await?;
     let mut copied = 0;
-    for (start, peer) in plan::spans_to_fetch(&mine, &theirs) {
-        let window = (start, start + REPAIR_SPAN_MS - 1);
+    for (start, peer) in plan::spans_to_fetch(&mine, &[(peer.to_string(), spans)]) {
+        let window = (start, (start + REPAIR_SPAN_MS - 1).min(until));
         copied += copy::copy_window(node, &peer, uuid, window, pace).await?;
     }
     Ok(copied)

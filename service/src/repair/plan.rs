@@ -74,6 +74,16 @@ pub fn spans_to_fetch(
         .collect()
 }
 
+/// The last time two copies of a GPU are compared up to: the older of their newest samples
+/// (samples after it may still be on their way to that copy: a collector a moment behind the
+/// other). Either unknown: everything.
+pub fn settled_until(mine: Option<i64>, theirs: Option<i64>) -> i64 {
+    match (mine, theirs) {
+        (Some(a), Some(b)) => a.min(b),
+        _ => i64::MAX,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -139,6 +149,14 @@ mod tests {
             let got = gpus_to_compare(&map(&mine), &theirs);
             assert_eq!(got, want.into_iter().collect(), "mine {mine:?}");
         }
+    }
+
+    #[test]
+    fn copies_are_compared_up_to_the_older_newest_sample() {
+        assert_eq!(settled_until(Some(10), Some(7)), 7);
+        assert_eq!(settled_until(Some(7), Some(10)), 7);
+        assert_eq!(settled_until(None, Some(7)), i64::MAX);
+        assert_eq!(settled_until(Some(7), None), i64::MAX);
     }
 
     #[test]
