@@ -358,6 +358,25 @@ async fn writer_data_everywhere(nodes: &[Node], acked: u64) {
     }
 }
 
+/// Three store-only members with two copies, formed and repaired.
+async fn three_quiet(tmp: &Path, m: &[Member]) -> Vec<Node> {
+    let nodes = start_three(tmp, m, &["--no-stream"]);
+    formed(&nodes).await;
+    settled(&nodes[0]).await;
+    nodes
+}
+
+/// Stops the writer, waits for the repairs, checks every node holds everything it wrote, and
+/// stops the nodes.
+async fn writer_done(writer: Writer, nodes: Vec<Node>) {
+    let acked = writer.finish().await;
+    settled(&nodes[0]).await;
+    writer_data_everywhere(&nodes, acked).await;
+    for n in nodes {
+        n.stop();
+    }
+}
+
 /// Reads `/api/v1/cluster` from the nodes in turn until stopped, as a client behind a
 /// Kubernetes Service would: only from nodes that say they are ready. Returns every answer that
 /// said partial or counted fewer samples than an earlier one.
@@ -409,9 +428,7 @@ fn watch_answers(
 async fn a_rolling_restart_keeps_every_answer_complete() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let m: Vec<Member> = (0..3).map(Member::new).collect();
-    let mut nodes = start_three(tmp.path(), &m, &["--no-stream"]);
-    formed(&nodes).await;
-    settled(&nodes[0]).await;
+    let mut nodes = three_quiet(tmp.path(), &m).await;
     let urls = Arc::new(std::sync::Mutex::new(
         nodes.iter().map(|n| n.url.clone()).collect::<Vec<_>>(),
     ));
@@ -454,21 +471,14 @@ async fn a_rolling_restart_keeps_every_answer_complete() {
     stop.store(true, Ordering::Release);
     let bad = watcher.await.expect("watcher");
     assert!(bad.is_empty(), "answers during the roll: {bad:#?}");
-    let acked = writer.finish().await;
-    settled(&nodes[0]).await;
-    writer_data_everywhere(&nodes, acked).await;
-    for n in nodes {
-        n.stop();
-    }
+    writer_done(writer, nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_member_neither_stops_writes_nor_makes_answers_partial() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let m: Vec<Member> = (0..3).map(Member::new).collect();
-    let nodes = start_three(tmp.path(), &m, &["--no-stream"]);
-    formed(&nodes).await;
-    settled(&nodes[0]).await;
+    let nodes = three_quiet(tmp.path(), &m).await;
     let urls = Arc::new(std::sync::Mutex::new(vec![
         nodes[0].url.clone(),
         nodes[1].url.clone(),
@@ -486,21 +496,14 @@ async fn a_frozen_member_neither_stops_writes_nor_makes_answers_partial() {
     stop.store(true, Ordering::Release);
     let bad = watcher.await.expect("watcher");
     assert!(bad.is_empty(), "answers while frozen: {bad:#?}");
-    let acked = writer.finish().await;
-    settled(&nodes[0]).await;
-    writer_data_everywhere(&nodes, acked).await;
-    for n in nodes {
-        n.stop();
-    }
+    writer_done(writer, nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_of_three_down_is_partial_and_writes_wait_until_they_return() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let m: Vec<Member> = (0..3).map(Member::new).collect();
-    let mut nodes = start_three(tmp.path(), &m, &["--no-stream"]);
-    formed(&nodes).await;
-    settled(&nodes[0]).await;
+    let mut nodes = three_quiet(tmp.path(), &m).await;
     let urls = Arc::new(std::sync::Mutex::new(vec![nodes[0].url.clone()]));
     let writer = Writer::start(urls.clone());
     writes_go_on(&writer, 0, 200).await;
@@ -541,12 +544,7 @@ async fn two_of_three_down_is_partial_and_writes_wait_until_they_return() {
         nodes.push(back);
     }
     writes_go_on(&writer, stalled, 200).await;
-    let acked = writer.finish().await;
-    settled(&nodes[0]).await;
-    writer_data_everywhere(&nodes, acked).await;
-    for n in nodes {
-        n.stop();
-    }
+    writer_done(writer, nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -267,11 +267,12 @@ pub fn free_port() -> u16 {
     harness::free_port().expect("a free port")
 }
 
-/// Waits until `node` sees `n` live members.
+/// Waits until `node` sees `n` live members and its answers are complete (with replicas, the
+/// members that joined have repaired).
 pub async fn wait_live(node: &Node, n: usize) -> Value {
     eventually(
         &format!("{n} live members"),
-        Duration::from_secs(30),
+        Duration::from_secs(60),
         async || {
             let c = node.cluster().await;
             if c.live.len() == n && !c.partial {

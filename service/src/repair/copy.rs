@@ -11,32 +11,48 @@ use telemetry_storage::{BatchBuilder, Digest, GpuDigest};
 use super::RepairError;
 use crate::node::NodeContext;
 
-/// How long one repair request to a peer may take (a span digest reads a whole GPU there).
-pub const REPAIR_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long one repair request to a peer may take.
+pub const REPAIR_CALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a span-digest request may take (it reads a whole GPU's history there).
+pub const REPAIR_SCAN_TIMEOUT: Duration = Duration::from_secs(60);
+/// Attempts of one repair request (the peer's endpoint is looked up again for each: a session
+/// replaced under a call leaves it unanswered).
+const REPAIR_CALL_ATTEMPTS: usize = 2;
 /// Samples per page copied from a peer (one page is one store write).
 pub const REPAIR_PAGE: u32 = 10_000;
 
-/// Asks one live peer; `None` answers become [`RepairError::Unanswered`].
+/// Asks one live peer, twice if need be; no answer is [`RepairError::Unanswered`].
 pub(super) async fn ask(
     node: &NodeContext,
     peer: &str,
     request: Request,
 ) -> Result<Response, RepairError> {
-    let endpoint = node
-        .cluster_view()
-        .peers
-        .iter()
-        .find(|p| p.info.name == peer)
-        .and_then(|p| p.endpoint.clone());
-    let unanswered = || RepairError::Unanswered {
-        peer: peer.to_string(),
+    let timeout = match request {
+        Request::SpanDigests { .. } => REPAIR_SCAN_TIMEOUT,
+        _ => REPAIR_CALL_TIMEOUT,
     };
-    let endpoint = endpoint.ok_or_else(unanswered)?;
-    match call_endpoint(&endpoint, &request, REPAIR_CALL_TIMEOUT).await {
-        Some(Response::Busy) | None => Err(unanswered()),
-        Some(r) => Ok(r),
+    for _ in 0..REPAIR_CALL_ATTEMPTS {
+        let endpoint = node
+            .cluster_view()
+            .peers
+            .iter()
+            .find(|p| p.info.name == peer)
+            .and_then(|p| p.endpoint.clone());
+        let Some(endpoint) = endpoint else {
+            break;
+        };
+        match call_endpoint(&endpoint, &request, timeout).await {
+            Some(Response::Busy) | None => tokio::time::sleep(ASK_RETRY_PAUSE).await,
+            Some(r) => return Ok(r),
+        }
     }
+    Err(RepairError::Unanswered {
+        peer: peer.to_string(),
+    })
 }
+
+/// Pause before a repair request is asked again.
+const ASK_RETRY_PAUSE: Duration = Duration::from_millis(300);
 
 /// A peer's digests of the GPUs of `partition`.
 pub(super) async fn gpu_digests(

@@ -26,7 +26,7 @@ use telemetry_actors::cluster::protocol::Response;
 use telemetry_actors::routing::partition_of;
 use telemetry_storage::{Digest, GpuDigest, StorageError};
 
-pub use copy::{REPAIR_CALL_TIMEOUT, REPAIR_PAGE};
+pub use copy::{REPAIR_CALL_TIMEOUT, REPAIR_PAGE, REPAIR_SCAN_TIMEOUT};
 
 use crate::node::NodeContext;
 use plan::GpuStep;

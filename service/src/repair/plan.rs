@@ -2,10 +2,13 @@
 //!
 //! Two levels, so replicas in sync cost one small message per partition: first the digests of
 //! the partition's GPUs ([`gpus_to_compare`]); then, for a GPU whose digests differ, its span
-//! digests ([`spans_to_fetch`]). A peer whose digest differs from ours holds samples we may
-//! lack, so we copy what it has there; identical digests of several peers are fetched once.
-//! Copies are idempotent writes, so a span fetched from a peer that holds only a subset of ours
-//! costs a transfer, never a duplicate.
+//! digests ([`spans_to_fetch`]). A peer whose copy differs from ours and counts more samples (or
+//! as many, other ones) holds samples we lack, so we copy what it has there; identical digests
+//! of several peers are fetched once. A peer that counts fewer is left alone: it is the one
+//! behind, and its own pass copies from us. Two copies with disjoint holes therefore converge in
+//! turns (the smaller one copies the larger, which then counts fewer than the union and copies
+//! back), and a copy is never fetched just to learn it was a subset of ours. Copies are
+//! idempotent writes, so fetching what we hold costs a transfer, never a duplicate.
 
 use std::collections::BTreeMap;
 use std::hash::Hash;
@@ -21,8 +24,8 @@ pub enum GpuStep {
     Compare(Vec<String>),
 }
 
-/// Per key, the peers to ask: those whose digest differs from `mine` (absent counts as empty),
-/// one per distinct digest, first by order of `theirs`. Empty digests are never asked for.
+/// Per key, the peers to ask: those whose digest differs from `mine` (absent counts as empty)
+/// and counts at least as many samples, one per distinct digest, first by order of `theirs`.
 fn differing<K: Ord + Clone + Hash>(
     mine: &BTreeMap<K, Digest>,
     theirs: &[(String, BTreeMap<K, Digest>)],
@@ -30,7 +33,8 @@ fn differing<K: Ord + Clone + Hash>(
     let mut out: BTreeMap<K, Vec<(String, Digest)>> = BTreeMap::new();
     for (peer, digests) in theirs {
         for (key, d) in digests {
-            if d.count == 0 || mine.get(key) == Some(d) {
+            let ours = mine.get(key).copied().unwrap_or_default();
+            if d.count == 0 || *d == ours || d.count < ours.count {
                 continue;
             }
             let asked = out.entry(key.clone()).or_default();
@@ -124,15 +128,17 @@ mod tests {
                     (g("b"), GpuStep::CopyAll(vec![g("n2")])),
                 ],
             ),
-            // Holes: compare with each peer whose copy differs (each distinct copy once).
+            // Holes: compare with each peer whose copy differs and is not smaller (each distinct
+            // copy once); the smaller one (n3) is behind and copies from us.
             (
                 vec![(g("a"), d(2, 5))],
                 vec![
                     ("n1", vec![(g("a"), d(3, 9))]),
                     ("n2", vec![(g("a"), d(3, 9))]),
                     ("n3", vec![(g("a"), d(1, 4))]),
+                    ("n4", vec![(g("a"), d(2, 6))]),
                 ],
-                vec![(g("a"), GpuStep::Compare(vec![g("n1"), g("n3")]))],
+                vec![(g("a"), GpuStep::Compare(vec![g("n1"), g("n4")]))],
             ),
             // A peer with nothing of a GPU it lists is never asked; ours alone needs nothing.
             (
@@ -168,6 +174,8 @@ mod tests {
                 map(&[(0, d(10, 1)), (3600, d(8, 3)), (7200, d(4, 4))]),
             ),
             ("n2".to_string(), map(&[(3600, d(8, 3)), (7200, d(2, 5))])),
+            // Behind us in span 0: left alone.
+            ("n3".to_string(), map(&[(0, d(9, 7))])),
         ];
         assert_eq!(
             spans_to_fetch(&mine, &theirs),
