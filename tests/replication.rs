@@ -107,12 +107,13 @@ async fn a_killed_and_wiped_member_comes_back_with_every_copy() {
         "--csv",
         csv.to_str().expect("utf8"),
         "--rate",
-        "5000",
+        "2000",
         "--passes",
         "20",
     ];
     let mut nodes = start_three(tmp.path(), &m, &stream);
     formed(&nodes).await;
+    settled(&nodes[0]).await;
     eventually(
         "the stream under way",
         Duration::from_secs(30),

@@ -185,3 +185,55 @@ pub async fn gauges(node: &NodeContext) -> Gauges {
         partitions_owned: node.owned().len(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, stored: u64, partitions: &[(u32, u64)]) -> Member {
+        Member::Answered(MemberStatus {
+            name: name.into(),
+            samples_stored: stored,
+            partition_samples: partitions.to_vec(),
+            ..MemberStatus::default()
+        })
+    }
+
+    fn status(factor: usize, members: Vec<Member>) -> ClusterStatus {
+        ClusterStatus {
+            members,
+            owners: Vec::new(),
+            live: Vec::new(),
+            coverage: crate::coverage::Coverage::full(factor),
+            replicas: Vec::new(),
+            replication_factor: factor,
+        }
+    }
+
+    #[test]
+    fn the_distinct_count_is_never_multiplied_by_the_copies() {
+        // Two copies: partition 0 on a and b (b behind), partition 1 on b and c.
+        let two = status(
+            2,
+            vec![
+                member("a", 100, &[(0, 100)]),
+                member("b", 130, &[(0, 90), (1, 40)]),
+                member("c", 40, &[(1, 40)]),
+                Member::Missing {
+                    name: "d".into(),
+                    address: String::new(),
+                    status: "down",
+                },
+            ],
+        );
+        assert_eq!(two.samples_distinct(), 140, "each partition's fullest copy");
+        assert_eq!(two.sample_copies(), 270);
+        // One copy: a partition's history may be spread over former owners; counts add up.
+        let one = status(
+            1,
+            vec![member("a", 60, &[(0, 60)]), member("b", 40, &[(0, 40)])],
+        );
+        assert_eq!(one.samples_distinct(), 100);
+        assert_eq!(one.sample_copies(), 100);
+    }
+}

@@ -5,8 +5,10 @@
 //! from the peer that has it ([`copy`]), at most `rate` samples per second and one page at a
 //! time, so memory stays bounded by a partition's digests and one page. Passes run at start,
 //! when a member comes up, after this node was cut off from every peer and one is back
-//! ([`trigger`]), and every `interval` as anti-entropy; a failed pass is retried. From start,
-//! and from a return after being cut off, until the next pass ends, the node says it is
+//! ([`trigger`]), and every `interval` as anti-entropy; a triggered pass is followed by a second
+//! look [`FOLLOW_UP`] later (writes routed around this node while the others did not see it yet
+//! may land after the first compared their partition); a failed pass is retried. From start,
+//! and from a return after being cut off, until that second look ends, the node says it is
 //! `syncing`: its answers are merged but do not count as a complete copy (see
 //! [`crate::coverage`]), and `/readyz` is 503 so a rolling update waits for it.
 //!
@@ -30,6 +32,7 @@ pub use copy::{REPAIR_CALL_TIMEOUT, REPAIR_PAGE, REPAIR_SCAN_TIMEOUT};
 
 use crate::node::NodeContext;
 use plan::GpuStep;
+use trigger::Pass;
 
 /// Width of the spans whose digests are compared inside one GPU (ms).
 pub const REPAIR_SPAN_MS: i64 = 3_600_000;
@@ -39,6 +42,8 @@ pub const DEFAULT_REPAIR_INTERVAL: Duration = Duration::from_secs(600);
 pub const DEFAULT_REPAIR_RATE: u64 = 2_000_000;
 /// Pause before a failed pass is tried again.
 pub const REPAIR_RETRY: Duration = Duration::from_secs(2);
+/// Pause before the second look that follows a triggered pass.
+pub const FOLLOW_UP: Duration = Duration::from_secs(3);
 /// How long the view must stay unchanged before a pass starts (members are still being
 /// discovered right after a start), and the longest wait for that.
 const SETTLE: Duration = Duration::from_secs(1);
@@ -102,21 +107,20 @@ pub async fn run(node: Arc<NodeContext>, cfg: RepairConfig) {
     };
     let rejoined = Arc::new(tokio::sync::Notify::new());
     let watcher = tokio::spawn(watch_rejoin(node.clone(), view.clone(), rejoined.clone()));
-    let mut due = true;
-    let mut next = Instant::now() + cfg.interval;
+    let mut schedule = trigger::Schedule::new(Instant::now(), cfg.interval, FOLLOW_UP);
+    let mut due = Some(Pass::Triggered);
     loop {
-        if due {
+        if let Some(kind) = due {
             settle(&mut view).await;
             let live_before = node.cluster_view().live.clone();
             match pass(&node, cfg).await {
                 // A member came up during the pass: it may hold what we miss, compare again.
                 Ok(()) if grew(&live_before, &node.cluster_view().live) => continue,
                 Ok(()) => {
-                    if node.is_syncing() {
+                    if schedule.done(kind, Instant::now()) && node.is_syncing() {
                         node.repaired();
                     }
-                    due = false;
-                    next = Instant::now() + cfg.interval;
+                    due = None;
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "repair pass failed; retrying");
@@ -126,9 +130,10 @@ pub async fn run(node: Arc<NodeContext>, cfg: RepairConfig) {
                 }
             }
         }
+        let (at, kind) = schedule.next();
         tokio::select! {
-            _ = rejoined.notified() => due = true,
-            _ = tokio::time::sleep_until(next.into()) => due = true,
+            _ = rejoined.notified() => due = Some(Pass::Triggered),
+            _ = tokio::time::sleep_until(at.into()) => due = Some(kind),
             changed = view.changed() => {
                 if changed.is_err() {
                     watcher.abort();

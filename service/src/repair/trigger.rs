@@ -6,6 +6,8 @@
 //! node's partitions written while the two did not see each other (a start-up, a partition of
 //! the network), which this node should hold as well.
 
+use std::time::{Duration, Instant};
+
 /// What a change of the view calls for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cue {
@@ -45,9 +47,86 @@ impl Rejoin {
     }
 }
 
+/// A kind of pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pass {
+    /// Called for by a start, a member coming up or a return from isolation.
+    Triggered,
+    /// The second look after a triggered pass.
+    FollowUp,
+    /// Anti-entropy, every interval.
+    Periodic,
+}
+
+/// When the next pass runs. A triggered pass is followed by one more after `follow_up`: writes
+/// routed around this node while the others did not see it yet, or still in flight, may land
+/// after the first pass compared their partition. A syncing node is whole again only once that
+/// second pass (or a periodic one) ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Schedule {
+    interval: Duration,
+    follow_up: Duration,
+    follow_up_at: Option<Instant>,
+    periodic_at: Instant,
+}
+
+impl Schedule {
+    /// No pass due before `now + interval` (the caller runs the first, triggered, pass itself).
+    pub fn new(now: Instant, interval: Duration, follow_up: Duration) -> Self {
+        Self {
+            interval,
+            follow_up,
+            follow_up_at: None,
+            periodic_at: now + interval,
+        }
+    }
+
+    /// The next pass due and when.
+    pub fn next(&self) -> (Instant, Pass) {
+        match self.follow_up_at {
+            Some(t) => (t, Pass::FollowUp),
+            None => (self.periodic_at, Pass::Periodic),
+        }
+    }
+
+    /// `pass` ended at `now`; true when the node's copies are whole again (syncing may end).
+    pub fn done(&mut self, pass: Pass, now: Instant) -> bool {
+        match pass {
+            Pass::Triggered => {
+                self.follow_up_at = Some(now + self.follow_up);
+                false
+            }
+            Pass::FollowUp | Pass::Periodic => {
+                self.follow_up_at = None;
+                self.periodic_at = now + self.interval;
+                true
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_triggered_pass_is_looked_at_again_before_the_node_counts_as_whole() {
+        let t0 = Instant::now();
+        let s = |secs| t0 + Duration::from_secs(secs);
+        let mut sched = Schedule::new(t0, Duration::from_secs(600), Duration::from_secs(3));
+        assert_eq!(sched.next(), (s(600), Pass::Periodic));
+        // (pass, ended at, whole?, next)
+        let table = [
+            (Pass::Triggered, 10, false, (s(13), Pass::FollowUp)),
+            (Pass::Triggered, 12, false, (s(15), Pass::FollowUp)),
+            (Pass::FollowUp, 15, true, (s(615), Pass::Periodic)),
+            (Pass::Periodic, 615, true, (s(1215), Pass::Periodic)),
+        ];
+        for (pass, at, whole, next) in table {
+            assert_eq!(sched.done(pass, s(at)), whole, "{pass:?} at {at}");
+            assert_eq!(sched.next(), next, "{pass:?} at {at}");
+        }
+    }
 
     #[test]
     fn a_return_from_isolation_resyncs_and_a_member_up_compares() {
