@@ -7,10 +7,12 @@
 //! when a member comes up, after this node was cut off from every peer and one is back
 //! ([`trigger`]), and every `interval` as anti-entropy; a triggered pass is followed by a second
 //! look [`FOLLOW_UP`] later (writes routed around this node while the others did not see it yet
-//! may land after the first compared their partition); a failed pass is retried. From start,
-//! and from a return after being cut off, until that second look ends, the node says it is
-//! `syncing`: its answers are merged but do not count as a complete copy (see
-//! [`crate::coverage`]), and `/readyz` is 503 so a rolling update waits for it.
+//! may land after the first compared their partition); a failed pass is retried. From start
+//! until that second look ends the node says it is `syncing` (its volume may have been lost or
+//! damaged): its answers are merged but do not count as a complete copy (see
+//! [`crate::coverage`]), and `/readyz` is 503 so a rolling update waits for it. A node back from
+//! being cut off lost nothing (what was written meanwhile has its copies on the others), so it
+//! repairs without calling itself incomplete.
 //!
 //! Only with a replication factor above 1: with one copy there is nothing to repair from.
 
@@ -19,7 +21,6 @@ pub mod plan;
 pub mod trigger;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -106,7 +107,7 @@ pub async fn run(node: Arc<NodeContext>, cfg: RepairConfig) {
         return;
     };
     let rejoined = Arc::new(tokio::sync::Notify::new());
-    let watcher = tokio::spawn(watch_rejoin(node.clone(), view.clone(), rejoined.clone()));
+    let watcher = tokio::spawn(watch_rejoin(view.clone(), rejoined.clone()));
     let mut schedule = trigger::Schedule::new(Instant::now(), cfg.interval, FOLLOW_UP);
     let mut due = Some(Pass::Triggered);
     loop {
@@ -144,13 +145,9 @@ pub async fn run(node: Arc<NodeContext>, cfg: RepairConfig) {
     }
 }
 
-/// Follows the view: a pass is due when a member comes up, and once this node is back from
-/// being cut off from every peer it is syncing until that pass ends.
-async fn watch_rejoin(
-    node: Arc<NodeContext>,
-    mut view: ViewRx,
-    rejoined: Arc<tokio::sync::Notify>,
-) {
+/// Follows the view: a pass is due when a member comes up, or this node is back from being cut
+/// off from every peer.
+async fn watch_rejoin(mut view: ViewRx, rejoined: Arc<tokio::sync::Notify>) {
     let mut rejoin = trigger::Rejoin::default();
     while view.changed().await.is_ok() {
         let (known, up) = {
@@ -162,8 +159,8 @@ async fn watch_rejoin(
             trigger::Cue::Nothing => {}
             trigger::Cue::Compare => rejoined.notify_one(),
             trigger::Cue::Resync => {
+                // Nothing was lost: what was written meanwhile has its copies on the others.
                 tracing::info!("back after being cut off from every peer: repairing");
-                node.syncing.store(true, Ordering::Release);
                 rejoined.notify_one();
             }
         }

@@ -1,10 +1,9 @@
 //! When a node repairs, pure. It treats its own store as incomplete (`syncing`) from its start
-//! until its first pass is done (it may have been down, or come back with an empty or damaged
-//! volume), and after it was cut off from every peer (a SIGSTOP, a network cut: the others wrote
-//! to substitutes meanwhile) until the pass that follows a peer's return. Whenever a member comes
-//! up it also compares, without calling itself incomplete: that member may hold samples of this
-//! node's partitions written while the two did not see each other (a start-up, a partition of
-//! the network), which this node should hold as well.
+//! until its first pass (and the second look after it) is done: it may come back with an empty
+//! or damaged volume. After it was cut off from every peer (a SIGSTOP, a network cut: the others
+//! wrote to substitutes meanwhile) it repairs as soon as a peer is back, and whenever a member
+//! comes up it compares too: that member may hold samples of this node's partitions written
+//! while the two did not see each other (a start-up, a partition of the network).
 
 use std::time::{Duration, Instant};
 
@@ -15,7 +14,7 @@ pub enum Cue {
     Nothing,
     /// A member came up: compare with it.
     Compare,
-    /// Back from being cut off from every peer: repair before the data counts as complete.
+    /// Back from being cut off from every peer: repair what was written around this node.
     Resync,
 }
 
