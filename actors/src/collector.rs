@@ -224,6 +224,8 @@ impl State {
         let store = self.store.clone();
         let stats = self.stats.clone();
         let partition = self.partition;
+        // At normal priority, unlike the checkpoint below: a write holds the store's lock, and a
+        // lowered thread preempted while holding it would make queries wait behind ingest.
         let generation =
             tokio::task::spawn_blocking(move || store_records(&store, &stats, partition, records))
                 .await??;
@@ -245,7 +247,7 @@ impl State {
             return Ok(());
         };
         let store = self.store.clone();
-        let durable = tokio::task::spawn_blocking(move || {
+        let durable = crate::priority::spawn_ingest(move || {
             if force {
                 store.checkpoint()
             } else {
@@ -310,7 +312,7 @@ impl State {
             return true;
         }
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.recover()).await {
+        match crate::priority::spawn_ingest(move || store.recover()).await {
             Ok(Ok(_)) => {
                 self.store_down = false;
                 self.positioned = false;

@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod collector;
 pub mod dcgm;
 mod error;
+pub mod priority;
 pub mod registry;
 pub mod router;
 pub mod routing;

@@ -88,9 +88,10 @@ pub async fn ingest(
     body: Bytes,
 ) -> Result<Json<IngestSummary>, ApiError> {
     let partitions = api.node.partitions;
-    let (batches, summary) = tokio::task::spawn_blocking(move || parse(&body, partitions))
-        .await
-        .map_err(|e| ApiError::internal(e.to_string()))??;
+    let (batches, summary) =
+        telemetry_actors::priority::spawn_ingest(move || parse(&body, partitions))
+            .await
+            .map_err(|e| ApiError::internal(e.to_string()))??;
     match append_all(&api.node, batches, INGEST_PATIENCE).await {
         Ok(()) => Ok(Json(summary)),
         Err(WriteError::DiskFull { reason }) => Err(ApiError::not_ready(format!(

@@ -11,6 +11,7 @@ pub mod config;
 pub mod decommission;
 pub mod gencsv;
 pub mod harness;
+mod http;
 mod known_peers;
 mod observability;
 
@@ -328,7 +329,7 @@ pub async fn run(
         telemetry_api::router(telemetry_api::Api::new(ctx)),
         auth_config,
     );
-    let http = Http::serve(listener, app);
+    let http = http::Http::serve(listener, app)?;
     tracing::info!(node = %args.node_name, http = %local, partitions = args.partitions, "node running");
     // The one line on stdout: tests and scripts that bind port 0 read the real address here.
     println!("listening on http://{local}");
@@ -443,31 +444,6 @@ async fn start_pipeline(
         .context("starting the pipeline")
 }
 
-/// The HTTP server, stopped gracefully on request.
-struct Http {
-    stop: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Http {
-    fn serve(listener: TcpListener, app: axum::Router) -> Self {
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await
-        });
-        Self { stop, server }
-    }
-
-    async fn stop(self) {
-        let _ = self.stop.send(());
-        let _ = self.server.await;
-    }
-}
-
 /// Asks the supervisor to drain: streamers finish what they read, collectors consume and commit.
 async fn drain(supervisor: &ractor::ActorRef<SupervisorMsg>) {
     tracing::info!("shutting down: draining streamers and collectors");
@@ -555,7 +531,9 @@ async fn open_store(args: &RunArgs) -> anyhow::Result<Arc<Store>> {
         ..StoreOptions::default()
     };
     let shown = store_dir.display().to_string();
-    let store = tokio::task::spawn_blocking(move || Store::open(store_dir, store_opts))
+    // Opened from an ingest thread, so fjall's flush and compaction workers inherit its lower
+    // priority (see `telemetry_actors::priority`).
+    let store = telemetry_actors::priority::spawn_ingest(move || Store::open(store_dir, store_opts))
         .await?
         .map_err(|e| {
             let damaged = e.is_corruption();

@@ -6,43 +6,24 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::codec::Sample;
+use rustc_hash::FxHashMap;
+
 use crate::digest::Digest;
 use crate::keys::{parse_series_key, SeriesId};
 use crate::model::GpuInfo;
 use crate::{Result, StorageError, Timestamp};
 
-/// A tiered part of an open bucket: the chunk written at `generation`, at `level`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Part {
-    /// Generation of the checkpoint that wrote the chunk (its key suffix).
-    pub generation: u64,
-    /// Tier level ([`crate::codec::LEVEL_SEALED`] for a sealed bucket).
-    pub level: u8,
-}
-
-/// The newest bucket of a series on disk, the only one that may hold several chunks.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OpenBucket {
-    /// Bucket start.
-    pub bucket: Timestamp,
-    /// Its chunks, oldest first; `None` until read from disk (after a restart).
-    pub parts: Option<Vec<Part>>,
-}
-
-/// One series: its extent, its head (samples since the last checkpoint) and its open bucket.
+/// One series as writers and readers see it (its heads are in [`crate::heads::Heads`], its
+/// chunks' state in [`crate::flush::Disk`]).
 #[derive(Debug)]
 pub struct Series {
     /// Catalog ids.
     pub id: SeriesId,
-    /// First and last sample time, head included; `None` when the series holds nothing.
+    /// First and last sample time, heads included; `None` when the series holds nothing.
     pub extent: Option<(Timestamp, Timestamp)>,
-    /// Last sample time on disk; samples after it can only be in the head.
-    pub disk_last: Option<Timestamp>,
-    /// Samples written since the last checkpoint, strictly increasing in time.
-    pub head: Vec<Sample>,
-    /// The newest bucket on disk.
-    pub open: Option<OpenBucket>,
+    /// The last sample time when the active head received its first sample: samples after it
+    /// can only be in the active head (meaningless while the active head is empty).
+    pub before_head: Option<Timestamp>,
 }
 
 impl Series {
@@ -50,9 +31,17 @@ impl Series {
         Self {
             id,
             extent: None,
-            disk_last: None,
-            head: Vec::new(),
-            open: None,
+            before_head: None,
+        }
+    }
+
+    /// The last sample time outside the active head (frozen or on disk); `active_empty` says
+    /// whether the active head is empty.
+    pub fn stored_last(&self, active_empty: bool) -> Option<Timestamp> {
+        if active_empty {
+            self.extent.map(|e| e.1)
+        } else {
+            self.before_head
         }
     }
 
@@ -76,7 +65,8 @@ pub struct Catalog {
     metric_ids: HashMap<String, u16>,
     /// Metric names by id.
     pub metric_names: Vec<Arc<str>>,
-    series_slots: HashMap<SeriesId, u32>,
+    /// FxHash: catalog ids, not user input, looked up once per series per written batch.
+    series_slots: FxHashMap<SeriesId, u32>,
     /// Every series, by slot.
     pub series: Vec<Series>,
     /// GPUs whose attributes the next checkpoint persists.
@@ -88,6 +78,9 @@ pub struct Catalog {
     pub gpu_digests: Vec<Digest>,
     /// GPUs whose digest the next checkpoint persists.
     pub dirty_digests: Vec<u32>,
+    /// Series slots below this one are known to the checkpoint's disk state; the next freeze
+    /// hands it the rest.
+    pub persisted_series: u32,
 }
 
 fn corrupt(what: &'static str, detail: impl ToString) -> StorageError {
@@ -221,7 +214,7 @@ impl Catalog {
     }
 
     /// Loads a record of the `series` keyspace: its extent, all of it on disk.
-    pub fn load_series(&mut self, key: &[u8], value: &[u8], width: i64) -> Result<()> {
+    pub fn load_series(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         let id = parse_series_key(key).ok_or_else(|| corrupt("series", "key length"))?;
         let (first, last) = decode_extent(value)?;
         if id.gpu as usize >= self.gpus.len() || usize::from(id.metric) >= self.metric_names.len() {
@@ -231,13 +224,8 @@ impl Catalog {
             ));
         }
         let slot = self.series_slot(id);
-        let s = &mut self.series[slot as usize];
-        s.extent = Some((first, last));
-        s.disk_last = Some(last);
-        s.open = Some(OpenBucket {
-            bucket: crate::keys::bucket_of(last, width),
-            parts: None,
-        });
+        self.series[slot as usize].extent = Some((first, last));
+        self.persisted_series = self.series.len() as u32;
         Ok(())
     }
 }
@@ -250,7 +238,7 @@ pub fn encode_extent(first: Timestamp, last: Timestamp) -> [u8; 16] {
     v
 }
 
-fn decode_extent(v: &[u8]) -> Result<(Timestamp, Timestamp)> {
+pub fn decode_extent(v: &[u8]) -> Result<(Timestamp, Timestamp)> {
     let v: &[u8; 16] = v.try_into().map_err(|_| corrupt("series", "extent"))?;
     let mut a = [0u8; 8];
     a.copy_from_slice(&v[..8]);

@@ -1,5 +1,7 @@
-//! Checkpoint work: heads become chunks, open buckets are tiered and sealed, retention drops
-//! whole buckets. Everything here runs under the store's lock and writes one atomic batch.
+//! Checkpoint work on disk: a frozen generation of heads becomes chunks, open buckets are tiered
+//! and sealed, retention drops whole buckets. It runs under the checkpoint lock only (retention
+//! also under the store's lock), owns the per-series disk state ([`Disk`]) and writes one atomic
+//! batch per checkpoint.
 //!
 //! Per series, every bucket older than its newest bucket on disk holds exactly one sealed chunk.
 //! The newest ("open") bucket holds tiered parts: each checkpoint adds a level-0 part, and
@@ -13,15 +15,134 @@ use std::collections::{HashMap, HashSet};
 use fjall::{OwnedWriteBatch as WriteBatch, Readable, Snapshot};
 
 use crate::bucket::{decode_chunk, merge_newer, read_bucket};
-use crate::catalog::{encode_extent, OpenBucket, Part, Series};
+use crate::catalog::{encode_extent, Catalog};
 use crate::codec::{encode, header, Sample, LEVEL_SEALED};
 use crate::digest::{sample_hash, Digest};
+use crate::heads::Frozen;
 use crate::keys::{bucket_of, chunk_key, parse_chunk_key, series_key, SeriesId};
-use crate::store::{Engine, Inner, Keyspaces, Store};
+use crate::store::{gpu_digest_key, Engine, Inner, Keyspaces};
 use crate::{Result, StorageError, Timestamp};
 
 /// Parts of one level that merge into one part of the next level.
 pub const TIER_FANOUT: usize = 4;
+
+/// A tiered part of an open bucket: the chunk written at `generation`, at `level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Part {
+    /// Generation of the checkpoint that wrote the chunk (its key suffix).
+    pub generation: u64,
+    /// Tier level ([`crate::codec::LEVEL_SEALED`] for a sealed bucket).
+    pub level: u8,
+}
+
+/// The newest bucket of a series on disk, the only one that may hold several chunks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenBucket {
+    /// Bucket start.
+    pub bucket: Timestamp,
+    /// Its chunks, oldest first; `None` until read from disk (after a restart).
+    pub parts: Option<Vec<Part>>,
+}
+
+/// One series on disk.
+#[derive(Debug)]
+pub struct SeriesDisk {
+    /// Catalog ids.
+    pub id: SeriesId,
+    /// First and last sample time on disk (what its `series` record says).
+    pub extent: Option<(Timestamp, Timestamp)>,
+    /// The newest bucket on disk.
+    pub open: Option<OpenBucket>,
+}
+
+/// What the checkpoint knows of every series on disk, by slot. Only checkpoints touch it.
+#[derive(Debug, Default)]
+pub struct Disk {
+    /// By series slot.
+    pub series: Vec<SeriesDisk>,
+}
+
+impl Disk {
+    /// The disk state of a freshly loaded catalog (every extent is on disk).
+    pub fn loaded(cat: &Catalog, width: i64) -> Self {
+        let series = cat
+            .series
+            .iter()
+            .map(|s| SeriesDisk {
+                id: s.id,
+                extent: s.extent,
+                open: s.extent.map(|(_, last)| OpenBucket {
+                    bucket: bucket_of(last, width),
+                    parts: None,
+                }),
+            })
+            .collect();
+        Self { series }
+    }
+
+    /// Writes a frozen generation into `batch`: catalog records, chunks, due seals.
+    pub fn flush(
+        &mut self,
+        frozen: &Frozen,
+        eng: &Engine,
+        batch: &mut WriteBatch,
+        width: i64,
+    ) -> Result<()> {
+        let ks = &eng.ks;
+        for (id, info) in &frozen.gpus {
+            let value = bincode::encode_to_vec((id, info), bincode::config::standard())
+                .map_err(|e| StorageError::InvalidBatch(e.to_string()))?;
+            batch.insert(&ks.gpus, info.uuid.as_bytes(), value);
+        }
+        for (id, d) in &frozen.digests {
+            batch.insert(&ks.meta, gpu_digest_key(*id), d.to_bytes());
+        }
+        for (id, name) in &frozen.metrics {
+            batch.insert(&ks.metrics, name.as_bytes(), id.to_be_bytes());
+        }
+        if self.series.len() != frozen.first_new_slot as usize {
+            return Err(StorageError::Corrupt {
+                what: "checkpoint",
+                detail: format!(
+                    "{} series on disk, new ones from slot {}",
+                    self.series.len(),
+                    frozen.first_new_slot
+                ),
+            });
+        }
+        self.series
+            .extend(frozen.new_series.iter().map(|&id| SeriesDisk {
+                id,
+                extent: None,
+                open: None,
+            }));
+        let mut ctx = Ctx {
+            snap: eng.db.snapshot(),
+            ks,
+            width,
+            generation: frozen.generation,
+            batch,
+        };
+        let dirty: HashSet<u32> = frozen.dirty.iter().copied().collect();
+        for &slot in &frozen.dirty {
+            if let Some(series) = self.series.get_mut(slot as usize) {
+                ctx.flush_series(series, frozen.head(slot))?;
+            }
+        }
+        if let Some(high) = frozen.high_water {
+            let idle_before = high.saturating_sub(width.saturating_mul(2));
+            for (slot, series) in self.series.iter_mut().enumerate() {
+                if dirty.contains(&(slot as u32)) {
+                    continue;
+                }
+                if let Some(open) = series.open.as_mut().filter(|o| o.bucket <= idle_before) {
+                    ctx.seal_if_needed(series.id, open)?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
 
 struct Ctx<'a> {
     snap: Snapshot,
@@ -122,14 +243,13 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    fn flush_series(&mut self, series: &mut Series) -> Result<()> {
-        let samples = std::mem::take(&mut series.head);
-        let Some(&(last_ts, _)) = samples.last() else {
+    fn flush_series(&mut self, series: &mut SeriesDisk, samples: &[Sample]) -> Result<()> {
+        let (Some(&(first_ts, _)), Some(&(last_ts, _))) = (samples.first(), samples.last()) else {
             return Ok(());
         };
         let id = series.id;
         let last_bucket = bucket_of(last_ts, self.width);
-        let mut rest = &samples[..];
+        let mut rest = samples;
         while let Some(&(t0, _)) = rest.first() {
             let b = bucket_of(t0, self.width);
             let n = rest.partition_point(|s| bucket_of(s.0, self.width) == b);
@@ -161,11 +281,13 @@ impl Ctx<'_> {
                 }
             }
         }
-        series.disk_last = series.disk_last.max(Some(last_ts));
-        if let Some((first, last)) = series.extent {
-            self.batch
-                .insert(&self.ks.series, series_key(id), encode_extent(first, last));
-        }
+        let (first, last) = match series.extent {
+            Some((f, l)) => (f.min(first_ts), l.max(last_ts)),
+            None => (first_ts, last_ts),
+        };
+        series.extent = Some((first, last));
+        self.batch
+            .insert(&self.ks.series, series_key(id), encode_extent(first, last));
         Ok(())
     }
 }
@@ -177,90 +299,25 @@ fn corrupt(detail: &str) -> StorageError {
     }
 }
 
-impl Inner {
-    /// Writes heads, new catalog entries and due seals into `batch`.
-    pub(crate) fn flush(
-        &mut self,
-        store: &Store,
-        eng: &Engine,
-        batch: &mut WriteBatch,
-        generation: u64,
-    ) -> Result<()> {
-        let ks = &eng.ks;
-        let cat = &mut self.catalog;
-        let mut gpus = std::mem::take(&mut cat.dirty_gpus);
-        gpus.sort_unstable();
-        gpus.dedup();
-        for id in gpus {
-            let Some(info) = cat.gpus.get(id as usize) else {
-                continue;
-            };
-            let value = bincode::encode_to_vec((id, info), bincode::config::standard())
-                .map_err(|e| StorageError::InvalidBatch(e.to_string()))?;
-            batch.insert(&ks.gpus, info.uuid.as_bytes(), value);
-        }
-        let mut digested = std::mem::take(&mut cat.dirty_digests);
-        digested.sort_unstable();
-        digested.dedup();
-        for id in digested {
-            if let Some(d) = cat.gpu_digests.get(id as usize) {
-                batch.insert(&ks.meta, crate::store::gpu_digest_key(id), d.to_bytes());
-            }
-        }
-        for id in std::mem::take(&mut cat.dirty_metrics) {
-            if let Some(name) = cat.metric_names.get(usize::from(id)) {
-                batch.insert(&ks.metrics, name.as_bytes(), id.to_be_bytes());
-            }
-        }
-
-        let mut ctx = Ctx {
-            snap: eng.db.snapshot(),
-            ks,
-            width: store.width,
-            generation,
-            batch,
-        };
-        let dirty: HashSet<u32> = self.dirty.drain(..).collect();
-        for &slot in &dirty {
-            if let Some(series) = cat.series.get_mut(slot as usize) {
-                ctx.flush_series(series)?;
-            }
-        }
-        if let Some(high) = self.high_water {
-            let idle_before = high.saturating_sub(ctx.width.saturating_mul(2));
-            for (slot, series) in cat.series.iter_mut().enumerate() {
-                if dirty.contains(&(slot as u32)) {
-                    continue;
-                }
-                if let Some(open) = series.open.as_mut().filter(|o| o.bucket <= idle_before) {
-                    ctx.seal_if_needed(series.id, open)?;
-                }
-            }
-        }
-        self.disk_count += self.head_new;
-        self.head_new = 0;
-        self.head_samples = 0;
-        self.head_min = None;
-        Ok(())
-    }
-
-    /// Drops every bucket starting before `before` (heads must be empty); returns samples removed.
+impl Disk {
+    /// Drops every bucket starting before `before` from disk and from the catalog (the heads
+    /// must be empty: held under the store's lock right after a flush); returns samples removed.
     pub(crate) fn expire(
         &mut self,
-        store: &Store,
+        inner: &mut Inner,
         eng: &Engine,
         batch: &mut WriteBatch,
-        before: Timestamp,
+        (before, width): (Timestamp, i64),
     ) -> Result<u64> {
-        let (ks, width) = (&eng.ks, store.width);
+        let ks = &eng.ks;
         let snap = eng.db.snapshot();
         let mut removed = 0u64;
         let mut scratch = Vec::new();
         let mut by_gpu: HashMap<u32, Digest> = HashMap::new();
-        let metric_hashes: Vec<u64> = (0..self.catalog.metric_names.len())
-            .map(|m| self.catalog.metric_hash(m as u16))
+        let metric_hashes: Vec<u64> = (0..inner.catalog.metric_names.len())
+            .map(|m| inner.catalog.metric_hash(m as u16))
             .collect();
-        for series in self.catalog.series.iter_mut() {
+        for (slot, series) in self.series.iter_mut().enumerate() {
             let Some((first, last)) = series.extent else {
                 continue;
             };
@@ -298,8 +355,10 @@ impl Inner {
                 .for_each(|s| dropped.add(sample_hash(m, s.0)));
             if bucket_of(last, width) < before {
                 series.extent = None;
-                series.disk_last = None;
                 series.open = None;
+                if let Some(s) = inner.catalog.series.get_mut(slot) {
+                    s.extent = None;
+                }
                 batch.remove(&ks.series, series_key(id).to_vec());
                 continue;
             }
@@ -312,16 +371,19 @@ impl Inner {
                 new_first = samples.first().map_or(last, |s| s.0);
             }
             series.extent = Some((new_first, last));
+            if let Some(s) = inner.catalog.series.get_mut(slot) {
+                s.extent = Some((new_first, last));
+            }
             batch.insert(&ks.series, series_key(id), encode_extent(new_first, last));
         }
-        self.disk_count = self.disk_count.saturating_sub(removed);
+        inner.disk_count = inner.disk_count.saturating_sub(removed);
         for (gpu, d) in by_gpu {
-            self.catalog.remove_samples(gpu, d);
-            if let Some(g) = self.catalog.gpu_digests.get(gpu as usize) {
-                batch.insert(&ks.meta, crate::store::gpu_digest_key(gpu), g.to_bytes());
+            inner.catalog.remove_samples(gpu, d);
+            if let Some(g) = inner.catalog.gpu_digests.get(gpu as usize) {
+                batch.insert(&ks.meta, gpu_digest_key(gpu), g.to_bytes());
             }
         }
-        self.catalog.dirty_digests.clear();
+        inner.catalog.dirty_digests.clear();
         Ok(removed)
     }
 }
@@ -329,7 +391,7 @@ impl Inner {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{BatchBuilder, GpuInfo, StoreOptions};
+    use crate::{BatchBuilder, GpuInfo, Store, StoreOptions};
     use std::time::Duration;
 
     fn chunks(store: &Store) -> Vec<(Timestamp, u8)> {

@@ -2,7 +2,8 @@
 //!
 //! A series is one metric of one GPU. Samples first land in the series' in-memory **head**
 //! (strictly time-ordered, last write wins). A **checkpoint** ([`Store::checkpoint`], due every
-//! few seconds or when writes pause) turns heads into compressed **chunks** keyed
+//! few seconds or when writes pause) freezes the heads under the store's lock in constant time,
+//! then, while reads and writes go on, turns them into compressed **chunks** keyed
 //! `(gpu, metric, bucket start, generation)` and commits them, with the catalog and the sample
 //! count, in one atomic fjall batch followed by an fsync. The newest bucket of a series holds
 //! tiered parts; older buckets hold one sealed chunk each ([`flush`](self) has the rules).
@@ -18,16 +19,19 @@
 mod bits;
 mod bucket;
 mod catalog;
+mod checkpoint;
 pub mod codec;
 mod digest;
 pub mod disk;
 mod error;
 mod flush;
+mod heads;
 mod keys;
 mod model;
 mod read;
 mod store;
 mod summary;
+mod write;
 
 pub use digest::{metric_hash, sample_hash, Digest, GpuDigest, SpanDigest};
 pub use error::{Result, StorageError};

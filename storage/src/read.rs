@@ -56,8 +56,10 @@ struct SeriesReader {
     chunks: Iter,
     /// A chunk read from `chunks` that belongs to the next bucket.
     peeked: Option<(Timestamp, fjall::UserValue)>,
-    /// Head samples inside the window, not yet on disk.
+    /// Head samples inside the window, not yet on disk (frozen and active merged).
     head: Vec<Sample>,
+    /// Active head samples inside the window, merged into `head` outside the store's lock.
+    active: Vec<Sample>,
     head_pos: usize,
     from: Timestamp,
     end: Timestamp,
@@ -213,8 +215,11 @@ impl Store {
                 {
                     continue;
                 }
-                let lo = s.head.partition_point(|x| x.0 < from);
-                let hi = s.head.partition_point(|x| x.0 <= q.end);
+                let window = |h: &[Sample]| {
+                    let lo = h.partition_point(|x| x.0 < from);
+                    let hi = h.partition_point(|x| x.0 <= q.end);
+                    h[lo..hi.max(lo)].to_vec()
+                };
                 let range = chunk_key(s.id, bucket_of(from, self.width), 0)
                     ..=chunk_key(s.id, bucket_of(q.end, self.width), u64::MAX);
                 readers.push(SeriesReader {
@@ -222,7 +227,8 @@ impl Store {
                     metric: name.clone(),
                     chunks: snapshot.range(&eng.ks.samples, range),
                     peeked: None,
-                    head: s.head[lo..hi].to_vec(),
+                    head: window(inner.heads.frozen(slot)),
+                    active: window(inner.heads.active(slot)),
                     head_pos: 0,
                     from,
                     end: q.end,
@@ -234,6 +240,11 @@ impl Store {
             }
             (readers, snapshot)
         };
+        for r in &mut readers {
+            if !r.active.is_empty() {
+                r.head = merge_newer(std::mem::take(&mut r.head), &r.active);
+            }
+        }
         readers.sort_by(|a, b| a.metric.cmp(&b.metric));
         let metrics: Vec<Arc<str>> = readers.iter().map(|r| r.metric.clone()).collect();
         let (points, more) = merge_page(&mut readers, q)?;

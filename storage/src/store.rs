@@ -1,6 +1,5 @@
 //! The store: fjall keyspaces, the catalog, per-series heads, and the write and checkpoint paths.
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, RwLock};
@@ -10,10 +9,11 @@ use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 
 use crate::bucket::read_bucket;
 use crate::catalog::Catalog;
-use crate::codec::Sample;
-use crate::digest::{metric_hash, sample_hash, Digest};
-use crate::keys::{bucket_of, SeriesId};
-use crate::model::SampleBatch;
+use crate::checkpoint::Checkpointer;
+use crate::digest::{sample_hash, Digest};
+use crate::flush::Disk;
+use crate::heads::Heads;
+use crate::keys::bucket_of;
 use crate::{Result, StorageError, Timestamp};
 
 /// Default width of a time bucket: one chunk per series per bucket once sealed.
@@ -27,8 +27,8 @@ pub const DEFAULT_MAX_HEAD_SAMPLES: usize = 4 << 20;
 
 const FORMAT: u8 = 2;
 const META_FORMAT: &[u8] = b"format";
-const META_COUNT: &[u8] = b"samples_stored";
-const META_GENERATION: &[u8] = b"generation";
+pub(crate) const META_COUNT: &[u8] = b"samples_stored";
+pub(crate) const META_GENERATION: &[u8] = b"generation";
 const META_WIDTH: &[u8] = b"bucket_width_ms";
 /// Prefix of the per-GPU digests in `meta`: `gpu_digest/ | GPU id (u32 BE)` → count u64 BE |
 /// hash u64 BE.
@@ -112,16 +112,12 @@ const RECOVER_POLL: Duration = Duration::from_millis(20);
 /// Everything behind the store's lock.
 pub(crate) struct Inner {
     pub catalog: Catalog,
-    /// Slots of series whose head is not empty.
-    pub dirty: Vec<u32>,
+    /// Samples not yet in chunks.
+    pub heads: Heads,
     /// The generation the next checkpoint commits.
     pub generation: u64,
-    /// Samples held in heads.
-    pub head_samples: usize,
-    /// Distinct samples on disk.
+    /// Distinct samples on disk or in the frozen heads.
     pub disk_count: u64,
-    /// Distinct samples only in heads.
-    pub head_new: u64,
     /// Latest sample time ever written.
     pub high_water: Option<Timestamp>,
     /// Earliest sample time written since the last checkpoint.
@@ -138,12 +134,12 @@ pub struct Store {
     /// `None` only while [`Store::recover`] reopens the database.
     engine: RwLock<Option<Arc<Engine>>>,
     pub(crate) width: i64,
-    opts: StoreOptions,
+    pub(crate) opts: StoreOptions,
     pub(crate) inner: Mutex<Inner>,
-    /// Serialises checkpoints, including their fsync.
-    checkpoint_lock: Mutex<()>,
-    durable: AtomicU64,
-    poisoned: AtomicBool,
+    /// Serialises checkpoints, including their fsync, and guards what only they touch.
+    pub(crate) checkpoint_lock: Mutex<Checkpointer>,
+    pub(crate) durable: AtomicU64,
+    pub(crate) poisoned: AtomicBool,
     /// Counts recoveries: writes of an earlier epoch that were not durable are gone.
     epoch: AtomicU64,
 }
@@ -168,7 +164,7 @@ fn width_ms(d: Duration) -> Result<i64> {
 impl Inner {
     /// Whether buckets before `before` may hold data: the cutoff moved on, or a write since the
     /// last checkpoint went behind it.
-    fn retention_due(&self, before: Timestamp) -> bool {
+    pub(crate) fn retention_due(&self, before: Timestamp) -> bool {
         self.expired_before.is_none_or(|done| before > done)
             || self.head_min.is_some_and(|t| t < before)
     }
@@ -178,13 +174,14 @@ impl Store {
     /// Opens (or creates) the store in `path` and loads its catalog.
     pub fn open(path: impl AsRef<Path>, opts: StoreOptions) -> Result<Self> {
         let (engine, width, inner, generation) = Self::load(path.as_ref(), &opts)?;
+        let disk = Disk::loaded(&inner.catalog, width);
         Ok(Self {
             dir: path.as_ref().to_path_buf(),
             engine: RwLock::new(Some(Arc::new(engine))),
             width,
             opts,
             inner: Mutex::new(inner),
-            checkpoint_lock: Mutex::new(()),
+            checkpoint_lock: Mutex::new(Checkpointer::new(disk)),
             durable: AtomicU64::new(generation),
             poisoned: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
@@ -249,7 +246,7 @@ impl Store {
             None => 0,
         };
         db.persist(PersistMode::SyncAll)?;
-        let mut catalog = load_catalog(&ks, width)?;
+        let mut catalog = load_catalog(&ks)?;
         load_gpu_digests(&db, &ks, &mut catalog, (width, disk_count))?;
         let high_water = catalog
             .series
@@ -258,11 +255,9 @@ impl Store {
             .max();
         let inner = Inner {
             catalog,
-            dirty: Vec::new(),
+            heads: Heads::default(),
             generation: generation + 1,
-            head_samples: 0,
             disk_count,
-            head_new: 0,
             high_water,
             head_min: None,
             last_checkpoint: Instant::now(),
@@ -302,7 +297,7 @@ impl Store {
     /// their commits. Returns false when there was nothing to recover; an error (the disk still
     /// full, readers still holding the old database) leaves the store poisoned, to retry later.
     pub fn recover(&self) -> Result<bool> {
-        let _one = self
+        let mut ck = self
             .checkpoint_lock
             .lock()
             .unwrap_or_else(|e| e.into_inner());
@@ -332,7 +327,7 @@ impl Store {
                 Err(_) => std::thread::sleep(RECOVER_POLL),
             }
         };
-        let (engine, _, fresh, generation) = match loaded {
+        let (engine, width, fresh, generation) = match loaded {
             Ok(l) => l,
             Err(e) => {
                 // Reads go on through whatever can be reopened next time; keep the old one out.
@@ -340,6 +335,7 @@ impl Store {
             }
         };
         *inner = fresh;
+        *ck = Checkpointer::new(Disk::loaded(&inner.catalog, width));
         self.durable.store(generation, Ordering::Release);
         *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(engine));
         self.epoch.fetch_add(1, Ordering::AcqRel);
@@ -351,7 +347,7 @@ impl Store {
         Ok(true)
     }
 
-    fn check_poisoned(&self) -> Result<()> {
+    pub(crate) fn check_poisoned(&self) -> Result<()> {
         if self.poisoned.load(Ordering::Acquire) {
             return Err(StorageError::Poisoned);
         }
@@ -361,242 +357,6 @@ impl Store {
     /// Bucket width in milliseconds.
     pub fn bucket_width_ms(&self) -> i64 {
         self.width
-    }
-
-    /// Writes a batch; the same (GPU, metric, timestamp) overwrites (last write wins).
-    ///
-    /// The samples are readable at once and durable once [`Store::durable_generation`] reaches
-    /// the returned generation.
-    pub fn write(&self, batch: &SampleBatch) -> Result<WriteStats> {
-        batch.validate()?;
-        self.check_poisoned()?;
-        let mut guard = self.lock();
-        let inner = &mut *guard;
-        let cat = &mut inner.catalog;
-        if cat.metric_names.len() + cat.unknown_metrics(batch.metrics.iter()) > 1 << 16 {
-            return Err(StorageError::InvalidBatch("more than 65536 metrics".into()));
-        }
-        let gpu_ids: Vec<u32> = batch.gpus.iter().map(|g| cat.gpu_id(g)).collect();
-        let metric_ids: Vec<u16> = batch
-            .metrics
-            .iter()
-            .map(|m| cat.metric_id(m).unwrap_or(u16::MAX))
-            .collect();
-
-        // Slots of the batch's (gpu, metric) pairs, resolved once per batch.
-        let mut slots: HashMap<(u32, u32), u32> = HashMap::new();
-        let mut late: Vec<(u32, Sample)> = Vec::new();
-        let mut new_samples = 0u64;
-        // Digests of the new samples per GPU of the batch, by its batch-local index.
-        let mut new_by_gpu = vec![Digest::default(); batch.gpus.len()];
-        let metric_hashes: Vec<u64> = batch.metrics.iter().map(|m| metric_hash(m)).collect();
-        let mut high = inner.high_water;
-        let mut low = inner.head_min;
-        for s in &batch.samples {
-            low = Some(low.map_or(s.timestamp, |l| l.min(s.timestamp)));
-            let slot = *slots.entry((s.gpu, s.metric)).or_insert_with(|| {
-                cat.series_slot(SeriesId {
-                    gpu: gpu_ids[s.gpu as usize],
-                    metric: metric_ids[s.metric as usize],
-                })
-            });
-            let series = &mut cat.series[slot as usize];
-            match series.extent {
-                Some((_, last)) if s.timestamp <= last => late.push((slot, (s.timestamp, s.value))),
-                _ => {
-                    if series.head.is_empty() {
-                        inner.dirty.push(slot);
-                    }
-                    series.head.push((s.timestamp, s.value));
-                    series.extend(s.timestamp);
-                    new_samples += 1;
-                    new_by_gpu[s.gpu as usize]
-                        .add(sample_hash(metric_hashes[s.metric as usize], s.timestamp));
-                    inner.head_samples += 1;
-                    high = high.max(Some(s.timestamp));
-                }
-            }
-        }
-        inner.high_water = high;
-        inner.head_min = low;
-        for (i, d) in new_by_gpu.into_iter().enumerate() {
-            if d.count > 0 {
-                inner.catalog.add_samples(gpu_ids[i], d);
-            }
-        }
-
-        if !late.is_empty() {
-            new_samples += self.write_late(inner, late)?;
-        }
-        inner.head_new += new_samples;
-        inner.last_write = Instant::now();
-        let full = inner.head_samples >= self.opts.max_head_samples;
-        let generation = inner.generation;
-        drop(guard);
-        if full {
-            self.checkpoint()?;
-        }
-        Ok(WriteStats {
-            new_samples,
-            generation,
-        })
-    }
-
-    /// Samples at or before a series' last time: overwritten in the head, or inserted there
-    /// (new only when the disk does not hold that timestamp already). Returns the new ones.
-    fn write_late(&self, inner: &mut Inner, late: Vec<(u32, Sample)>) -> Result<u64> {
-        let eng = self.engine()?;
-        let snapshot = eng.db.snapshot();
-        let mut decoded: HashMap<(u32, i64), Vec<Sample>> = HashMap::new();
-        let mut new_samples = 0;
-        for (slot, (ts, v)) in late {
-            let series = &mut inner.catalog.series[slot as usize];
-            let at = match series.head.binary_search_by_key(&ts, |x| x.0) {
-                Ok(i) => {
-                    series.head[i].1 = v;
-                    continue;
-                }
-                Err(i) => i,
-            };
-            let on_disk = match series.disk_last {
-                Some(dl) if ts <= dl => {
-                    let bucket = bucket_of(ts, self.width);
-                    let samples = match decoded.entry((slot, bucket)) {
-                        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
-                        std::collections::hash_map::Entry::Vacant(e) => {
-                            e.insert(read_bucket(&snapshot, &eng.ks.samples, series.id, bucket)?.0)
-                        }
-                    };
-                    samples.binary_search_by_key(&ts, |x| x.0).is_ok()
-                }
-                _ => false,
-            };
-            if series.head.is_empty() {
-                inner.dirty.push(slot);
-            }
-            series.head.insert(at, (ts, v));
-            series.extend(ts);
-            let id = series.id;
-            inner.head_samples += 1;
-            if !on_disk {
-                new_samples += 1;
-                let mut d = Digest::default();
-                d.add(sample_hash(inner.catalog.metric_hash(id.metric), ts));
-                inner.catalog.add_samples(id.gpu, d);
-            }
-        }
-        Ok(new_samples)
-    }
-
-    /// The newest checkpoint generation that is durable on disk.
-    pub fn durable_generation(&self) -> u64 {
-        self.durable.load(Ordering::Acquire)
-    }
-
-    /// Checkpoints if one is due: heads are non-empty and the last checkpoint is older than the
-    /// checkpoint interval, or no write came for [`IDLE_CHECKPOINT`]; or retention has buckets to
-    /// drop. Returns the durable generation.
-    pub fn maybe_checkpoint(&self) -> Result<u64> {
-        let due = {
-            let inner = self.lock();
-            let pending = !inner.dirty.is_empty();
-            (pending
-                && (inner.last_checkpoint.elapsed() >= self.opts.checkpoint_interval
-                    || inner.last_write.elapsed() >= IDLE_CHECKPOINT))
-                || self
-                    .retention_cutoff()
-                    .is_some_and(|c| inner.retention_due(bucket_of(c, self.width)))
-        };
-        if due {
-            self.checkpoint()
-        } else {
-            Ok(self.durable_generation())
-        }
-    }
-
-    /// Writes every head into chunks, applies retention, and makes it all durable (fsync).
-    /// Returns the durable generation. An I/O error here poisons the store: restart the node,
-    /// and the broker replays whatever was not durable.
-    pub fn checkpoint(&self) -> Result<u64> {
-        self.checkpoint_with(self.retention_cutoff(), false)
-    }
-
-    /// Same as [`Store::checkpoint`]: every write so far is durable when it returns.
-    pub fn persist(&self) -> Result<()> {
-        self.checkpoint().map(|_| ())
-    }
-
-    /// Checkpoints and drops every bucket that ends at or before `cutoff` (ms since the epoch).
-    pub fn expire(&self, cutoff: Timestamp) -> Result<u64> {
-        self.checkpoint_with(Some(cutoff), true)
-    }
-
-    fn retention_cutoff(&self) -> Option<Timestamp> {
-        let keep = i64::try_from(self.opts.retention?.as_millis()).ok()?;
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .ok()?;
-        Some(i64::try_from(now.as_millis()).ok()?.saturating_sub(keep))
-    }
-
-    /// `force` applies the cutoff even when an equal or later one was applied already.
-    fn checkpoint_with(&self, cutoff: Option<Timestamp>, force: bool) -> Result<u64> {
-        self.check_poisoned()?;
-        let _one = self
-            .checkpoint_lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let res = self.checkpoint_locked(cutoff, force);
-        if res.is_err() {
-            self.poisoned.store(true, Ordering::Release);
-        }
-        res
-    }
-
-    fn checkpoint_locked(&self, cutoff: Option<Timestamp>, force: bool) -> Result<u64> {
-        let eng = self.engine()?;
-        let mut compact = false;
-        let generation = {
-            let mut inner = self.lock();
-            let expire = cutoff
-                .map(|c| bucket_of(c, self.width))
-                .filter(|c| force || inner.retention_due(*c));
-            let catalog_dirty =
-                !inner.catalog.dirty_gpus.is_empty() || !inner.catalog.dirty_metrics.is_empty();
-            if inner.dirty.is_empty() && !catalog_dirty && expire.is_none() {
-                inner.last_checkpoint = Instant::now();
-                return Ok(self.durable_generation());
-            }
-            let generation = inner.generation;
-            let mut batch = eng.db.batch();
-            inner.flush(self, &eng, &mut batch, generation)?;
-            batch.insert(&eng.ks.meta, META_GENERATION, generation.to_be_bytes());
-            batch.insert(&eng.ks.meta, META_COUNT, inner.disk_count.to_be_bytes());
-            batch.commit()?;
-            if let Some(before) = expire {
-                let mut batch = eng.db.batch();
-                let removed = inner.expire(self, &eng, &mut batch, before)?;
-                batch.insert(&eng.ks.meta, META_COUNT, inner.disk_count.to_be_bytes());
-                batch.commit()?;
-                inner.expired_before = inner.expired_before.max(Some(before));
-                compact = removed > 0;
-                if removed > 0 {
-                    tracing::info!(removed, before, "retention dropped expired buckets");
-                }
-            }
-            inner.generation = generation + 1;
-            inner.last_checkpoint = Instant::now();
-            generation
-        };
-        eng.db.persist(PersistMode::SyncAll)?;
-        self.durable.store(generation, Ordering::Release);
-        if compact {
-            // Dropped chunks leave tombstones (some still in the memtable): flushing them and
-            // compacting everything gives the disk space back.
-            eng.ks.samples.rotate_memtable_and_wait()?;
-            eng.ks.samples.major_compact()?;
-        }
-        Ok(generation)
     }
 
     /// Writes memtables out as disk tables and waits, so [`Store::disk_space`] counts all data.
@@ -621,7 +381,7 @@ impl Store {
     /// Distinct samples stored (a sample written twice counts once).
     pub fn samples_stored(&self) -> u64 {
         let inner = self.lock();
-        inner.disk_count + inner.head_new
+        inner.disk_count + inner.heads.new
     }
 
     /// Distinct samples stored per GPU (UUID), GPUs without samples included.
@@ -698,7 +458,7 @@ fn load_gpu_digests(
     Ok(())
 }
 
-fn load_catalog(ks: &Keyspaces, width: i64) -> Result<Catalog> {
+fn load_catalog(ks: &Keyspaces) -> Result<Catalog> {
     let mut cat = Catalog::default();
     for kv in ks.gpus.iter() {
         let (k, v) = kv.into_inner()?;
@@ -721,7 +481,7 @@ fn load_catalog(ks: &Keyspaces, width: i64) -> Result<Catalog> {
     cat.load_metrics(metrics)?;
     for kv in ks.series.iter() {
         let (k, v) = kv.into_inner()?;
-        cat.load_series(&k, &v, width)?;
+        cat.load_series(&k, &v)?;
     }
     Ok(cat)
 }
@@ -729,7 +489,7 @@ fn load_catalog(ks: &Keyspaces, width: i64) -> Result<Catalog> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::BatchBuilder;
+    use crate::{BatchBuilder, SampleBatch};
 
     fn batch(from: i64, n: i64) -> SampleBatch {
         let gpu = crate::model::tests::gpu("GPU-r");

@@ -232,7 +232,11 @@ impl Actor for Streamer {
         let (cfg, stats) = (args.source, args.stats.clone());
         std::thread::Builder::new()
             .name("streamer-source".into())
-            .spawn(move || source::run(cfg, tx, stop, stats))?;
+            .spawn(move || {
+                // Parsing is ingest work: it runs below queries (see `crate::priority`).
+                crate::priority::lower_current_thread();
+                source::run(cfg, tx, stop, stats)
+            })?;
         myself.cast(StreamerMsg::Pull)?;
         Ok(State {
             rx,

@@ -200,7 +200,7 @@ async fn pass(node: &NodeContext, cfg: RepairConfig) -> Result<(), RepairError> 
         node.update_repair(|r| r.partitions_done += 1);
     }
     let store = node.store.clone();
-    tokio::task::spawn_blocking(move || store.checkpoint()).await??;
+    telemetry_actors::priority::spawn_ingest(move || store.checkpoint()).await??;
     node.update_repair(|r| {
         r.passes += 1;
         r.last_error = None;

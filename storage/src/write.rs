@@ -1,0 +1,155 @@
+//! The write path: a batch goes into the active heads under the store's lock, with the distinct
+//! count and the GPU digests kept exact (a sample is new only if neither a head nor the disk
+//! holds its timestamp).
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::time::Instant;
+
+use rustc_hash::FxHashMap;
+
+use crate::bucket::read_bucket;
+use crate::codec::Sample;
+use crate::digest::{metric_hash, sample_hash, Digest};
+use crate::keys::{bucket_of, SeriesId};
+use crate::model::SampleBatch;
+use crate::store::{Inner, Store, WriteStats};
+use crate::{Result, StorageError};
+
+impl Store {
+    /// Writes a batch; the same (GPU, metric, timestamp) overwrites (last write wins).
+    ///
+    /// The samples are readable at once and durable once [`Store::durable_generation`] reaches
+    /// the returned generation. A write that fills the heads (`max_head_samples`) checkpoints
+    /// before it returns, waiting for a checkpoint already running: that is the bound's
+    /// back-pressure.
+    pub fn write(&self, batch: &SampleBatch) -> Result<WriteStats> {
+        batch.validate()?;
+        self.check_poisoned()?;
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let cat = &mut inner.catalog;
+        if cat.metric_names.len() + cat.unknown_metrics(batch.metrics.iter()) > 1 << 16 {
+            return Err(StorageError::InvalidBatch("more than 65536 metrics".into()));
+        }
+        let gpu_ids: Vec<u32> = batch.gpus.iter().map(|g| cat.gpu_id(g)).collect();
+        let metric_ids: Vec<u16> = batch
+            .metrics
+            .iter()
+            .map(|m| cat.metric_id(m).unwrap_or(u16::MAX))
+            .collect();
+
+        // Slots of the batch's (gpu, metric) pairs, resolved once per batch.
+        let mut slots: FxHashMap<(u32, u32), u32> = FxHashMap::default();
+        let mut late: Vec<(u32, Sample)> = Vec::new();
+        let mut new_samples = 0u64;
+        // Digests of the new samples per GPU of the batch, by its batch-local index.
+        let mut new_by_gpu = vec![Digest::default(); batch.gpus.len()];
+        let metric_hashes: Vec<u64> = batch.metrics.iter().map(|m| metric_hash(m)).collect();
+        let mut high = inner.high_water;
+        let mut low = inner.head_min;
+        for s in &batch.samples {
+            low = Some(low.map_or(s.timestamp, |l| l.min(s.timestamp)));
+            let slot = *slots.entry((s.gpu, s.metric)).or_insert_with(|| {
+                cat.series_slot(SeriesId {
+                    gpu: gpu_ids[s.gpu as usize],
+                    metric: metric_ids[s.metric as usize],
+                })
+            });
+            let series = &mut cat.series[slot as usize];
+            match series.extent {
+                Some((_, last)) if s.timestamp <= last => late.push((slot, (s.timestamp, s.value))),
+                extent => {
+                    let head = inner.heads.head_mut(slot);
+                    if head.is_empty() {
+                        series.before_head = extent.map(|e| e.1);
+                    }
+                    head.push((s.timestamp, s.value));
+                    series.extend(s.timestamp);
+                    new_samples += 1;
+                    new_by_gpu[s.gpu as usize]
+                        .add(sample_hash(metric_hashes[s.metric as usize], s.timestamp));
+                    inner.heads.samples += 1;
+                    high = high.max(Some(s.timestamp));
+                }
+            }
+        }
+        inner.high_water = high;
+        inner.head_min = low;
+        for (i, d) in new_by_gpu.into_iter().enumerate() {
+            if d.count > 0 {
+                inner.catalog.add_samples(gpu_ids[i], d);
+            }
+        }
+
+        if !late.is_empty() {
+            new_samples += self.write_late(inner, late)?;
+        }
+        inner.heads.new += new_samples;
+        inner.last_write = Instant::now();
+        let full = inner.heads.samples >= self.opts.max_head_samples;
+        let generation = inner.generation;
+        drop(guard);
+        if full {
+            self.checkpoint()?;
+        }
+        Ok(WriteStats {
+            new_samples,
+            generation,
+        })
+    }
+
+    /// Samples at or before a series' last time: overwritten in the active head, or inserted
+    /// there (new only when neither the frozen head nor the disk holds that timestamp). Returns
+    /// the new ones.
+    fn write_late(&self, inner: &mut Inner, late: Vec<(u32, Sample)>) -> Result<u64> {
+        let eng = self.engine()?;
+        let snapshot = eng.db.snapshot();
+        let mut decoded: HashMap<(u32, i64), Vec<Sample>> = HashMap::new();
+        let mut new_samples = 0;
+        for (slot, (ts, v)) in late {
+            let series = &mut inner.catalog.series[slot as usize];
+            let active = inner.heads.active(slot);
+            let at = match active.binary_search_by_key(&ts, |x| x.0) {
+                Ok(i) => {
+                    inner.heads.head_mut(slot)[i].1 = v;
+                    continue;
+                }
+                Err(i) => i,
+            };
+            let stored = match series.stored_last(active.is_empty()) {
+                Some(last) if ts <= last => {
+                    let frozen = inner.heads.frozen(slot);
+                    if frozen.binary_search_by_key(&ts, |x| x.0).is_ok() {
+                        true
+                    } else {
+                        let bucket = bucket_of(ts, self.width);
+                        let samples = match decoded.entry((slot, bucket)) {
+                            Entry::Occupied(e) => e.into_mut(),
+                            Entry::Vacant(e) => e.insert(
+                                read_bucket(&snapshot, &eng.ks.samples, series.id, bucket)?.0,
+                            ),
+                        };
+                        samples.binary_search_by_key(&ts, |x| x.0).is_ok()
+                    }
+                }
+                _ => false,
+            };
+            let was_empty = active.is_empty();
+            if was_empty {
+                series.before_head = series.extent.map(|e| e.1);
+            }
+            inner.heads.head_mut(slot).insert(at, (ts, v));
+            series.extend(ts);
+            let id = series.id;
+            inner.heads.samples += 1;
+            if !stored {
+                new_samples += 1;
+                let mut d = Digest::default();
+                d.add(sample_hash(inner.catalog.metric_hash(id.metric), ts));
+                inner.catalog.add_samples(id.gpu, d);
+            }
+        }
+        Ok(new_samples)
+    }
+}
