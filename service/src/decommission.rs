@@ -27,6 +27,8 @@ use crate::write::{append_all, Patience};
 pub const HANDOVER_WAIT: Duration = Duration::from_secs(120);
 /// Pause between looks at the partitions still running while handing over.
 const HANDOVER_POLL: Duration = Duration::from_millis(100);
+/// Longest the news that the node has left is retried for a peer that does not answer.
+pub const ANNOUNCE_DEADLINE: Duration = Duration::from_secs(30);
 /// Samples per copied batch (the streamer's batch size).
 pub const COPY_BATCH: usize = telemetry_actors::dcgm::BATCH_MAX_SAMPLES;
 /// Longest time one batch may keep failing to reach its owner before the decommission fails.
@@ -171,17 +173,57 @@ async fn run(node: &NodeContext) -> Result<(), String> {
         }
     }
     set_phase(node, Phase::Left);
-    // Tell every peer now: the operator may remove this node as soon as it says "done", before
-    // the next ping would have carried the news, and a peer that missed it would wait for it.
-    let me = node.info_now();
-    for peer in &node.cluster_view().peers {
-        if let Some(endpoint) = &peer.endpoint {
-            let _ = call_endpoint(endpoint, &Request::Hello(me.clone()), SCATTER_TIMEOUT).await;
-        }
-    }
+    announce_left(node).await;
     update(node, |w| w.state = "done".into());
     tracing::info!("decommission: done; the node can be removed");
     Ok(())
+}
+
+/// Tells every live peer that this node has left, retrying each until it answers (or
+/// [`ANNOUNCE_DEADLINE`] passes): the operator may remove the node as soon as it says "done",
+/// before the next ping would have carried the news, and a peer that never heard it would keep
+/// listing the removed node as a member that is down.
+async fn announce_left(node: &NodeContext) {
+    let me = node.info_now();
+    let deadline = Instant::now() + ANNOUNCE_DEADLINE;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    let mut pending: Vec<String> = node
+        .cluster_view()
+        .peers
+        .iter()
+        .filter(|p| p.endpoint.is_some())
+        .map(|p| p.info.name.clone())
+        .collect();
+    loop {
+        let view = node.cluster_view();
+        let mut missed = Vec::new();
+        for name in pending {
+            // A peer that went down meanwhile has nothing to hear now.
+            let Some(endpoint) = view
+                .peers
+                .iter()
+                .find(|p| p.info.name == name)
+                .and_then(|p| p.endpoint.as_ref())
+            else {
+                continue;
+            };
+            if call_endpoint(endpoint, &Request::Hello(me.clone()), SCATTER_TIMEOUT)
+                .await
+                .is_none()
+            {
+                missed.push(name);
+            }
+        }
+        if missed.is_empty() {
+            return;
+        }
+        if Instant::now() > deadline {
+            tracing::warn!(peers = ?missed, "decommission: these peers did not hear that this node left; they list it as a member that is down until they restart");
+            return;
+        }
+        pending = missed;
+        tokio::time::sleep(backoff.next_delay()).await;
+    }
 }
 
 /// How a copied batch is retried: 100 ms doubling to 2 s, for up to 5 min, waiting out an

@@ -46,3 +46,4 @@ pub use store::{
     DEFAULT_MAX_HEAD_SAMPLES, IDLE_CHECKPOINT,
 };
 pub use summary::{Latest, Steps};
+pub use write::WRITE_SLICE_SAMPLES;

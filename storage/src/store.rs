@@ -2,7 +2,9 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+
+use parking_lot::{Mutex as FairMutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -135,7 +137,9 @@ pub struct Store {
     engine: RwLock<Option<Arc<Engine>>>,
     pub(crate) width: i64,
     pub(crate) opts: StoreOptions,
-    pub(crate) inner: Mutex<Inner>,
+    /// parking_lot's, for its fair hand-over: a long write yields it to a waiting reader
+    /// between slices ([`crate::write`]).
+    pub(crate) inner: FairMutex<Inner>,
     /// Serialises checkpoints, including their fsync, and guards what only they touch.
     pub(crate) checkpoint_lock: Mutex<Checkpointer>,
     pub(crate) durable: AtomicU64,
@@ -180,7 +184,7 @@ impl Store {
             engine: RwLock::new(Some(Arc::new(engine))),
             width,
             opts,
-            inner: Mutex::new(inner),
+            inner: FairMutex::new(inner),
             checkpoint_lock: Mutex::new(Checkpointer::new(disk)),
             durable: AtomicU64::new(generation),
             poisoned: AtomicBool::new(false),
@@ -268,7 +272,7 @@ impl Store {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {
-        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+        self.inner.lock()
     }
 
     /// The open database (an error only while a recovery reopens it).

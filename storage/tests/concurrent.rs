@@ -187,3 +187,61 @@ fn reads_during_checkpoints_always_see_a_whole_prefix_of_the_writes() {
     }
     assert_eq!(store.samples_stored(), samples_after(ROUNDS));
 }
+
+/// Batches of many slices while checkpoints freeze between the slices: the distinct count and
+/// every GPU's digest stay exact, and everything is there once the writes end.
+#[test]
+fn batches_longer_than_a_slice_stay_exact_when_checkpoints_freeze_between_slices() {
+    use telemetry_storage::{metric_hash, sample_hash, Digest, WRITE_SLICE_SAMPLES};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Arc::new(Store::open(dir.path(), StoreOptions::default()).expect("open"));
+    let stop = Arc::new(AtomicBool::new(false));
+    let checkpointer = {
+        let (store, stop) = (store.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Acquire) {
+                store.checkpoint().expect("checkpoint");
+            }
+        })
+    };
+    // 64 GPUs × 3 metrics per batch, 20 timestamps: 3,840 samples, several slices each.
+    let per_batch = 64 * METRICS.len() * 20;
+    assert!(per_batch > 3 * WRITE_SLICE_SAMPLES);
+    let gpus: Vec<GpuInfo> = (0..64).map(|g| gpu(&format!("GPU-big-{g}"))).collect();
+    let batches = 40i64;
+    for b in 0..batches {
+        let mut builder = BatchBuilder::default();
+        for t in 0..20 {
+            for (g, info) in gpus.iter().enumerate() {
+                for (m, name) in METRICS.iter().enumerate() {
+                    let ts = b * 20 + t;
+                    builder.push(info, name, ts, value(g, m, ts));
+                }
+            }
+        }
+        // Every other batch is written twice: the second time nothing is new.
+        let batch = builder.take();
+        let first = store.write(&batch).expect("write");
+        assert_eq!(first.new_samples, per_batch as u64);
+        if b % 2 == 0 {
+            assert_eq!(store.write(&batch).expect("rewrite").new_samples, 0);
+        }
+    }
+    stop.store(true, Ordering::Release);
+    checkpointer.join().expect("the checkpointer failed");
+    let total = batches as u64 * per_batch as u64;
+    assert_eq!(store.samples_stored(), total);
+    for d in store.gpu_digests() {
+        let mut want = Digest::default();
+        for ts in 0..batches * 20 {
+            for name in METRICS {
+                want.add(sample_hash(metric_hash(name), ts));
+            }
+        }
+        assert_eq!(d.digest, want, "digest of {}", d.uuid);
+    }
+    store.persist().expect("persist");
+    drop(store);
+    let store = Store::open(dir.path(), StoreOptions::default()).expect("reopen");
+    assert_eq!(store.samples_stored(), total);
+}

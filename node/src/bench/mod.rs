@@ -54,7 +54,20 @@ pub enum Scenario {
     /// Ingest as above, then the last node is killed (-9), its data directory deleted and the
     /// node started again empty: the time until its repair has copied its partitions back.
     Repair,
+    /// Ingest at high cardinality: by default a million series (100,000 GPUs × 10 metrics)
+    /// for 20 scrapes, so the per-series costs (catalog, heads, one chunk per series per
+    /// checkpoint) dominate; samples/s and peak RSS are the figures.
+    Cardinality,
 }
+
+/// Hosts of the cardinality scenario unless `--hosts` says otherwise (× 8 GPUs = 100,000).
+const CARDINALITY_HOSTS: u32 = 12_500;
+/// Scrapes of the cardinality scenario unless `--scrapes` says otherwise.
+const CARDINALITY_SCRAPES: u32 = 20;
+/// Hosts of the other scenarios unless `--hosts` says otherwise.
+const DEFAULT_HOSTS: u32 = 16;
+/// Scrapes of the other scenarios unless `--scrapes` says otherwise (one hour at 1 s).
+const DEFAULT_SCRAPES: u32 = 3600;
 
 /// Options of `telemetry-node bench`.
 #[derive(Debug, Clone, Args)]
@@ -69,15 +82,16 @@ pub struct BenchArgs {
     /// nodes).
     #[arg(long, default_value_t = 1)]
     pub replication_factor: u32,
-    /// Hosts in the generated file.
-    #[arg(long, default_value_t = 16)]
-    pub hosts: u32,
+    /// Hosts in the generated file (default 16; 12,500 for `cardinality`).
+    #[arg(long)]
+    pub hosts: Option<u32>,
     /// GPUs per host in the generated file.
     #[arg(long, default_value_t = 8)]
     pub gpus_per_host: u32,
-    /// Scrapes at 1 s (3,600 = one hour, so "1 h of one GPU" is 36 K samples).
-    #[arg(long, default_value_t = 3600)]
-    pub scrapes: u32,
+    /// Scrapes at 1 s (default 3,600 = one hour, so "1 h of one GPU" is 36 K samples; 20 for
+    /// `cardinality`).
+    #[arg(long)]
+    pub scrapes: Option<u32>,
     /// Timed REST reads per window size and node.
     #[arg(long, default_value_t = 100)]
     pub queries: u32,
@@ -95,6 +109,24 @@ pub struct BenchArgs {
     /// Working directory (default: a fresh temporary one, removed afterwards).
     #[arg(long)]
     pub dir: Option<PathBuf>,
+}
+
+impl BenchArgs {
+    /// Hosts in the generated file.
+    pub fn hosts(&self) -> u32 {
+        self.hosts.unwrap_or(match self.scenario {
+            Scenario::Cardinality => CARDINALITY_HOSTS,
+            _ => DEFAULT_HOSTS,
+        })
+    }
+
+    /// Scrapes in the generated file.
+    pub fn scrapes(&self) -> u32 {
+        self.scrapes.unwrap_or(match self.scenario {
+            Scenario::Cardinality => CARDINALITY_SCRAPES,
+            _ => DEFAULT_SCRAPES,
+        })
+    }
 }
 
 /// Parses the file and writes it straight into a fresh store; samples/s until all is queryable.
@@ -210,9 +242,9 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     let csv = dir.join("bench.csv");
     let gen = GenCsvArgs {
-        hosts: args.hosts,
+        hosts: args.hosts(),
         gpus_per_host: args.gpus_per_host,
-        scrapes: args.scrapes,
+        scrapes: args.scrapes(),
         output: Some(csv.clone()),
         ..crate::gencsv::sample_args()
     };
@@ -220,10 +252,10 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let rows = generate(&gen, &mut out)?;
     out.flush()?;
     drop(out);
-    let gpus = args.hosts * gen.gpus_per_host;
+    let gpus = args.hosts() * gen.gpus_per_host;
     eprintln!(
         "bench: {rows} samples ({gpus} GPUs × 10 metrics × {} scrapes), {} node(s), machine: {} CPUs",
-        args.scrapes,
+        args.scrapes(),
         args.nodes,
         std::thread::available_parallelism().map_or(0, |n| n.get())
     );
@@ -232,7 +264,7 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
             return runtime()?.block_on(reads::during_ingest(args, &dir, &csv, rows))
         }
         Scenario::Repair => return runtime()?.block_on(repair::wiped_node(args, &dir, &csv, rows)),
-        Scenario::Ingest => {}
+        Scenario::Ingest | Scenario::Cardinality => {}
     }
     let ceiling = if args.no_ceiling {
         None
@@ -410,7 +442,7 @@ async fn time_reads(
     let at = |s: i64| {
         (t + chrono::Duration::seconds(s)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
     };
-    let half = i64::from(args.scrapes) / 2;
+    let half = i64::from(args.scrapes()) / 2;
     let windows = [("5min", at(half), at(half + 299)), ("1h", at(0), at(3599))];
     let mut lines = Vec::new();
     for (i, p) in procs.iter().enumerate() {

@@ -84,7 +84,7 @@ pub(super) async fn during_ingest(
     .await?;
     println!(
         "bench: reads during ingest, one node, {} GPUs × 10 metrics streamed without pause",
-        rows / 10 / u64::from(args.scrapes.max(1))
+        rows / 10 / u64::from(args.scrapes().max(1))
     );
     println!("  ingest while reading: {rate:.0} samples/s");
     println!("  {}", busy.line("ingesting"));
