@@ -31,6 +31,8 @@ struct Resolved {
     metric_hashes: Vec<u64>,
     /// (batch GPU index, batch metric index) → series slot.
     slots: FxHashMap<(u32, u32), u32>,
+    /// Digests of one slice's new samples by batch GPU index; emptied after each slice.
+    new_by_gpu: Vec<Digest>,
 }
 
 impl Store {
@@ -60,6 +62,7 @@ impl Store {
                 .collect(),
             metric_hashes,
             slots: FxHashMap::default(),
+            new_by_gpu: vec![Digest::default(); batch.gpus.len()],
         };
         let mut new_samples = 0u64;
         for (i, slice) in batch.samples.chunks(WRITE_SLICE_SAMPLES).enumerate() {
@@ -70,7 +73,7 @@ impl Store {
                     return Err(StorageError::Recovering);
                 }
             }
-            new_samples += self.write_slice(&mut guard, batch, slice, &mut ids)?;
+            new_samples += self.write_slice(&mut guard, slice, &mut ids)?;
         }
         let full = guard.heads.samples >= self.opts.max_head_samples;
         let generation = guard.generation;
@@ -89,15 +92,12 @@ impl Store {
     fn write_slice(
         &self,
         inner: &mut Inner,
-        batch: &SampleBatch,
         slice: &[crate::model::BatchSample],
         ids: &mut Resolved,
     ) -> Result<u64> {
         let cat = &mut inner.catalog;
         let mut late: Vec<(u32, Sample)> = Vec::new();
         let mut new_samples = 0u64;
-        // Digests of the new samples per GPU of the batch, by its batch-local index.
-        let mut new_by_gpu = vec![Digest::default(); batch.gpus.len()];
         let mut high = inner.high_water;
         let mut low = inner.head_min;
         for s in slice {
@@ -119,7 +119,7 @@ impl Store {
                     head.push((s.timestamp, s.value));
                     series.extend(s.timestamp);
                     new_samples += 1;
-                    new_by_gpu[s.gpu as usize].add(sample_hash(
+                    ids.new_by_gpu[s.gpu as usize].add(sample_hash(
                         ids.metric_hashes[s.metric as usize],
                         s.timestamp,
                     ));
@@ -130,9 +130,9 @@ impl Store {
         }
         inner.high_water = high;
         inner.head_min = low;
-        for (i, d) in new_by_gpu.into_iter().enumerate() {
+        for (i, d) in ids.new_by_gpu.iter_mut().enumerate() {
             if d.count > 0 {
-                inner.catalog.add_samples(ids.gpu_ids[i], d);
+                inner.catalog.add_samples(ids.gpu_ids[i], std::mem::take(d));
             }
         }
         if !late.is_empty() {
