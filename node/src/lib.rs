@@ -403,6 +403,7 @@ fn node_context(
         syncing: AtomicBool::new(clustered.is_some_and(|r| r.factor > 1)),
         repair: std::sync::Mutex::default(),
         repaired_at: std::sync::Mutex::default(),
+        gpu_partitions: Default::default(),
     });
     (ctx, view_tx)
 }

@@ -5,6 +5,13 @@ use std::process::ExitCode;
 use clap::Parser;
 use telemetry_node::config::{Cli, Command};
 
+/// jemalloc instead of the system allocator: at a million series, glibc's per-thread arenas
+/// kept about twice the live heap resident (fragmentation across threads that allocate and
+/// free each other's batches); jemalloc returns freed pages on its own schedule.
+#[cfg(not(target_env = "msvc"))]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {

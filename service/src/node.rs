@@ -50,6 +50,17 @@ pub struct NodeContext {
     pub repair: Mutex<RepairProgress>,
     /// When the last repair that cleared `syncing` ended.
     pub repaired_at: Mutex<Option<Instant>>,
+    /// Each GPU's partition by store id, so a status answer need not hash every UUID.
+    pub gpu_partitions: Mutex<GpuPartitions>,
+}
+
+/// The partition of each GPU by its store id, valid for one store epoch.
+#[derive(Debug, Default)]
+pub struct GpuPartitions {
+    /// The store epoch the ids belong to.
+    pub epoch: u64,
+    /// Partition by GPU id.
+    pub by_id: Vec<u32>,
 }
 
 /// How long after its repair a node still says it is not ready: its peers learn that it no

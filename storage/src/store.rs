@@ -388,7 +388,30 @@ impl Store {
         inner.disk_count + inner.heads.new
     }
 
-    /// Distinct samples stored per GPU (UUID), GPUs without samples included.
+    /// Each GPU's distinct sample count by catalog id, with the store's [`Store::epoch`]. An id
+    /// names one GPU for as long as the epoch stays (a recovery may hand out ids again). A copy
+    /// of one number per GPU under the lock: cheap enough to poll at a fleet's size.
+    pub fn sample_counts_by_gpu_id(&self) -> (u64, Vec<u64>) {
+        let inner = self.lock();
+        let counts = inner.catalog.gpu_digests.iter().map(|d| d.count).collect();
+        (self.epoch(), counts)
+    }
+
+    /// The UUIDs of the GPU ids from `first` on, in id order, with the store's epoch.
+    pub fn gpu_uuids_from(&self, first: usize) -> (u64, Vec<String>) {
+        let inner = self.lock();
+        let uuids = inner
+            .catalog
+            .gpus
+            .iter()
+            .skip(first)
+            .map(|g| g.uuid.clone())
+            .collect();
+        (self.epoch(), uuids)
+    }
+
+    /// Distinct samples stored per GPU (UUID), GPUs without samples included (visits every
+    /// series: not for hot paths).
     pub fn samples_by_gpu(&self) -> Vec<(String, u64)> {
         self.gpu_digests()
             .into_iter()

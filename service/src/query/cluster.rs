@@ -11,7 +11,7 @@ use telemetry_actors::supervisor::partition_status;
 pub use telemetry_actors::cluster::protocol::MemberStatus;
 
 use crate::fanout::gather;
-use crate::node::NodeContext;
+use crate::node::{GpuPartitions, NodeContext};
 
 /// How long a status read waits for one partition's numbers.
 pub const STATUS_TIMEOUT: Duration = Duration::from_secs(2);
@@ -114,8 +114,42 @@ pub async fn local(node: &NodeContext) -> MemberStatus {
     }
 }
 
-/// This node's distinct samples per partition (partitions it holds none of left out).
+/// This node's distinct samples per partition (partitions it holds none of left out). Each
+/// GPU's partition is hashed once per store epoch, not once per call.
 fn partition_samples(node: &NodeContext) -> Vec<(u32, u64)> {
+    let (epoch, counts) = node.store.sample_counts_by_gpu_id();
+    let mut cache = node
+        .gpu_partitions
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if cache.epoch != epoch {
+        *cache = GpuPartitions {
+            epoch,
+            by_id: Vec::new(),
+        };
+    }
+    if cache.by_id.len() < counts.len() {
+        let (now, uuids) = node.store.gpu_uuids_from(cache.by_id.len());
+        if now != epoch {
+            // A recovery in between: the ids of `counts` may not be these UUIDs' ids.
+            drop(cache);
+            return partition_samples_slow(node);
+        }
+        let partitions = node.partitions;
+        cache
+            .by_id
+            .extend(uuids.iter().map(|u| partition_of(u, partitions)));
+    }
+    let mut by: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
+    for (n, p) in counts.iter().zip(&cache.by_id) {
+        if *n > 0 {
+            *by.entry(*p).or_default() += n;
+        }
+    }
+    by.into_iter().collect()
+}
+
+fn partition_samples_slow(node: &NodeContext) -> Vec<(u32, u64)> {
     let mut by: std::collections::BTreeMap<u32, u64> = std::collections::BTreeMap::new();
     for (uuid, n) in node.store.samples_by_gpu() {
         if n > 0 {
