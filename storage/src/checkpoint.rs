@@ -12,15 +12,18 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use fjall::PersistMode;
 
 use crate::codec::Sample;
 use crate::flush::Disk;
-use crate::heads::{recycle, Frozen};
+use crate::heads::{recycle, Frozen, Heads};
 use crate::keys::bucket_of;
-use crate::store::{Engine, Inner, Store, IDLE_CHECKPOINT, META_COUNT, META_GENERATION};
+use crate::store::{
+    Engine, Inner, Store, IDLE_CHECKPOINT, MAX_CHECKPOINT_DELAY, META_COUNT, META_GENERATION,
+    MIN_CHUNK_SAMPLES,
+};
 use crate::{Result, Timestamp};
 
 /// What the checkpoint lock guards: the disk state of every series and the emptied heads the
@@ -65,21 +68,36 @@ impl Inner {
     }
 }
 
+/// Whether heads `age` old are due by time: past the interval once they average
+/// [`MIN_CHUNK_SAMPLES`] per written series, past [`MAX_CHECKPOINT_DELAY`] (or the interval, if
+/// longer) whatever they hold.
+fn due_by_time(age: Duration, interval: Duration, heads: &Heads) -> bool {
+    age >= interval
+        && (heads.samples >= MIN_CHUNK_SAMPLES.saturating_mul(heads.dirty.len())
+            || age >= interval.max(MAX_CHECKPOINT_DELAY))
+}
+
 impl Store {
     /// The newest checkpoint generation that is durable on disk.
     pub fn durable_generation(&self) -> u64 {
         self.durable.load(Ordering::Acquire)
     }
 
-    /// Checkpoints if one is due: heads are non-empty and the last checkpoint is older than the
-    /// checkpoint interval, or no write came for [`IDLE_CHECKPOINT`]; or retention has buckets to
-    /// drop. Returns the durable generation.
+    /// Checkpoints if one is due: heads are non-empty and either no write came for
+    /// [`IDLE_CHECKPOINT`], or the last checkpoint is older than the checkpoint interval and the
+    /// heads are worth writing ([`MIN_CHUNK_SAMPLES`] per written series, or older than
+    /// [`MAX_CHECKPOINT_DELAY`]); or retention has buckets to drop. Returns the durable
+    /// generation.
     pub fn maybe_checkpoint(&self) -> Result<u64> {
         let due = {
             let inner = self.lock();
             (inner.pending()
-                && (inner.last_checkpoint.elapsed() >= self.opts.checkpoint_interval
-                    || inner.last_write.elapsed() >= IDLE_CHECKPOINT))
+                && (inner.last_write.elapsed() >= IDLE_CHECKPOINT
+                    || due_by_time(
+                        inner.last_checkpoint.elapsed(),
+                        self.opts.checkpoint_interval,
+                        &inner.heads,
+                    )))
                 || self
                     .retention_cutoff()
                     .is_some_and(|c| inner.retention_due(bucket_of(c, self.width)))
@@ -209,5 +227,37 @@ impl Store {
             tracing::info!(removed, before, "retention dropped expired buckets");
         }
         Ok((frozen.generation, removed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_checkpoint_waits_for_heads_worth_a_chunk_but_not_past_the_delay() {
+        let s = Duration::from_secs;
+        let max = MAX_CHECKPOINT_DELAY;
+        // (age, interval, samples, written series, due)
+        let table = [
+            (s(1), s(5), 10_000, 10, false),
+            (s(5), s(5), 10_000, 10, true),
+            (s(5), s(5), MIN_CHUNK_SAMPLES * 10, 10, true),
+            (s(5), s(5), MIN_CHUNK_SAMPLES * 10 - 1, 10, false),
+            (s(30), s(5), 1_000_000, 1_000_000, false),
+            (max, s(5), 1_000_000, 1_000_000, true),
+            (max, max * 2, 1, 1, false),
+            (max * 2, max * 2, 1, 1, true),
+        ];
+        for (age, interval, samples, series, want) in table {
+            let mut heads = Heads::default();
+            heads.samples = samples;
+            heads.dirty = (0..series as u32).collect();
+            assert_eq!(
+                due_by_time(age, interval, &heads),
+                want,
+                "{age:?} {interval:?} {samples} {series}"
+            );
+        }
     }
 }

@@ -43,7 +43,7 @@ pub use model::{
 pub use read::{Page, RangeCursor, RangeQuery};
 pub use store::{
     Store, StoreOptions, WriteStats, DEFAULT_BUCKET_WIDTH, DEFAULT_CHECKPOINT_INTERVAL,
-    DEFAULT_MAX_HEAD_SAMPLES, IDLE_CHECKPOINT,
+    DEFAULT_MAX_HEAD_SAMPLES, IDLE_CHECKPOINT, MAX_CHECKPOINT_DELAY, MIN_CHUNK_SAMPLES,
 };
 pub use summary::{Latest, Steps};
 pub use write::WRITE_SLICE_SAMPLES;

@@ -24,6 +24,15 @@ pub const DEFAULT_BUCKET_WIDTH: Duration = Duration::from_secs(3600);
 pub const DEFAULT_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
 /// A checkpoint is also due once no write came for this long.
 pub const IDLE_CHECKPOINT: Duration = Duration::from_millis(250);
+/// A checkpoint the interval makes due waits while the heads hold fewer samples than this per
+/// written series: at high cardinality a chunk of one or two samples costs as much to write as
+/// a full one, so the heads are kept (the broker log being their write-ahead log) until a chunk
+/// is worth writing, the heads fill (`max_head_samples`), writes pause, or
+/// [`MAX_CHECKPOINT_DELAY`] passes.
+pub const MIN_CHUNK_SAMPLES: usize = 32;
+/// Longest a checkpoint waits for the heads to be worth writing while writes go on: it bounds
+/// how long accepted samples stay only in memory and in the broker log (what a crash replays).
+pub const MAX_CHECKPOINT_DELAY: Duration = Duration::from_secs(60);
 /// Default bound of samples held in heads; a write that reaches it checkpoints at once.
 pub const DEFAULT_MAX_HEAD_SAMPLES: usize = 4 << 20;
 
