@@ -100,15 +100,29 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/ingest", axum::routing::post(ingest::ingest))
         .route(
             "/prometheus/api/v1/query_range",
-            get(prometheus::query_range),
+            get(prometheus::query_range).post(prometheus::query_range),
         )
-        .route("/prometheus/api/v1/query", get(prometheus::query))
-        .route("/prometheus/api/v1/series", get(prometheus::series))
-        .route("/prometheus/api/v1/labels", get(prometheus::labels))
+        .route(
+            "/prometheus/api/v1/query",
+            get(prometheus::query).post(prometheus::query),
+        )
+        .route(
+            "/prometheus/api/v1/series",
+            get(prometheus::series).post(prometheus::series),
+        )
+        .route(
+            "/prometheus/api/v1/labels",
+            get(prometheus::labels).post(prometheus::labels),
+        )
         .route(
             "/prometheus/api/v1/label/{name}/values",
             get(prometheus::label_values),
         )
+        .route(
+            "/prometheus/api/v1/status/buildinfo",
+            get(prometheus::buildinfo),
+        )
+        .route("/prometheus/api/v1/metadata", get(prometheus::metadata))
         .route("/api/v1/gpus/{uuid}/steps", get(summary::gpu_steps))
         .route("/api/v1/cluster", get(cluster::get_cluster))
         .route(

@@ -13,6 +13,7 @@
 pub mod batches;
 pub mod csv;
 pub mod exposition;
+pub mod fields;
 pub mod labels;
 pub mod lines;
 pub mod rows;

@@ -1,0 +1,148 @@
+//! Reading the series a PromQL plan needs from the cluster: the GPUs and metrics a selector
+//! picks (labels as dcgm-exporter names them), and their samples in the plan's window, through
+//! the service's scatter-gather reads.
+
+use std::collections::BTreeMap;
+
+use promql_parser::label::{MatchOp, Matcher};
+use promql_parser::parser::VectorSelector;
+use telemetry_actors::dcgm::labels as dcgm_labels;
+use telemetry_promql::{Fetched, RawSeries, Selection};
+use telemetry_service::query::telemetry::{self, TelemetryQuery};
+use telemetry_service::query::{gpus, metrics};
+use telemetry_service::{Coverage, NodeContext, QueryError};
+use telemetry_storage::GpuInfo;
+
+use super::Labels;
+
+/// Most samples one query may read; beyond it the query is refused rather than run unbounded.
+pub const MAX_PROM_SAMPLES: usize = 5_000_000;
+
+/// Reads every selection of a plan; the series keyed as the evaluator looks them up.
+pub async fn fetch(
+    node: &NodeContext,
+    selections: &[Selection],
+) -> Result<(Fetched, Coverage), String> {
+    let mut fetched = Fetched::default();
+    let mut coverage = Coverage::full(node.router.replication().write_quorum);
+    let mut budget = MAX_PROM_SAMPLES;
+    for s in selections {
+        let (picked, c) = select(node, &s.selector).await?;
+        coverage = coverage.join(c);
+        let mut by_gpu: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for (_, uuid, metric) in &picked {
+            by_gpu.entry(uuid.clone()).or_default().push(metric.clone());
+        }
+        let mut data: BTreeMap<(String, String), Vec<(i64, f64)>> = BTreeMap::new();
+        for (uuid, metrics) in by_gpu {
+            let (read, c) = samples(node, &uuid, &metrics, (s.start, s.end), &mut budget).await?;
+            coverage = coverage.join(c);
+            for (metric, pts) in read {
+                data.insert((uuid.clone(), metric), pts);
+            }
+        }
+        let series = picked
+            .into_iter()
+            .filter_map(|(labels, uuid, metric)| {
+                let points = data.remove(&(uuid, metric))?;
+                Some(RawSeries { labels, points })
+            })
+            .collect();
+        fetched.insert(&s.selector, series);
+    }
+    Ok((fetched, coverage))
+}
+
+fn labels_of(gpu: &GpuInfo, metric: &str) -> Labels {
+    let mut l: Labels = dcgm_labels::labels_of(gpu)
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+    l.insert("__name__".into(), metric.into());
+    l
+}
+
+fn matches(m: &Matcher, labels: &Labels) -> bool {
+    m.is_match(labels.get(&m.name).map_or("", String::as_str))
+}
+
+/// Every (labels, gpu uuid, metric) a selector picks from the cluster's GPUs and metrics.
+pub async fn select(
+    node: &NodeContext,
+    sel: &VectorSelector,
+) -> Result<(Vec<(Labels, String, String)>, Coverage), String> {
+    if !sel.matchers.or_matchers.is_empty() || sel.offset.is_some() || sel.at.is_some() {
+        return Err("`or` matchers, offset and @ are not supported".into());
+    }
+    let mut matchers = sel.matchers.matchers.clone();
+    if let Some(name) = &sel.name {
+        matchers.push(Matcher::new(MatchOp::Equal, "__name__", name));
+    }
+    let g = gpus::list(node).await;
+    let m = metrics::list(node).await;
+    let mut out = Vec::new();
+    for gpu in g.value {
+        for metric in &m.value {
+            let labels = labels_of(&gpu, metric);
+            if matchers.iter().all(|m| matches(m, &labels)) {
+                out.push((labels, gpu.uuid.clone(), metric.clone()));
+            }
+        }
+    }
+    Ok((out, g.coverage.join(m.coverage)))
+}
+
+/// All samples of one GPU's metrics in `[start, end]`, from every node, in time order per metric.
+async fn samples(
+    node: &NodeContext,
+    uuid: &str,
+    metrics: &[String],
+    (start, end): (i64, i64),
+    budget: &mut usize,
+) -> Result<(BTreeMap<String, Vec<(i64, f64)>>, Coverage), String> {
+    let mut out: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
+    let mut cursor: Option<(i64, String)> = None;
+    let mut coverage = Coverage::full(node.router.replication().write_quorum);
+    loop {
+        let q = TelemetryQuery {
+            uuid: uuid.to_string(),
+            metrics: metrics.to_vec(),
+            start,
+            end,
+            limit: 10_000,
+            cursor: cursor.take(),
+        };
+        let page = match telemetry::page(node, q).await {
+            Ok(a) => {
+                coverage = coverage.join(a.coverage);
+                a.value
+            }
+            // Listed by a member that has not answered this read: nothing to add.
+            Err(QueryError::UnknownGpu { coverage: c, .. }) => {
+                coverage = coverage.join(c);
+                break;
+            }
+            Err(e) => return Err(e.to_string()),
+        };
+        *budget = budget.checked_sub(page.points.len()).ok_or_else(|| {
+            format!("the query reads more than {MAX_PROM_SAMPLES} samples; narrow it")
+        })?;
+        for (t, m, v) in &page.points {
+            if let Some(name) = page.metrics.get(usize::from(*m)) {
+                out.entry(name.clone()).or_default().push((*t, *v));
+            }
+        }
+        match (page.more, page.points.last()) {
+            (true, Some(last)) => {
+                let name = page
+                    .metrics
+                    .get(usize::from(last.1))
+                    .cloned()
+                    .unwrap_or_default();
+                cursor = Some((last.0, name));
+            }
+            _ => break,
+        }
+    }
+    Ok((out, coverage))
+}

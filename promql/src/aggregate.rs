@@ -1,0 +1,423 @@
+//! Aggregations (`sum by (…)`, `topk`, `quantile`, `count_values`, …) and the quantile helpers,
+//! as Prometheus 2.42's `aggregation` in `promql/engine.go` and `promql/quantile.go`.
+
+use std::collections::BTreeMap;
+
+use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
+
+use crate::error::{EvalError, Result};
+use crate::eval::{strip, Evaluator};
+use crate::value::{Grid, Labels, StepSeries, Value, METRIC_NAME};
+
+/// The running state of one group at one time.
+#[derive(Clone)]
+struct Acc {
+    value: f64,
+    mean: f64,
+    count: usize,
+    members: Vec<(usize, f64)>,
+}
+
+pub(crate) fn eval(ev: &mut Evaluator, a: &AggregateExpr, grid: Grid) -> Result<Value> {
+    let op = a.op.to_string().to_lowercase();
+    let param = match (&a.param, op.as_str()) {
+        (Some(p), "count_values") => match strip(p) {
+            Expr::StringLiteral(s) => Param::Label(s.val.clone()),
+            _ => {
+                return Err(EvalError::Execution(
+                    "count_values needs a label name".into(),
+                ))
+            }
+        },
+        (Some(p), "topk" | "bottomk" | "quantile") => Param::Number(ev.scalar(p, grid)?),
+        (None, _) => Param::None,
+        (Some(_), _) => return Err(EvalError::Execution(format!("{op} takes no parameter"))),
+    };
+    let input = ev.vector(&a.expr, grid)?;
+    let grouping = Grouping::of(&a.modifier);
+    let out = match (op.as_str(), param) {
+        ("topk" | "bottomk", Param::Number(k)) => top(&input, &k, &grouping, op == "topk"),
+        ("count_values", Param::Label(l)) => count_values(&input, &l, &grouping, grid.len())?,
+        (op, param) => {
+            let q = match param {
+                Param::Number(q) => q,
+                _ => vec![0.0; grid.len()],
+            };
+            grouped(op, &input, &grouping, &q, grid.len())?
+        }
+    };
+    ev.hold(out.len() * grid.len())?;
+    Ok(Value::Vector(out))
+}
+
+enum Param {
+    None,
+    Number(Vec<f64>),
+    Label(String),
+}
+
+/// `by (…)`, `without (…)` or neither.
+struct Grouping {
+    labels: Vec<String>,
+    without: bool,
+}
+
+impl Grouping {
+    fn of(m: &Option<LabelModifier>) -> Self {
+        match m {
+            Some(LabelModifier::Include(l)) => Self {
+                labels: l.labels.clone(),
+                without: false,
+            },
+            Some(LabelModifier::Exclude(l)) => Self {
+                labels: l.labels.clone(),
+                without: true,
+            },
+            None => Self {
+                labels: Vec::new(),
+                without: false,
+            },
+        }
+    }
+
+    /// The labels of the group a series belongs to.
+    fn key(&self, labels: &Labels) -> Labels {
+        if self.without {
+            labels
+                .iter()
+                .filter(|(k, _)| *k != METRIC_NAME && !self.labels.contains(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        } else {
+            labels
+                .iter()
+                .filter(|(k, _)| self.labels.contains(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect()
+        }
+    }
+}
+
+fn grouped(
+    op: &str,
+    input: &[StepSeries],
+    grouping: &Grouping,
+    q: &[f64],
+    steps: usize,
+) -> Result<Vec<StepSeries>> {
+    if !matches!(
+        op,
+        "sum" | "avg" | "min" | "max" | "count" | "group" | "stddev" | "stdvar" | "quantile"
+    ) {
+        return Err(EvalError::Unsupported(format!("the aggregation {op}")));
+    }
+    let mut groups: BTreeMap<Labels, Vec<usize>> = BTreeMap::new();
+    for (i, s) in input.iter().enumerate() {
+        groups.entry(grouping.key(&s.labels)).or_default().push(i);
+    }
+    let mut out = Vec::with_capacity(groups.len());
+    for (labels, members) in groups {
+        let values = (0..steps)
+            .map(|t| {
+                let mut acc: Option<Acc> = None;
+                for &m in &members {
+                    if let Some(v) = input[m].values[t] {
+                        acc = Some(match acc {
+                            None => first(op, v),
+                            Some(a) => add(op, a, v),
+                        });
+                    }
+                }
+                acc.map(|a| finish(op, a, q[t]))
+            })
+            .collect();
+        out.push(StepSeries { labels, values });
+    }
+    Ok(out)
+}
+
+fn first(op: &str, v: f64) -> Acc {
+    Acc {
+        value: match op {
+            "stddev" | "stdvar" => 0.0,
+            "group" => 1.0,
+            _ => v,
+        },
+        mean: v,
+        count: 1,
+        members: if op == "quantile" {
+            vec![(0, v)]
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+fn add(op: &str, mut a: Acc, v: f64) -> Acc {
+    match op {
+        "sum" => a.value += v,
+        "avg" => {
+            a.count += 1;
+            let n = a.count as f64;
+            let same_inf = a.mean.is_infinite() && v.is_infinite() && (a.mean > 0.0) == (v > 0.0);
+            let keep = a.mean.is_infinite() && !v.is_infinite() && !v.is_nan();
+            if !same_inf && !keep {
+                a.mean += v / n - a.mean / n;
+            }
+        }
+        "max" if a.value < v || a.value.is_nan() => a.value = v,
+        "min" if a.value > v || a.value.is_nan() => a.value = v,
+        "count" => a.count += 1,
+        "stddev" | "stdvar" => {
+            a.count += 1;
+            let delta = v - a.mean;
+            a.mean += delta / a.count as f64;
+            a.value += delta * (v - a.mean);
+        }
+        "quantile" => a.members.push((0, v)),
+        _ => {}
+    }
+    a
+}
+
+fn finish(op: &str, a: Acc, q: f64) -> f64 {
+    match op {
+        "avg" => a.mean,
+        "count" => a.count as f64,
+        "stdvar" => a.value / a.count as f64,
+        "stddev" => (a.value / a.count as f64).sqrt(),
+        "quantile" => {
+            let mut v: Vec<f64> = a.members.into_iter().map(|m| m.1).collect();
+            quantile(q, &mut v)
+        }
+        _ => a.value,
+    }
+}
+
+/// `topk`/`bottomk`: at each time, the `k` largest (smallest) values of each group, each in
+/// its own series (labels kept whole).
+fn top(input: &[StepSeries], k: &[f64], grouping: &Grouping, largest: bool) -> Vec<StepSeries> {
+    let steps = k.len();
+    let mut out: Vec<StepSeries> = input
+        .iter()
+        .map(|s| StepSeries {
+            labels: s.labels.clone(),
+            values: vec![None; steps],
+        })
+        .collect();
+    let mut groups: BTreeMap<Labels, Vec<usize>> = BTreeMap::new();
+    for (i, s) in input.iter().enumerate() {
+        groups.entry(grouping.key(&s.labels)).or_default().push(i);
+    }
+    for (t, k) in k.iter().enumerate() {
+        let k = *k as i64;
+        if k < 1 {
+            continue;
+        }
+        for members in groups.values() {
+            let mut present: Vec<(usize, f64)> = members
+                .iter()
+                .filter_map(|&m| Some((m, input[m].values[t]?)))
+                .collect();
+            // NaN ranks last either way, as in Prometheus' heaps.
+            present.sort_by(|a, b| {
+                let (x, y) = if largest { (b.1, a.1) } else { (a.1, b.1) };
+                match (x.is_nan(), y.is_nan()) {
+                    (true, true) => std::cmp::Ordering::Equal,
+                    (true, false) => std::cmp::Ordering::Greater,
+                    (false, true) => std::cmp::Ordering::Less,
+                    _ => x.total_cmp(&y),
+                }
+            });
+            for &(m, v) in present.iter().take(k as usize) {
+                out[m].values[t] = Some(v);
+            }
+        }
+    }
+    out.retain(|s| s.values.iter().any(Option::is_some));
+    out
+}
+
+/// `count_values("label", v)`: per group, how many series have each value.
+fn count_values(
+    input: &[StepSeries],
+    label: &str,
+    grouping: &Grouping,
+    steps: usize,
+) -> Result<Vec<StepSeries>> {
+    if !crate::functions::valid_label_name(label) {
+        return Err(EvalError::Execution(format!(
+            "invalid label name {label:?}"
+        )));
+    }
+    let mut counts: BTreeMap<Labels, Vec<Option<f64>>> = BTreeMap::new();
+    for s in input {
+        for (t, v) in s.values.iter().enumerate() {
+            let Some(v) = v else { continue };
+            let mut labels = s.labels.clone();
+            labels.insert(label.to_string(), format_value(*v));
+            let mut key = grouping.key(&labels);
+            if !grouping.without {
+                key.insert(label.to_string(), format_value(*v));
+            }
+            let slot = &mut counts.entry(key).or_insert_with(|| vec![None; steps])[t];
+            *slot = Some(slot.unwrap_or(0.0) + 1.0);
+        }
+    }
+    Ok(counts
+        .into_iter()
+        .map(|(labels, values)| StepSeries { labels, values })
+        .collect())
+}
+
+/// A value as Go's `strconv.FormatFloat(v, 'f', -1, 64)` writes it.
+pub fn format_value(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 { "+Inf" } else { "-Inf" }.into()
+    } else {
+        format!("{v}")
+    }
+}
+
+/// The `q` quantile of `values` (sorted in place), interpolating between ranks.
+pub(crate) fn quantile(q: f64, values: &mut [f64]) -> f64 {
+    if values.is_empty() || q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    values.sort_by(|a, b| match (a.is_nan(), b.is_nan()) {
+        (true, true) => std::cmp::Ordering::Equal,
+        (true, false) => std::cmp::Ordering::Less,
+        (false, true) => std::cmp::Ordering::Greater,
+        _ => a.total_cmp(b),
+    });
+    let n = values.len() as f64;
+    let rank = q * (n - 1.0);
+    let lower = rank.floor().max(0.0);
+    let upper = (lower + 1.0).min(n - 1.0);
+    let weight = rank - rank.floor();
+    values[lower as usize] * (1.0 - weight) + values[upper as usize] * weight
+}
+
+/// `histogram_quantile(q, buckets)` over classic `le` buckets, per time.
+pub(crate) fn histogram_quantile(q: &[f64], input: Vec<StepSeries>) -> Vec<StepSeries> {
+    let steps = q.len();
+    let mut groups: BTreeMap<Labels, Vec<(f64, usize)>> = BTreeMap::new();
+    for (i, s) in input.iter().enumerate() {
+        let Some(le) = s.labels.get("le").and_then(|l| parse_bound(l)) else {
+            continue;
+        };
+        let mut key = s.labels.clone();
+        key.remove("le");
+        key.remove(METRIC_NAME);
+        groups.entry(key).or_default().push((le, i));
+    }
+    groups
+        .into_iter()
+        .map(|(labels, buckets)| {
+            let values = (0..steps)
+                .map(|t| {
+                    let b: Vec<(f64, f64)> = buckets
+                        .iter()
+                        .filter_map(|&(le, i)| Some((le, input[i].values[t]?)))
+                        .collect();
+                    (!b.is_empty()).then(|| bucket_quantile(q[t], b))
+                })
+                .collect();
+            StepSeries { labels, values }
+        })
+        .filter(|s| s.values.iter().any(Option::is_some))
+        .collect()
+}
+
+fn parse_bound(s: &str) -> Option<f64> {
+    match s {
+        "+Inf" | "Inf" | "inf" | "+inf" => Some(f64::INFINITY),
+        "-Inf" | "-inf" => Some(f64::NEG_INFINITY),
+        _ => s.parse().ok(),
+    }
+}
+
+fn bucket_quantile(q: f64, mut b: Vec<(f64, f64)>) -> f64 {
+    if q.is_nan() {
+        return f64::NAN;
+    }
+    if q < 0.0 {
+        return f64::NEG_INFINITY;
+    }
+    if q > 1.0 {
+        return f64::INFINITY;
+    }
+    b.sort_by(|x, y| x.0.total_cmp(&y.0));
+    if b.last().is_none_or(|l| l.0 != f64::INFINITY) {
+        return f64::NAN;
+    }
+    // Coalesce equal bounds, then make the counts monotonic.
+    let mut c: Vec<(f64, f64)> = Vec::with_capacity(b.len());
+    for (le, n) in b {
+        match c.last_mut() {
+            Some(last) if last.0 == le => last.1 += n,
+            _ => c.push((le, n)),
+        }
+    }
+    let mut max = c[0].1;
+    for x in c.iter_mut().skip(1) {
+        if x.1 > max {
+            max = x.1;
+        } else if x.1 < max {
+            x.1 = max;
+        }
+    }
+    if c.len() < 2 {
+        return f64::NAN;
+    }
+    let observations = c[c.len() - 1].1;
+    if observations == 0.0 {
+        return f64::NAN;
+    }
+    let mut rank = q * observations;
+    let i = c[..c.len() - 1].partition_point(|x| x.1 < rank);
+    if i == c.len() - 1 {
+        return c[c.len() - 2].0;
+    }
+    if i == 0 && c[0].0 <= 0.0 {
+        return c[0].0;
+    }
+    let (mut start, end, mut count) = (0.0, c[i].0, c[i].1);
+    if i > 0 {
+        start = c[i - 1].0;
+        count -= c[i - 1].1;
+        rank -= c[i - 1].1;
+    }
+    start + (end - start) * (rank / count)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantiles_interpolate_like_prometheus() {
+        assert_eq!(quantile(0.5, &mut [4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert_eq!(quantile(0.0, &mut [4.0, 1.0]), 1.0);
+        assert_eq!(quantile(1.5, &mut [1.0]), f64::INFINITY);
+        assert!(quantile(0.5, &mut []).is_nan());
+    }
+
+    #[test]
+    fn bucket_quantiles_follow_the_classic_histogram_rules() {
+        let b = vec![(0.1, 10.0), (0.5, 30.0), (1.0, 40.0), (f64::INFINITY, 40.0)];
+        // rank 20 falls in (0.1, 0.5]: 0.1 + 0.4 × (10 / 20).
+        assert!((bucket_quantile(0.5, b.clone()) - 0.3).abs() < 1e-12);
+        // Past the last finite bucket: its bound.
+        assert_eq!(bucket_quantile(1.0, b.clone()), 1.0);
+        assert!(bucket_quantile(0.5, vec![(1.0, 3.0)]).is_nan());
+    }
+}
