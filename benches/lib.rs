@@ -48,6 +48,8 @@ fn gpu(uuid: &str, host: &str, index: u32, model: &str) -> GpuInfo {
         container: None,
         pod: None,
         namespace: None,
+        instance: None,
+        job: None,
     }
 }
 

@@ -17,6 +17,8 @@ fn gpu(i: u32) -> GpuInfo {
         container: None,
         pod: None,
         namespace: None,
+        instance: None,
+        job: None,
     }
 }
 

@@ -8,6 +8,7 @@ edges. Usage: python3 promql-conformance.py NODE_BINARY WORKDIR
 """
 import csv
 import json
+import re
 import socket
 import subprocess
 import sys
@@ -45,6 +46,11 @@ with open(f"{work}/in.csv") as f:
     for r in csv.DictReader(f):
         labels = {"UUID": r["uuid"], "gpu": r["gpu_id"], "device": r["device"],
                   "modelName": r["modelName"], "Hostname": r["Hostname"]}
+        # The target labels a Prometheus scrape adds, as the exporter's dump records them.
+        for k in ("instance", "job"):
+            m = re.search(rf'(?:^|,){k}="([^"]*)"', r.get("labels_raw", ""))
+            if m and m.group(1):
+                labels[k] = m.group(1)
         t = time.mktime(time.strptime(r["timestamp"], "%Y-%m-%dT%H:%M:%SZ")) - time.timezone
         families.setdefault(r["metric_name"], []).append((labels, t, r["value"]))
 first = min(t for s in families.values() for _, t, _ in s)
@@ -156,6 +162,8 @@ try:
         'sum(DCGM_FI_DEV_POWER_USAGE{instance=~".*", gpu=~".*"})',
         'DCGM_FI_DEV_SM_CLOCK{instance=~".*", gpu=~".*"} * 1000000',
         'DCGM_FI_DEV_FB_USED{instance=~".*", gpu=~"0|1"}',
+        'DCGM_FI_DEV_GPU_UTIL{instance=~"gen-dgx-h100-000:9400", gpu=~".*"}',
+        "sum by (instance, job) (DCGM_FI_DEV_POWER_USAGE)",
         # aggregations
         "avg by (Hostname) (DCGM_FI_DEV_GPU_TEMP)",
         "max by (Hostname, gpu) (DCGM_FI_DEV_POWER_USAGE)",
@@ -304,9 +312,11 @@ try:
         if sorted(map(json.dumps, a["data"])) != sorted(map(lambda s: json.dumps(s, sort_keys=True), b["data"])):
             sys.exit(f"series differ for {m}:\nnode {a}\nprom {b}")
         checked += 1
-    a = get(node_url, "/prometheus/api/v1/label/Hostname/values")
-    b = get(prom_url, "/api/v1/label/Hostname/values")
-    assert a["data"] == b["data"], (a, b)
+    for label in ("Hostname", "instance", "gpu"):
+        a = get(node_url, f"/prometheus/api/v1/label/{label}/values")
+        b = get(prom_url, f"/api/v1/label/{label}/values")
+        assert a["data"] == b["data"], (a, b)
+        checked += 1
     names = set(get(prom_url, "/api/v1/labels")["data"])
     assert names <= set(get(node_url, "/prometheus/api/v1/labels")["data"]), names
     print(f"promql: {checked} answers ({nonempty} non-empty) from {len(queries)} queries identical to Prometheus {get(prom_url, '/api/v1/status/buildinfo')['data']['version']}")

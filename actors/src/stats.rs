@@ -57,6 +57,12 @@ pub struct PipelineStats {
     pub append_seconds: Histogram,
     /// Time to write one batch to the store.
     pub store_write_seconds: Histogram,
+    /// Samples received by remote write and durable.
+    pub remote_write_samples: Counter,
+    /// Remote-written series refused (not a DCGM field, no GPU), by reason.
+    pub remote_write_refused_series: Family<ReasonLabel, Counter>,
+    /// Labels of remote-written series that were not kept (once per series).
+    pub remote_write_dropped_labels: Counter,
 }
 
 impl Default for PipelineStats {
@@ -76,6 +82,9 @@ impl Default for PipelineStats {
             damaged_partitions: Gauge::default(),
             append_seconds: latency_histogram(),
             store_write_seconds: latency_histogram(),
+            remote_write_samples: Counter::default(),
+            remote_write_refused_series: Family::default(),
+            remote_write_dropped_labels: Counter::default(),
         }
     }
 }
@@ -89,6 +98,15 @@ impl PipelineStats {
                 reason: reason.to_string(),
             })
             .inc();
+    }
+
+    /// Counts `n` remote-written series refused under `reason`.
+    pub fn refuse_remote_series(&self, reason: &str, n: u64) {
+        self.remote_write_refused_series
+            .get_or_create(&ReasonLabel {
+                reason: reason.to_string(),
+            })
+            .inc_by(n);
     }
 
     /// Registers every metric (clones share their values) under `registry`.
@@ -108,6 +126,21 @@ impl PipelineStats {
             "telemetry_samples_streamed",
             "Samples handed to the broker by this node's streamers",
             self.samples_streamed.clone(),
+        );
+        r.register(
+            "telemetry_remote_write_samples",
+            "Samples received by remote write and durable",
+            self.remote_write_samples.clone(),
+        );
+        r.register(
+            "telemetry_remote_write_refused_series",
+            "Remote-written series refused (not a DCGM field, no GPU identity), by reason",
+            self.remote_write_refused_series.clone(),
+        );
+        r.register(
+            "telemetry_remote_write_dropped_labels",
+            "Labels of remote-written series not kept as GPU attributes (once per series)",
+            self.remote_write_dropped_labels.clone(),
         );
         r.register(
             "telemetry_samples_acked",

@@ -26,6 +26,7 @@ mod metrics;
 mod openapi;
 mod params;
 mod prometheus;
+mod remote_write;
 mod state;
 mod summary;
 mod telemetry;
@@ -98,6 +99,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/metrics", get(gpus::list_metrics))
         .route("/api/v1/latest", get(summary::fleet_latest))
         .route("/api/v1/ingest", axum::routing::post(ingest::ingest))
+        .route("/api/v1/write", axum::routing::post(remote_write::write))
         .route(
             "/prometheus/api/v1/query_range",
             get(prometheus::query_range).post(prometheus::query_range),

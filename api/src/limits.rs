@@ -3,6 +3,7 @@
 //! | limit | value | at the limit |
 //! |---|---|---|
 //! | [`MAX_BODY_BYTES`] | 64 KiB per request body | 413, body not read further |
+//! | [`crate::remote_write::MAX_WRITE_BYTES`] | 16 MiB per remote write body (`/api/v1/write`) | 413 |
 //! | [`MAX_CONCURRENT_REQUESTS`] | 256 requests in flight per node | 503 with `Retry-After: 1` |
 //! | [`REQUEST_TIMEOUT`] | 30 s per request | 503 |
 //!
@@ -38,17 +39,16 @@ impl Default for InFlight {
 
 /// Middleware: refuses what is over a limit instead of queueing or reading it without bound.
 pub async fn enforce(State(inflight): State<InFlight>, req: Request, next: Next) -> Response {
+    let limit = body_limit(req.uri().path());
     let too_big = req
         .headers()
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| n > MAX_BODY_BYTES);
+        .is_some_and(|n| n > limit);
     if too_big {
-        return ApiError::too_large(format!(
-            "request bodies are limited to {MAX_BODY_BYTES} bytes"
-        ))
-        .into_response();
+        return ApiError::too_large(format!("request bodies are limited to {limit} bytes"))
+            .into_response();
     }
     let Ok(_permit) = inflight.0.try_acquire() else {
         let mut resp = ApiError::not_ready(format!(
@@ -60,13 +60,22 @@ pub async fn enforce(State(inflight): State<InFlight>, req: Request, next: Next)
         return resp;
     };
     // Bodies without a length (chunked) are capped while read.
-    let req = req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, MAX_BODY_BYTES)));
+    let req = req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, limit)));
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::not_ready(format!(
             "the request took longer than {REQUEST_TIMEOUT:?} and was abandoned"
         ))
         .into_response(),
+    }
+}
+
+/// The body limit of a path: remote write batches are larger than REST bodies.
+fn body_limit(path: &str) -> usize {
+    if path == "/api/v1/write" {
+        crate::remote_write::MAX_WRITE_BYTES
+    } else {
+        MAX_BODY_BYTES
     }
 }
 

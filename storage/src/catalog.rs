@@ -175,9 +175,7 @@ impl Catalog {
     /// Loads a GPU record of the `gpus` keyspace.
     pub fn load_gpu(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         let uuid = std::str::from_utf8(key).map_err(|e| corrupt("gpu", e))?;
-        let ((id, info), _): ((u32, GpuInfo), usize) =
-            bincode::decode_from_slice(value, bincode::config::standard())
-                .map_err(|e| corrupt("gpu", e))?;
+        let (id, info) = crate::model::decode_gpu_record(value).map_err(|e| corrupt("gpu", e))?;
         if info.uuid != uuid {
             return Err(corrupt("gpu", format!("key {uuid} holds {}", info.uuid)));
         }

@@ -38,6 +38,71 @@ pub struct GpuInfo {
     pub pod: Option<String>,
     /// Kubernetes namespace of that pod, when DCGM reported one.
     pub namespace: Option<String>,
+    /// Prometheus' `instance` of the exporter the GPU was read from, when known.
+    pub instance: Option<String>,
+    /// Prometheus' `job` that scraped it, when known.
+    pub job: Option<String>,
+}
+
+/// A GPU as batches and stores written before `instance` and `job` existed hold it (store
+/// format 2, batches without [`BATCH_MARK`]); read, never written.
+#[derive(Decode)]
+struct LegacyGpuInfo {
+    uuid: String,
+    hostname: String,
+    gpu_index: u32,
+    device: String,
+    model: String,
+    container: Option<String>,
+    pod: Option<String>,
+    namespace: Option<String>,
+}
+
+impl From<LegacyGpuInfo> for GpuInfo {
+    fn from(g: LegacyGpuInfo) -> Self {
+        Self {
+            uuid: g.uuid,
+            hostname: g.hostname,
+            gpu_index: g.gpu_index,
+            device: g.device,
+            model: g.model,
+            container: g.container,
+            pod: g.pod,
+            namespace: g.namespace,
+            instance: None,
+            job: None,
+        }
+    }
+}
+
+/// A batch as written before [`BATCH_MARK`] (legacy GPUs); read, never written.
+#[derive(Decode)]
+struct LegacySampleBatch {
+    gpus: Vec<LegacyGpuInfo>,
+    metrics: Vec<String>,
+    samples: Vec<BatchSample>,
+    trace: Option<String>,
+}
+
+/// First byte of a versioned batch encoding: never the first byte of a legacy one (bincode's
+/// varint uses 251–254 as markers and never writes 255).
+pub const BATCH_MARK: u8 = 0xFF;
+/// Version of the batch encoding after [`BATCH_MARK`].
+pub const BATCH_VERSION: u8 = 1;
+
+/// Decodes a `gpus` keyspace record, `(id, GpuInfo)`, of this format or of format 2.
+pub(crate) fn decode_gpu_record(value: &[u8]) -> std::result::Result<(u32, GpuInfo), String> {
+    let config = bincode::config::standard();
+    if let Ok((rec, used)) = bincode::decode_from_slice::<(u32, GpuInfo), _>(value, config) {
+        if used == value.len() {
+            return Ok(rec);
+        }
+    }
+    match bincode::decode_from_slice::<(u32, LegacyGpuInfo), _>(value, config) {
+        Ok(((id, g), used)) if used == value.len() => Ok((id, g.into())),
+        Ok((_, used)) => Err(format!("{} trailing bytes", value.len() - used)),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 impl GpuInfo {
@@ -52,6 +117,8 @@ impl GpuInfo {
             container: None,
             pod: None,
             namespace: None,
+            instance: None,
+            job: None,
         }
     }
 }
@@ -93,27 +160,46 @@ impl SampleBatch {
         self.samples.is_empty()
     }
 
-    /// Encodes the batch for the broker log and the wire (bincode 2, standard config).
+    /// Encodes the batch for the broker log and the wire: [`BATCH_MARK`], [`BATCH_VERSION`],
+    /// then bincode 2 (standard config).
     #[allow(clippy::expect_used)] // an invariant of the types, not of any input
     pub fn encode(&self) -> Vec<u8> {
-        bincode::encode_to_vec(self, bincode::config::standard())
-            .expect("a SampleBatch always encodes: strings, integers and floats into a Vec")
+        let mut out = vec![BATCH_MARK, BATCH_VERSION];
+        bincode::encode_into_std_write(self, &mut out, bincode::config::standard())
+            .expect("a SampleBatch always encodes: strings, integers and floats into a Vec");
+        out
     }
 
-    /// Decodes and validates a batch; dangling dictionary indexes are an error, not a panic later.
+    /// Decodes and validates a batch of this encoding or a legacy one (logs written by an
+    /// older version replay); dangling dictionary indexes are an error, not a panic later.
     pub fn decode(bytes: &[u8]) -> Result<Self> {
-        let (batch, used): (SampleBatch, usize) =
-            bincode::decode_from_slice(bytes, decode_config()).map_err(|e| {
-                StorageError::Corrupt {
-                    what: "batch",
-                    detail: e.to_string(),
-                }
-            })?;
-        if used != bytes.len() {
-            return Err(StorageError::Corrupt {
-                what: "batch",
-                detail: format!("{} trailing bytes", bytes.len() - used),
-            });
+        let corrupt = |detail: String| StorageError::Corrupt {
+            what: "batch",
+            detail,
+        };
+        let (batch, used, len) = match bytes {
+            [BATCH_MARK, BATCH_VERSION, body @ ..] => {
+                let (b, used): (SampleBatch, usize) =
+                    bincode::decode_from_slice(body, decode_config())
+                        .map_err(|e| corrupt(e.to_string()))?;
+                (b, used, body.len())
+            }
+            [BATCH_MARK, v, ..] => return Err(corrupt(format!("batch encoding version {v}"))),
+            _ => {
+                let (b, used): (LegacySampleBatch, usize) =
+                    bincode::decode_from_slice(bytes, decode_config())
+                        .map_err(|e| corrupt(e.to_string()))?;
+                let batch = SampleBatch {
+                    gpus: b.gpus.into_iter().map(GpuInfo::from).collect(),
+                    metrics: b.metrics,
+                    samples: b.samples,
+                    trace: b.trace,
+                };
+                (batch, used, bytes.len())
+            }
+        };
+        if used != len {
+            return Err(corrupt(format!("{} trailing bytes", len - used)));
         }
         batch.validate()?;
         Ok(batch)
@@ -251,7 +337,66 @@ pub(crate) mod tests {
             container: None,
             pod: None,
             namespace: None,
+            instance: None,
+            job: None,
         }
+    }
+
+    #[test]
+    fn batches_and_gpu_records_of_the_previous_format_still_decode() {
+        type Legacy = (
+            String,
+            String,
+            u32,
+            String,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        let g: Legacy = (
+            "GPU-1".into(),
+            "h".into(),
+            2,
+            "nvidia2".into(),
+            "m".into(),
+            None,
+            Some("p".into()),
+            None,
+        );
+        let s = BatchSample {
+            gpu: 0,
+            metric: 0,
+            timestamp: 5,
+            value: 1.5,
+        };
+        let legacy = (
+            vec![g.clone()],
+            vec!["T".to_string()],
+            vec![s],
+            None::<String>,
+        );
+        let bytes = bincode::encode_to_vec(&legacy, bincode::config::standard()).expect("encodes");
+        let batch = SampleBatch::decode(&bytes).expect("a legacy batch decodes");
+        assert_eq!(batch.gpus[0].pod.as_deref(), Some("p"));
+        assert_eq!(
+            (batch.gpus[0].instance.as_ref(), batch.samples[0]),
+            (None, s)
+        );
+        // Today's encoding round-trips, with instance and job.
+        let mut now = batch.clone();
+        now.gpus[0].instance = Some("10.0.0.1:9400".into());
+        assert_eq!(SampleBatch::decode(&now.encode()).expect("decodes"), now);
+        assert!(SampleBatch::decode(&[BATCH_MARK, 9, 0]).is_err());
+        // The store's GPU records: both layouts.
+        let old = bincode::encode_to_vec((7u32, g), bincode::config::standard()).expect("encodes");
+        assert_eq!(decode_gpu_record(&old).expect("legacy").1.uuid, "GPU-1");
+        let new = bincode::encode_to_vec((7u32, &now.gpus[0]), bincode::config::standard())
+            .expect("encodes");
+        assert_eq!(
+            decode_gpu_record(&new).expect("current"),
+            (7, now.gpus[0].clone())
+        );
     }
 
     #[test]

@@ -36,7 +36,10 @@ pub const MAX_CHECKPOINT_DELAY: Duration = Duration::from_secs(60);
 /// Default bound of samples held in heads; a write that reaches it checkpoints at once.
 pub const DEFAULT_MAX_HEAD_SAMPLES: usize = 4 << 20;
 
-const FORMAT: u8 = 2;
+const FORMAT: u8 = 3;
+/// The format before GPUs had `instance` and `job`: read as is, marked 3 at open (the next
+/// checkpoints write GPU records that a format-2 binary could not read).
+const FORMAT_WITHOUT_INSTANCE: u8 = 2;
 const META_FORMAT: &[u8] = b"format";
 pub(crate) const META_COUNT: &[u8] = b"samples_stored";
 pub(crate) const META_GENERATION: &[u8] = b"generation";
@@ -217,6 +220,7 @@ impl Store {
         };
         match ks.meta.get(META_FORMAT)? {
             Some(v) if *v == [FORMAT] => {}
+            Some(v) if *v == [FORMAT_WITHOUT_INSTANCE] => ks.meta.insert(META_FORMAT, [FORMAT])?,
             Some(v) => {
                 return Err(StorageError::Config(format!(
                     "store format {v:?} is not {FORMAT}: written by another version"

@@ -21,6 +21,8 @@ fn gpu(uuid: &str, host: &str) -> GpuInfo {
         container: None,
         pod: None,
         namespace: None,
+        instance: None,
+        job: None,
     }
 }
 

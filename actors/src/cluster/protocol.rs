@@ -10,7 +10,7 @@ use telemetry_storage::{GpuDigest, GpuInfo, SpanDigest};
 use super::membership::NodeInfo;
 
 /// Version of this protocol; a message with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 3;
+pub const PROTOCOL_VERSION: u16 = 4;
 /// Largest message accepted, far below ractor_cluster's 16 MiB frame cap.
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 

@@ -45,6 +45,7 @@ pub struct Columns {
     container: Option<usize>,
     pod: Option<usize>,
     namespace: Option<usize>,
+    labels_raw: Option<usize>,
     count: usize,
 }
 
@@ -77,6 +78,7 @@ impl Columns {
             container: find("container"),
             pod: find("pod"),
             namespace: find("namespace"),
+            labels_raw: find("labels_raw"),
             count: header.len(),
         })
     }
@@ -191,6 +193,9 @@ impl RowParser {
             opt(rec, c.pod),
             opt(rec, c.namespace),
         );
+        // `instance` and `job` are read from `labels_raw` only when the GPU's record is
+        // (re)built: scanning it on every row would cost more than the rest of the row.
+        let raw_labels = c.labels_raw.and_then(|i| rec.get(i)).unwrap_or("");
         let fresh = |uuid: &str| GpuInfo {
             uuid: uuid.to_string(),
             hostname: hostname.to_string(),
@@ -200,6 +205,8 @@ impl RowParser {
             container: container.clone(),
             pod: pod.clone(),
             namespace: namespace.clone(),
+            instance: raw_label(raw_labels, "instance"),
+            job: raw_label(raw_labels, "job"),
         };
         let info = self
             .gpus
@@ -217,6 +224,20 @@ impl RowParser {
         }
         Ok((row, info))
     }
+}
+
+/// The value of `name` in an exporter's `labels_raw` (`a="x",name="y",…`), if set.
+pub fn raw_label(raw: &str, name: &str) -> Option<String> {
+    let mut rest = raw;
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once("=\"")?;
+        let end = after.find('"')?;
+        if key.trim_start_matches(',').trim() == name {
+            return Some(after[..end].to_string()).filter(|v| !v.is_empty());
+        }
+        rest = &after[end + 1..];
+    }
+    None
 }
 
 /// Parses CSV timestamps, reusing the previous answer for the same text: the rows of one
@@ -328,6 +349,16 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn instance_and_job_come_from_labels_raw() {
+        let raw = r#"DCGM_FI_DRIVER_VERSION="535.129.03",Hostname="h",instance="h:9400",job="dcgm",modelName="M""#;
+        assert_eq!(raw_label(raw, "instance").as_deref(), Some("h:9400"));
+        assert_eq!(raw_label(raw, "job").as_deref(), Some("dcgm"));
+        assert_eq!(raw_label(raw, "pod"), None);
+        assert_eq!(raw_label("", "job"), None);
+        assert_eq!(raw_label("broken=\"x", "broken"), None);
     }
 
     #[test]

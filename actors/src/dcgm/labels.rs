@@ -15,13 +15,18 @@ pub const MODEL: &str = "modelName";
 pub const HOSTNAME: &str = "Hostname";
 /// Kubernetes attributes, present only when set.
 pub const WORKLOAD: [&str; 3] = ["container", "pod", "namespace"];
+/// Prometheus' target labels: the exporter's address and the scrape job, present only when set
+/// (from remote write, from a CSV's `labels_raw`, from the node's own scrapes).
+pub const TARGET: [&str; 2] = ["instance", "job"];
 /// Every label a GPU series has or may have, sorted.
-pub const NAMES: [&str; 8] = [
+pub const NAMES: [&str; 10] = [
     HOSTNAME,
     UUID,
     "container",
     DEVICE,
     GPU,
+    "instance",
+    "job",
     MODEL,
     "namespace",
     "pod",
@@ -55,10 +60,13 @@ pub fn gpu_from_labels<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Result<GpuI
         container: set(WORKLOAD[0]),
         pod: set(WORKLOAD[1]),
         namespace: set(WORKLOAD[2]),
+        instance: set(TARGET[0]),
+        job: set(TARGET[1]),
     })
 }
 
-/// The labels of a GPU's series (workload labels only when set), inverse of [`gpu_from_labels`].
+/// The labels of a GPU's series (workload and target labels only when set), inverse of
+/// [`gpu_from_labels`].
 pub fn labels_of(gpu: &GpuInfo) -> Vec<(&'static str, String)> {
     let mut l = vec![
         (UUID, gpu.uuid.clone()),
@@ -67,8 +75,14 @@ pub fn labels_of(gpu: &GpuInfo) -> Vec<(&'static str, String)> {
         (MODEL, gpu.model.clone()),
         (HOSTNAME, gpu.hostname.clone()),
     ];
-    let workload = [&gpu.container, &gpu.pod, &gpu.namespace];
-    for (k, v) in WORKLOAD.into_iter().zip(workload) {
+    let optional = [
+        &gpu.container,
+        &gpu.pod,
+        &gpu.namespace,
+        &gpu.instance,
+        &gpu.job,
+    ];
+    for (k, v) in WORKLOAD.into_iter().chain(TARGET).zip(optional) {
         if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
             l.push((k, v.clone()));
         }
