@@ -50,6 +50,8 @@ fn gpu(uuid: &str, host: &str, index: u32, model: &str) -> GpuInfo {
         namespace: None,
         instance: None,
         job: None,
+        driver_version: None,
+        pci_bus_id: None,
     }
 }
 

@@ -19,6 +19,8 @@ fn gpu(i: u32) -> GpuInfo {
         namespace: None,
         instance: None,
         job: None,
+        driver_version: None,
+        pci_bus_id: None,
     }
 }
 

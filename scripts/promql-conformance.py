@@ -47,7 +47,7 @@ with open(f"{work}/in.csv") as f:
         labels = {"UUID": r["uuid"], "gpu": r["gpu_id"], "device": r["device"],
                   "modelName": r["modelName"], "Hostname": r["Hostname"]}
         # The target labels a Prometheus scrape adds, as the exporter's dump records them.
-        for k in ("instance", "job"):
+        for k in ("instance", "job", "DCGM_FI_DRIVER_VERSION", "pci_bus_id"):
             m = re.search(rf'(?:^|,){k}="([^"]*)"', r.get("labels_raw", ""))
             if m and m.group(1):
                 labels[k] = m.group(1)

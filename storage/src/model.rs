@@ -42,6 +42,10 @@ pub struct GpuInfo {
     pub instance: Option<String>,
     /// Prometheus' `job` that scraped it, when known.
     pub job: Option<String>,
+    /// NVIDIA driver version (dcgm-exporter's `DCGM_FI_DRIVER_VERSION` label), when known.
+    pub driver_version: Option<String>,
+    /// PCI bus id (dcgm-exporter's `pci_bus_id` label), when known.
+    pub pci_bus_id: Option<String>,
 }
 
 /// A GPU as batches and stores written before `instance` and `job` existed hold it (store
@@ -71,6 +75,8 @@ impl From<LegacyGpuInfo> for GpuInfo {
             namespace: g.namespace,
             instance: None,
             job: None,
+            driver_version: None,
+            pci_bus_id: None,
         }
     }
 }
@@ -119,6 +125,8 @@ impl GpuInfo {
             namespace: None,
             instance: None,
             job: None,
+            driver_version: None,
+            pci_bus_id: None,
         }
     }
 }
@@ -339,6 +347,8 @@ pub(crate) mod tests {
             namespace: None,
             instance: None,
             job: None,
+            driver_version: None,
+            pci_bus_id: None,
         }
     }
 

@@ -23,6 +23,8 @@ fn gpu(uuid: &str, host: &str) -> GpuInfo {
         namespace: None,
         instance: None,
         job: None,
+        driver_version: None,
+        pci_bus_id: None,
     }
 }
 

@@ -207,6 +207,8 @@ impl RowParser {
             namespace: namespace.clone(),
             instance: raw_label(raw_labels, "instance"),
             job: raw_label(raw_labels, "job"),
+            driver_version: raw_label(raw_labels, super::labels::DRIVER_VERSION),
+            pci_bus_id: raw_label(raw_labels, "pci_bus_id"),
         };
         let info = self
             .gpus

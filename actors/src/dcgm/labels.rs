@@ -15,11 +15,15 @@ pub const MODEL: &str = "modelName";
 pub const HOSTNAME: &str = "Hostname";
 /// Kubernetes attributes, present only when set.
 pub const WORKLOAD: [&str; 3] = ["container", "pod", "namespace"];
-/// Prometheus' target labels: the exporter's address and the scrape job, present only when set
-/// (from remote write, from a CSV's `labels_raw`, from the node's own scrapes).
-pub const TARGET: [&str; 2] = ["instance", "job"];
+/// Prometheus' target labels (the exporter's address and the scrape job) and the exporter's
+/// per-GPU labels (driver version, PCI bus id), present only when set: from remote write and
+/// from a CSV's `labels_raw`.
+pub const TARGET: [&str; 4] = ["instance", "job", DRIVER_VERSION, "pci_bus_id"];
+/// The driver version label dcgm-exporter puts on every series.
+pub const DRIVER_VERSION: &str = "DCGM_FI_DRIVER_VERSION";
 /// Every label a GPU series has or may have, sorted.
-pub const NAMES: [&str; 10] = [
+pub const NAMES: [&str; 12] = [
+    DRIVER_VERSION,
     HOSTNAME,
     UUID,
     "container",
@@ -29,6 +33,7 @@ pub const NAMES: [&str; 10] = [
     "job",
     MODEL,
     "namespace",
+    "pci_bus_id",
     "pod",
 ];
 
@@ -62,6 +67,8 @@ pub fn gpu_from_labels<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Result<GpuI
         namespace: set(WORKLOAD[2]),
         instance: set(TARGET[0]),
         job: set(TARGET[1]),
+        driver_version: set(TARGET[2]),
+        pci_bus_id: set(TARGET[3]),
     })
 }
 
@@ -81,6 +88,8 @@ pub fn labels_of(gpu: &GpuInfo) -> Vec<(&'static str, String)> {
         &gpu.namespace,
         &gpu.instance,
         &gpu.job,
+        &gpu.driver_version,
+        &gpu.pci_bus_id,
     ];
     for (k, v) in WORKLOAD.into_iter().chain(TARGET).zip(optional) {
         if let Some(v) = v.as_ref().filter(|v| !v.is_empty()) {
@@ -115,6 +124,17 @@ mod tests {
         let back: HashMap<&str, String> = labels_of(&gpu).into_iter().collect();
         assert_eq!(back.len(), 6, "an empty container is no label");
         assert!(labels_of(&gpu).iter().all(|(k, _)| NAMES.contains(k)));
+        let full = GpuInfo {
+            driver_version: Some("535".into()),
+            pci_bus_id: Some("00000000:1B:00.0".into()),
+            instance: Some("h:9400".into()),
+            job: Some("dcgm".into()),
+            ..gpu.clone()
+        };
+        let back: HashMap<&str, String> = labels_of(&full).into_iter().collect();
+        assert_eq!(back.len(), 10, "every optional label once set");
+        let again = gpu_from_labels(|k| back.get(k).map(String::as_str)).expect("a GPU");
+        assert_eq!(again, full);
         assert_eq!(gpu_from_labels(|_| None), Err(LabelError::NoUuid));
         let mut sorted = NAMES;
         sorted.sort_unstable();

@@ -4,7 +4,7 @@ use telemetry_actors::dcgm::labels::{self as dcgm_labels, LabelError};
 use telemetry_storage::{GpuInfo, MAX_NAME_BYTES};
 
 /// Label names the GPU's attributes are read from; every other label is dropped.
-const KEPT: [&str; 12] = [
+const KEPT: [&str; 14] = [
     "__name__",
     dcgm_labels::UUID,
     dcgm_labels::GPU,
@@ -17,6 +17,8 @@ const KEPT: [&str; 12] = [
     "namespace",
     "instance",
     "job",
+    dcgm_labels::DRIVER_VERSION,
+    "pci_bus_id",
 ];
 
 /// A series mapped onto a GPU and metric.
@@ -125,6 +127,7 @@ mod tests {
             ("instance", "10.0.0.1:9400"),
             ("job", "dcgm"),
             ("DCGM_FI_DRIVER_VERSION", "535"),
+            ("err_code", "0"),
             ("namespace", "ml"),
         ];
         let got = m(&exporter).expect("maps");
@@ -138,7 +141,8 @@ mod tests {
             ("GPU-1", 2, "node-1")
         );
         assert_eq!(got.gpu.namespace.as_deref(), Some("ml"));
-        assert_eq!(got.dropped, ["DCGM_FI_DRIVER_VERSION"]);
+        assert_eq!(got.dropped, ["err_code"]);
+        assert_eq!(got.gpu.driver_version.as_deref(), Some("535"));
         assert_eq!(
             (got.gpu.instance.as_deref(), got.gpu.job.as_deref()),
             (Some("10.0.0.1:9400"), Some("dcgm"))

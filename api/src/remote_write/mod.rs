@@ -4,9 +4,10 @@
 //!
 //! Each series becomes samples of one GPU and metric ([`map`]): a `DCGM_FI_*` name, and a GPU
 //! identity (`UUID`, or `Hostname`/`hostname` with `gpu` or `device`). The attributes we model
-//! (`gpu`, `device`, `modelName`, `Hostname`, `container`, `pod`, `namespace`, and the target's
-//! `instance` and `job`) become the GPU's; any other label (`DCGM_FI_DRIVER_VERSION`,
-//! `pci_bus_id`, …) is dropped and counted.
+//! (`gpu`, `device`, `modelName`, `Hostname`, `container`, `pod`, `namespace`, the target's
+//! `instance` and `job`, the exporter's `DCGM_FI_DRIVER_VERSION` and `pci_bus_id`) become the
+//! GPU's; any other label (`err_code` of XID series, relabelling leftovers) is dropped and
+//! counted.
 //! A series that is not a DCGM field or names no GPU is refused and counted by reason (in the
 //! answer and in `telemetry_remote_write_refused_series_total`), never silently.
 //!
@@ -162,4 +163,77 @@ fn parse(body: &[u8], partitions: u32) -> Result<(Batches, WriteSummary), ApiErr
             .map(|(p, b)| (p, Arc::new(b.encode()))),
     );
     Ok((out, summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use telemetry_storage::SampleBatch;
+
+    fn body(series: Vec<proto::TimeSeries>) -> Vec<u8> {
+        let raw = proto::WriteRequest { timeseries: series }.encode_to_vec();
+        snap::raw::Encoder::new()
+            .compress_vec(&raw)
+            .expect("compresses")
+    }
+
+    fn series(labels: &[(&str, &str)], samples: &[(i64, f64)]) -> proto::TimeSeries {
+        proto::TimeSeries {
+            labels: labels
+                .iter()
+                .map(|(n, v)| proto::Label {
+                    name: n.to_string(),
+                    value: v.to_string(),
+                })
+                .collect(),
+            samples: samples
+                .iter()
+                .map(|&(timestamp, value)| proto::Sample { value, timestamp })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_request_becomes_partition_batches_and_a_summary() {
+        let gpu = [
+            ("__name__", "DCGM_FI_DEV_GPU_TEMP"),
+            ("UUID", "GPU-1"),
+            ("gpu", "0"),
+            ("instance", "h:9400"),
+            ("job", "dcgm"),
+            ("DCGM_FI_DRIVER_VERSION", "535"),
+            ("err_code", "0"),
+        ];
+        let stale = f64::from_bits(STALE_NAN);
+        let req = body(vec![
+            series(&gpu, &[(1_000, 40.0), (2_000, 41.0), (3_000, stale)]),
+            series(
+                &[("__name__", "up"), ("instance", "h:9400")],
+                &[(1_000, 1.0)],
+            ),
+        ]);
+        let (batches, summary) = parse(&req, 4).expect("parses");
+        assert_eq!(
+            (summary.series, summary.samples, summary.stale_markers),
+            (2, 2, 1)
+        );
+        assert_eq!(summary.refused_series.get("not_dcgm"), Some(&1));
+        assert_eq!(summary.dropped_labels.get("err_code"), Some(&1));
+        assert_eq!(batches.len(), 1);
+        let b = SampleBatch::decode(&batches[0].1).expect("decodes");
+        let g = &b.gpus[0];
+        assert_eq!(
+            (
+                g.instance.as_deref(),
+                g.job.as_deref(),
+                g.driver_version.as_deref()
+            ),
+            (Some("h:9400"), Some("dcgm"), Some("535"))
+        );
+        assert!(parse(b"not snappy", 4).is_err());
+        let not_proto = snap::raw::Encoder::new()
+            .compress_vec(&[0xFF; 10])
+            .expect("compresses");
+        assert!(parse(&not_proto, 4).is_err());
+    }
 }
