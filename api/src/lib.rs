@@ -47,7 +47,10 @@ pub use gpus::{Gpu, GpuDetail, GpuList, MetricList};
 pub use gpus::{DEFAULT_GPU_LIMIT, MAX_GPU_LIMIT};
 pub use ingest::IngestSummary;
 pub use ingest::INGEST_DEADLINE;
-pub use limits::{MAX_BODY_BYTES, MAX_CONCURRENT_REQUESTS, REQUEST_TIMEOUT};
+pub use limits::{
+    INGEST_REQUEST_TIMEOUT, MAX_BODY_BYTES, MAX_CONCURRENT_REQUESTS, MAX_INGEST_BYTES,
+    REQUEST_TIMEOUT,
+};
 pub use metrics::Metrics;
 pub use state::{Api, AppState};
 pub use summary::MAX_STEPS;

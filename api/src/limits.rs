@@ -4,6 +4,8 @@
 //! |---|---|---|
 //! | [`MAX_BODY_BYTES`] | 64 KiB per request body | 413, body not read further |
 //! | [`crate::remote_write::MAX_WRITE_BYTES`] | 16 MiB per remote write body (`/api/v1/write`) | 413 |
+//! | [`MAX_INGEST_BYTES`] | 64 GiB per streamed ingest body (`/api/v1/ingest`) | 413 (what came before is stored) |
+//! | [`INGEST_REQUEST_TIMEOUT`] | 1 h per ingest request | 503 (what came before is stored) |
 //! | [`MAX_CONCURRENT_REQUESTS`] | 256 requests in flight per node | 503 with `Retry-After: 1` |
 //! | [`REQUEST_TIMEOUT`] | 30 s per request | 503 |
 //!
@@ -26,6 +28,10 @@ pub const MAX_BODY_BYTES: usize = 64 << 10;
 pub const MAX_CONCURRENT_REQUESTS: usize = 256;
 /// Longest time one request may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Largest streamed ingest body (its memory is bounded by queues, not by this).
+pub const MAX_INGEST_BYTES: usize = 64 << 30;
+/// Longest time one streamed ingest request may take (a whole file at a few hundred MB/s).
+pub const INGEST_REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// Permits for requests in flight.
 #[derive(Clone)]
@@ -40,6 +46,7 @@ impl Default for InFlight {
 /// Middleware: refuses what is over a limit instead of queueing or reading it without bound.
 pub async fn enforce(State(inflight): State<InFlight>, req: Request, next: Next) -> Response {
     let limit = body_limit(req.uri().path());
+    let path_is_ingest = req.uri().path() == "/api/v1/ingest";
     let too_big = req
         .headers()
         .get(header::CONTENT_LENGTH)
@@ -61,10 +68,15 @@ pub async fn enforce(State(inflight): State<InFlight>, req: Request, next: Next)
     };
     // Bodies without a length (chunked) are capped while read.
     let req = req.map(|b| axum::body::Body::new(http_body_util::Limited::new(b, limit)));
-    match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
+    let timeout = if path_is_ingest {
+        INGEST_REQUEST_TIMEOUT
+    } else {
+        REQUEST_TIMEOUT
+    };
+    match tokio::time::timeout(timeout, next.run(req)).await {
         Ok(resp) => resp,
         Err(_) => ApiError::not_ready(format!(
-            "the request took longer than {REQUEST_TIMEOUT:?} and was abandoned"
+            "the request took longer than {timeout:?} and was abandoned"
         ))
         .into_response(),
     }
@@ -72,10 +84,10 @@ pub async fn enforce(State(inflight): State<InFlight>, req: Request, next: Next)
 
 /// The body limit of a path: remote write batches are larger than REST bodies.
 fn body_limit(path: &str) -> usize {
-    if path == "/api/v1/write" {
-        crate::remote_write::MAX_WRITE_BYTES
-    } else {
-        MAX_BODY_BYTES
+    match path {
+        "/api/v1/write" => crate::remote_write::MAX_WRITE_BYTES,
+        "/api/v1/ingest" => MAX_INGEST_BYTES,
+        _ => MAX_BODY_BYTES,
     }
 }
 

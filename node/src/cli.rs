@@ -334,12 +334,12 @@ pub fn cluster(args: &ClusterArgs) -> anyhow::Result<()> {
     })
 }
 
-/// Bytes of CSV per request the importer aims for.
-const IMPORT_CHUNK_BYTES: usize = 48 << 10;
+/// Bytes of CSV per request the importer aims for: the node streams each body, so a chunk only
+/// bounds what one failed request sends again (and the importer's memory).
+const IMPORT_CHUNK_BYTES: usize = 8 << 20;
 /// Chunks the importer keeps in flight.
-const IMPORT_IN_FLIGHT: usize = 4;
-/// The API's request body limit, which no chunk may reach.
-const IMPORT_MAX_REQUEST: usize = telemetry_api::MAX_BODY_BYTES;
+const IMPORT_IN_FLIGHT: usize = 2;
+const _: () = assert!(IMPORT_CHUNK_BYTES * 2 < telemetry_api::MAX_INGEST_BYTES);
 
 /// Options of `telemetry-node import`.
 #[derive(Debug, Clone, Args)]
@@ -365,15 +365,6 @@ struct Totals {
 }
 
 impl Totals {
-    /// A row skipped here, before sending.
-    fn reject(&mut self, reason: &str, example: String) {
-        self.rows += 1;
-        *self.rejected.entry(reason.to_string()).or_default() += 1;
-        if self.examples.len() < 5 {
-            self.examples.push(example);
-        }
-    }
-
     /// A node's answer to one chunk.
     fn add(&mut self, s: IngestSummary) {
         self.rows += s.rows;
@@ -389,75 +380,94 @@ impl Totals {
     }
 }
 
-/// Records gathered into request bodies: the header, then records up to
-/// [`IMPORT_CHUNK_BYTES`] and always under [`IMPORT_MAX_REQUEST`].
-struct Chunker {
-    header: csv::ByteRecord,
-    chunk: csv::Writer<Vec<u8>>,
-    records: usize,
+/// The file cut into request bodies: its header line, then whole lines up to
+/// [`IMPORT_CHUNK_BYTES`], cut at a newline outside quotes. The bytes go as they are (the node
+/// parses and counts every row), so the importer costs little CPU.
+struct Chunker<R> {
+    input: R,
+    header: Vec<u8>,
+    carry: Vec<u8>,
+    done: bool,
 }
 
-impl Chunker {
-    fn new(header: csv::ByteRecord) -> anyhow::Result<Self> {
-        let chunk = Self::start(&header)?;
+impl<R: std::io::Read> Chunker<R> {
+    fn new(mut input: R) -> anyhow::Result<Self> {
+        let mut carry = Vec::new();
+        let mut done = false;
+        let header_end = loop {
+            if let Some(at) = cut(&carry, true) {
+                break at;
+            }
+            if done || carry.len() > IMPORT_CHUNK_BYTES {
+                anyhow::bail!("no header line");
+            }
+            done = fill(&mut input, &mut carry, 64 << 10)?;
+        };
+        let rest = carry.split_off(header_end);
         Ok(Self {
-            header,
-            chunk,
-            records: 0,
+            input,
+            header: carry,
+            carry: rest,
+            done,
         })
     }
 
-    fn start(header: &csv::ByteRecord) -> anyhow::Result<csv::Writer<Vec<u8>>> {
-        let mut w = csv::Writer::from_writer(Vec::with_capacity(IMPORT_CHUNK_BYTES + 4096));
-        w.write_byte_record(header)?;
-        Ok(w)
-    }
-
-    /// Adds a record (one too long for any request is rejected in `t`); returns the chunk
-    /// before it when that chunk is full and must be sent first.
-    fn add(&mut self, rec: &csv::ByteRecord, t: &mut Totals) -> anyhow::Result<Option<Vec<u8>>> {
-        // Worst case of a record written as CSV: every byte a doubled quote.
-        let size = 2 * rec.as_slice().len() + 3 * rec.len() + 2;
-        if size + self.header.as_slice().len() * 3 > IMPORT_MAX_REQUEST {
-            t.reject("line_too_long", "a record too long for one request".into());
+    /// The next body, or `None` at the end of the file.
+    fn next(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
+        while !self.done && self.carry.len() < IMPORT_CHUNK_BYTES {
+            let want = IMPORT_CHUNK_BYTES - self.carry.len();
+            self.done = fill(&mut self.input, &mut self.carry, want)?;
+        }
+        if self.carry.is_empty() {
             return Ok(None);
         }
-        // The writer buffers; flushing into the Vec makes its length the chunk's size.
-        self.chunk.flush()?;
-        let len = self.chunk.get_ref().len();
-        let full = len + size > IMPORT_MAX_REQUEST - 1024 || len >= IMPORT_CHUNK_BYTES;
-        let body = if full && self.records > 0 {
-            self.take()?
-        } else {
-            None
+        let at = match cut(&self.carry, false) {
+            Some(at) if !self.done => at,
+            // The end of the file, or one line longer than a chunk: all of it (the node
+            // skips and counts an overlong record).
+            _ => self.carry.len(),
         };
-        self.chunk.write_byte_record(rec)?;
-        self.records += 1;
-        Ok(body)
+        let rest = self.carry.split_off(at);
+        let mut body = Vec::with_capacity(self.header.len() + at);
+        body.extend_from_slice(&self.header);
+        body.append(&mut self.carry);
+        self.carry = rest;
+        Ok(Some(body))
     }
+}
 
-    /// The last chunk, if it holds any record.
-    fn finish(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
-        self.take()
-    }
+/// Reads up to `want` more bytes into `buf`; true at the end of the input.
+fn fill(input: &mut impl std::io::Read, buf: &mut Vec<u8>, want: usize) -> anyhow::Result<bool> {
+    let start = buf.len();
+    buf.resize(start + want, 0);
+    let n = input.read(&mut buf[start..]).context("reading the file")?;
+    buf.truncate(start + n);
+    Ok(n == 0)
+}
 
-    fn take(&mut self) -> anyhow::Result<Option<Vec<u8>>> {
-        if self.records == 0 {
-            return Ok(None);
+/// Where to cut `bytes`: after the first (`first`) or the last newline outside quotes.
+fn cut(bytes: &[u8], first: bool) -> Option<usize> {
+    let mut quoted = false;
+    let mut last = None;
+    for i in memchr::memchr2_iter(b'"', b'\n', bytes) {
+        if bytes[i] == b'"' {
+            quoted = !quoted;
+        } else if !quoted {
+            if first {
+                return Some(i + 1);
+            }
+            last = Some(i + 1);
         }
-        let next = Self::start(&self.header)?;
-        self.records = 0;
-        Ok(Some(std::mem::replace(&mut self.chunk, next).into_inner()?))
     }
+    last
 }
 
 pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
     let file = std::fs::File::open(&args.file)
         .with_context(|| format!("opening {}", args.file.display()))?;
     let total = file.metadata().map(|m| m.len()).unwrap_or(0);
-    let (mut rdr, _) = telemetry_actors::dcgm::open_reader(file)
+    let mut chunks = Chunker::new(std::io::BufReader::new(file))
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
-    let header = rdr.byte_headers()?.clone();
     let mut client_args = args.client.clone();
     if let Some(t) = args.admin_token.clone().filter(|t| !t.is_empty()) {
         client_args.api_token = Some(t);
@@ -472,44 +482,23 @@ pub fn import(args: &ImportArgs) -> anyhow::Result<()> {
     let mut t = Totals::default();
     runtime()?.block_on(async {
         let c = Client::new(&client_args);
-        let mut chunks = Chunker::new(header)?;
         let mut sending = tokio::task::JoinSet::new();
-        let mut rec = csv::ByteRecord::new();
-        loop {
-            match rdr.read_byte_record(&mut rec) {
-                Ok(true) => {}
-                Ok(false) => break,
-                Err(e) if e.is_io_error() => return Err(e).context("reading the file"),
-                Err(e) => {
-                    t.reject("unreadable_row", e.to_string());
-                    continue;
-                }
-            }
-            let Some(body) = chunks.add(&rec, &mut t)? else {
-                continue;
-            };
-            // A few chunks in flight: each waits for fsyncs at the owners.
+        let mut sent = 0u64;
+        while let Some(body) = chunks.next()? {
+            // A few chunks in flight: each is answered once durable at the owners.
             if sending.len() >= IMPORT_IN_FLIGHT {
                 if let Some(done) = sending.join_next().await {
                     t.add(done??);
                 }
             }
+            sent += body.len() as u64;
             let c = c.clone();
             sending.spawn(async move { c.post_csv("/api/v1/ingest", body).await });
-            bar.set_position(rdr.position().byte());
+            bar.set_position(sent.min(total));
             bar.set_message(format!("{} samples", t.samples));
-        }
-        if let Some(body) = chunks.finish()? {
-            sending.spawn(async move { c.post_csv("/api/v1/ingest", body).await });
         }
         while let Some(done) = sending.join_next().await {
             t.add(done??);
-        }
-        for long in rdr.get_mut().take_overlong() {
-            t.reject(
-                "line_too_long",
-                format!("line {long}: record over the length limit"),
-            );
         }
         anyhow::Ok(())
     })?;
@@ -578,5 +567,24 @@ impl Client {
             }
         }
         bail!("the cluster did not take a chunk after 10 attempts")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunks_are_whole_lines_under_the_header_and_cut_outside_quotes() {
+        let file = "h1,h2\na,\"x\ny\"\nb,2\n";
+        let mut c = Chunker::new(file.as_bytes()).expect("a header");
+        assert_eq!(c.header, b"h1,h2\n");
+        let body = c.next().expect("reads").expect("a chunk");
+        assert_eq!(body, file.as_bytes());
+        assert!(c.next().expect("reads").is_none());
+        // The newline inside quotes is no place to cut.
+        assert_eq!(cut(b"a,\"x\ny\"\nb", false), Some(8));
+        assert_eq!(cut(b"no newline", false), None);
+        assert!(Chunker::new(&b""[..]).is_err());
     }
 }
