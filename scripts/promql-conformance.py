@@ -319,6 +319,19 @@ try:
         checked += 1
     names = set(get(prom_url, "/api/v1/labels")["data"])
     assert names <= set(get(node_url, "/prometheus/api/v1/labels")["data"]), names
+    # Latency on this data (informational: the machine is shared; the benchmark is `bench`).
+    def p50(base, path, **params):
+        times = []
+        for _ in range(30):
+            t = time.perf_counter()
+            get(base, path, **params)
+            times.append(time.perf_counter() - t)
+        return sorted(times)[len(times) // 2] * 1000
+
+    agg = dict(query="avg by (Hostname) (DCGM_FI_DEV_GPU_TEMP)", start=first, end=last, step=15)
+    print(f"promql: avg by (Hostname) over {int(last - first)} s, step 15 s, p50: "
+          f"node {p50(node_url, '/prometheus/api/v1/query_range', **agg):.1f} ms, "
+          f"Prometheus {p50(prom_url, '/api/v1/query_range', **agg):.1f} ms")
     print(f"promql: {checked} answers ({nonempty} non-empty) from {len(queries)} queries identical to Prometheus {get(prom_url, '/api/v1/status/buildinfo')['data']['version']}")
 finally:
     node.terminate()

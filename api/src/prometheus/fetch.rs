@@ -3,6 +3,8 @@
 //! the service's scatter-gather reads.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::VectorSelector;
@@ -18,14 +20,17 @@ use super::Labels;
 /// Most samples one query may read; beyond it the query is refused rather than run unbounded.
 pub const MAX_PROM_SAMPLES: usize = 5_000_000;
 
+/// GPUs read at once for one selection (each read is a scatter-gather over the members).
+pub const FETCH_CONCURRENCY: usize = 16;
+
 /// Reads every selection of a plan; the series keyed as the evaluator looks them up.
 pub async fn fetch(
-    node: &NodeContext,
+    node: &Arc<NodeContext>,
     selections: &[Selection],
 ) -> Result<(Fetched, Coverage), String> {
     let mut fetched = Fetched::default();
     let mut coverage = Coverage::full(node.router.replication().write_quorum);
-    let mut budget = MAX_PROM_SAMPLES;
+    let budget = Arc::new(AtomicUsize::new(MAX_PROM_SAMPLES));
     for s in selections {
         let (picked, c) = select(node, &s.selector).await?;
         coverage = coverage.join(c);
@@ -34,8 +39,24 @@ pub async fn fetch(
             by_gpu.entry(uuid.clone()).or_default().push(metric.clone());
         }
         let mut data: BTreeMap<(String, String), Vec<(i64, f64)>> = BTreeMap::new();
-        for (uuid, metrics) in by_gpu {
-            let (read, c) = samples(node, &uuid, &metrics, (s.start, s.end), &mut budget).await?;
+        let mut queue = by_gpu.into_iter();
+        let mut reads = tokio::task::JoinSet::new();
+        loop {
+            while reads.len() < FETCH_CONCURRENCY {
+                let Some((uuid, metrics)) = queue.next() else {
+                    break;
+                };
+                let (node, budget, window) = (node.clone(), budget.clone(), (s.start, s.end));
+                reads.spawn(async move {
+                    let read = samples(&node, &uuid, &metrics, window, &budget).await;
+                    (uuid, read)
+                });
+            }
+            let Some(done) = reads.join_next().await else {
+                break;
+            };
+            let (uuid, read) = done.map_err(|e| e.to_string())?;
+            let (read, c) = read?;
             coverage = coverage.join(c);
             for (metric, pts) in read {
                 data.insert((uuid.clone(), metric), pts);
@@ -98,7 +119,7 @@ async fn samples(
     uuid: &str,
     metrics: &[String],
     (start, end): (i64, i64),
-    budget: &mut usize,
+    budget: &AtomicUsize,
 ) -> Result<(BTreeMap<String, Vec<(i64, f64)>>, Coverage), String> {
     let mut out: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
     let mut cursor: Option<(i64, String)> = None;
@@ -124,9 +145,12 @@ async fn samples(
             }
             Err(e) => return Err(e.to_string()),
         };
-        *budget = budget.checked_sub(page.points.len()).ok_or_else(|| {
-            format!("the query reads more than {MAX_PROM_SAMPLES} samples; narrow it")
-        })?;
+        let n = page.points.len();
+        budget
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| b.checked_sub(n))
+            .map_err(|_| {
+                format!("the query reads more than {MAX_PROM_SAMPLES} samples; narrow it")
+            })?;
         for (t, m, v) in &page.points {
             if let Some(name) = page.metrics.get(usize::from(*m)) {
                 out.entry(name.clone()).or_default().push((*t, *v));
