@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use crate::support::{eventually, reference_csv, Node};
 
-/// What the CSV says of one GPU: its host and model.
+/// What the CSV says of one GPU: its host, model and exporter address (`instance`).
 #[derive(Debug, PartialEq)]
 struct GpuRow {
     hostname: String,
     model: String,
+    instance: Option<String>,
 }
 
 /// Each (uuid, metric)'s value as the CSV says.
@@ -46,6 +47,10 @@ fn exposition(csv: &std::path::Path) -> (String, Values, BTreeMap<String, GpuRow
             GpuRow {
                 hostname: rec[6].to_string(),
                 model: rec[5].to_string(),
+                instance: labels
+                    .iter()
+                    .find_map(|l| l.strip_prefix("instance="))
+                    .map(|v| v.trim_matches('"').to_string()),
             },
         );
     }
@@ -116,6 +121,20 @@ async fn a_node_scrapes_a_dcgm_exporter() {
                 "{uuid} {metric}"
             );
         }
+    }
+    // Prometheus' target labels: the exporter's own when its text has them (this one copies
+    // the dump's), else the URL's host:port and `dcgm-exporter`, as a Prometheus scrape sets them.
+    let series = node
+        .ok("/prometheus/api/v1/series?match[]=DCGM_FI_DEV_GPU_TEMP")
+        .await;
+    let target = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/metrics");
+    for s in series["data"].as_array().expect("series") {
+        let want = &gpus[s["UUID"].as_str().expect("UUID")];
+        let instance = want.instance.as_deref().unwrap_or(target);
+        assert_eq!(s["instance"].as_str(), Some(instance), "{s}");
+        assert!(s["job"].as_str().is_some_and(|j| !j.is_empty()), "{s}");
     }
     node.stop();
 }

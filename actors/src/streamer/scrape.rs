@@ -14,6 +14,9 @@ use crate::dcgm::parse_exposition;
 pub const MAX_SCRAPE_BYTES: usize = 16 << 20;
 /// Longest one scrape may take.
 pub const SCRAPE_TIMEOUT: Duration = Duration::from_secs(10);
+/// The `job` label of scraped GPUs, as a Prometheus scrape job for dcgm-exporter is commonly
+/// named; `instance` is the scraped URL's `host:port`, as Prometheus sets it.
+pub const SCRAPE_JOB: &str = "dcgm-exporter";
 /// Time between two scrapes of a URL unless configured (dcgm-exporter's own default
 /// collection interval is 30 s; 10 s keeps dashboards fresh).
 pub const DEFAULT_SCRAPE_INTERVAL: Duration = Duration::from_secs(10);
@@ -64,9 +67,16 @@ impl Scraper {
                 out.stats.reject_row("bad_scrape_sample");
             }
         }
-        for (gpu, metric, value, ts) in rows {
+        let instance = instance_of(url);
+        for (mut gpu, metric, value, ts) in rows {
             if !out.handles(&gpu.uuid) {
                 continue;
+            }
+            if gpu.instance.is_none() {
+                gpu.instance.clone_from(&instance);
+            }
+            if gpu.job.is_none() {
+                gpu.job = Some(SCRAPE_JOB.to_string());
             }
             out.stats.rows_read.inc();
             if !out.push(&gpu, &metric, ts.unwrap_or(stamp), value) {
@@ -75,6 +85,12 @@ impl Scraper {
         }
         out.emit_all()
     }
+}
+
+/// `host:port` of a URL (the scheme's port when it names none), as Prometheus' `instance`.
+fn instance_of(url: &str) -> Option<String> {
+    let u = reqwest::Url::parse(url).ok()?;
+    Some(format!("{}:{}", u.host_str()?, u.port_or_known_default()?))
 }
 
 impl Source for Scraper {
@@ -121,4 +137,22 @@ async fn fetch(client: &reqwest::Client, url: &str) -> Result<String, String> {
         body.extend_from_slice(&chunk);
     }
     String::from_utf8(body).map_err(|_| "answer is not UTF-8".to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn instance_is_the_targets_host_and_port() {
+        assert_eq!(
+            instance_of("http://10.0.0.1:9400/metrics").as_deref(),
+            Some("10.0.0.1:9400")
+        );
+        assert_eq!(
+            instance_of("https://gpu-node-3/metrics").as_deref(),
+            Some("gpu-node-3:443")
+        );
+        assert_eq!(instance_of("not a url"), None);
+    }
 }
