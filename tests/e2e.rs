@@ -170,6 +170,27 @@ async fn one_pass_is_stored_exactly_and_survives_restart() {
         let want = exp.values.keys().filter(|(u, _)| u == uuid).count();
         assert_eq!(seen.len(), want, "{uuid}");
         if i % 20 == 0 {
+            // The columnar form holds the same points.
+            let page = node
+                .ok(&format!(
+                    "/api/v1/gpus/{uuid}/telemetry?limit=10000&format=columnar"
+                ))
+                .await;
+            let mut columnar = Vec::new();
+            for s in page["series"].as_array().expect("series") {
+                let metric = s["metric"].as_str().expect("metric");
+                let times = s["timestamps"].as_array().expect("timestamps");
+                let values = s["values"].as_array().expect("values");
+                assert_eq!(times.len(), values.len());
+                for (t, v) in times.iter().zip(values) {
+                    let t = chrono::DateTime::from_timestamp_millis(t.as_i64().expect("ms"))
+                        .expect("time")
+                        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true);
+                    columnar.push((t, metric.to_string(), v.as_f64().expect("value")));
+                }
+            }
+            columnar.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+            assert_eq!(columnar, points, "{uuid}");
             for limit in [1, 3, 7] {
                 assert_eq!(
                     all_points(&node, uuid, "", limit).await,
