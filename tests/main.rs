@@ -14,6 +14,7 @@ mod disk_full;
 mod e2e;
 mod limits;
 mod metrics;
+mod remote_write;
 mod replication;
 mod retention;
 mod scrape;
