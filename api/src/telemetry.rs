@@ -249,17 +249,8 @@ pub fn write_page(
         let _ = serde_json::to_writer(&mut out, v);
         out.push(b'}');
     }
-    out.extend_from_slice(b"],\"next_cursor\":");
-    out.extend_from_slice(json(&next_cursor).as_bytes());
-    out.extend_from_slice(b",\"partial\":");
-    out.extend_from_slice(if coverage.complete() {
-        b"false"
-    } else {
-        b"true"
-    });
-    out.extend_from_slice(b",\"unavailable_nodes\":");
-    out.extend_from_slice(json(&coverage.unavailable).as_bytes());
-    out.push(b'}');
+    out.push(b']');
+    close_page(&mut out, next_cursor, coverage);
     out
 }
 
@@ -310,7 +301,14 @@ pub fn write_columnar(
         }
         out.extend_from_slice(b"]}");
     }
-    out.extend_from_slice(b"],\"next_cursor\":");
+    out.push(b']');
+    close_page(&mut out, next_cursor, coverage);
+    out
+}
+
+/// The fields both page forms end with: the cursor, `partial`, `unavailable_nodes`.
+fn close_page(out: &mut Vec<u8>, next_cursor: Option<&str>, coverage: &Coverage) {
+    out.extend_from_slice(b",\"next_cursor\":");
     out.extend_from_slice(json(&next_cursor).as_bytes());
     out.extend_from_slice(b",\"partial\":");
     out.extend_from_slice(if coverage.complete() {
@@ -321,7 +319,6 @@ pub fn write_columnar(
     out.extend_from_slice(b",\"unavailable_nodes\":");
     out.extend_from_slice(json(&coverage.unavailable).as_bytes());
     out.push(b'}');
-    out
 }
 
 /// A small value's JSON text, escaped exactly as serde_json escapes it.
