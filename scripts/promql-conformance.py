@@ -252,6 +252,16 @@ try:
         "timestamp(DCGM_FI_DEV_GPU_TEMP)",
         'absent(DCGM_FI_DEV_GPU_TEMP{gpu="99"})',
         'absent(nonexistent_metric{job="x"})',
+        'absent_over_time(DCGM_FI_DEV_GPU_TEMP{gpu="99"}[1m])',
+        "absent_over_time(DCGM_FI_DEV_GPU_TEMP[1m])",
+        "hour(timestamp(DCGM_FI_DEV_GPU_TEMP))",
+        "minute()",
+        "day_of_week()",
+        "day_of_month(vector(time()))",
+        "day_of_year()",
+        "days_in_month()",
+        "month()",
+        "year()",
         'histogram_quantile(0.9, sum by (le) (label_replace(DCGM_FI_DEV_GPU_UTIL, "le", "$1", "gpu", "(.*)"))'
         ' or sum by (le) (label_replace(DCGM_FI_DEV_GPU_UTIL * 0 + 100, "le", "+Inf", "", "")))',
         # subqueries

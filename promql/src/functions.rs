@@ -72,6 +72,37 @@ pub(crate) fn call(ev: &mut Evaluator, c: &Call, grid: Grid) -> Result<Value> {
             let v = ev.vector(arg(0)?, grid)?;
             Value::Vector(absent(&v, arg(0)?, grid))
         }
+        "absent_over_time" => {
+            let (series, range, offset) = ev.range_input(arg(0)?, grid)?;
+            let present: Vec<StepSeries> = series
+                .iter()
+                .map(|s| StepSeries {
+                    labels: Labels::new(),
+                    values: grid
+                        .times()
+                        .map(|t| {
+                            let (lo, hi) = (t - offset - range, t - offset);
+                            s.points
+                                .iter()
+                                .any(|p| p.0 >= lo && p.0 <= hi)
+                                .then_some(1.0)
+                        })
+                        .collect(),
+                })
+                .collect();
+            Value::Vector(absent(&present, arg(0)?, grid))
+        }
+        "day_of_month" | "day_of_week" | "day_of_year" | "days_in_month" | "hour" | "minute"
+        | "month" | "year" => {
+            let f = date_part(name);
+            match args.first() {
+                None => Value::Vector(vec![StepSeries {
+                    labels: Labels::new(),
+                    values: grid.times().map(|t| Some(f(t as f64 / 1000.0))).collect(),
+                }]),
+                Some(a) => per_step(ev.vector(a, grid)?, |_, x| Some(f(x)))?,
+            }
+        }
         _ => match simple(name) {
             Some(f) => per_step(ev.vector(arg(0)?, grid)?, |_, x| Some(f(x)))?,
             None => return Err(EvalError::Unsupported(format!("the function {name}()"))),
@@ -134,6 +165,34 @@ fn simple(name: &str) -> Option<fn(f64) -> f64> {
     })
 }
 
+/// A date function of a Unix time in seconds (UTC), as Prometheus' `dateWrapper` computes it.
+fn date_part(name: &str) -> fn(f64) -> f64 {
+    use chrono::{Datelike, Timelike};
+    fn at(secs: f64) -> Option<chrono::DateTime<chrono::Utc>> {
+        chrono::DateTime::from_timestamp(secs as i64, 0)
+    }
+    match name {
+        "day_of_month" => |s| at(s).map_or(f64::NAN, |d| f64::from(d.day())),
+        "day_of_week" => {
+            |s| at(s).map_or(f64::NAN, |d| f64::from(d.weekday().num_days_from_sunday()))
+        }
+        "day_of_year" => |s| at(s).map_or(f64::NAN, |d| f64::from(d.ordinal())),
+        "days_in_month" => |s| {
+            at(s).map_or(f64::NAN, |d| {
+                let (y, m) = (d.year(), d.month());
+                let next = if m == 12 { (y + 1, 1) } else { (y, m + 1) };
+                chrono::NaiveDate::from_ymd_opt(next.0, next.1, 1)
+                    .and_then(|n| n.pred_opt())
+                    .map_or(f64::NAN, |last| f64::from(last.day()))
+            })
+        },
+        "hour" => |s| at(s).map_or(f64::NAN, |d| f64::from(d.hour())),
+        "minute" => |s| at(s).map_or(f64::NAN, |d| f64::from(d.minute())),
+        "month" => |s| at(s).map_or(f64::NAN, |d| f64::from(d.month())),
+        _ => |s| at(s).map_or(f64::NAN, |d| f64::from(d.year())),
+    }
+}
+
 /// `scalar(v)`: the one value at each time, NaN where there is not exactly one.
 fn scalar_of(series: &[StepSeries], steps: usize) -> Vec<f64> {
     (0..steps)
@@ -163,9 +222,6 @@ fn range_call(
         None => vec![0.0; grid.len()],
     };
     let (series, range, offset) = ev.range_input(input, grid)?;
-    if name == "absent_over_time" {
-        return Err(EvalError::Unsupported("absent_over_time()".into()));
-    }
     let times: Vec<i64> = grid.times().collect();
     let mut out = Vec::with_capacity(series.len());
     for s in series {
@@ -217,7 +273,12 @@ fn absent(v: &[StepSeries], arg: &Expr, grid: Grid) -> Vec<StepSeries> {
         return Vec::new();
     }
     let mut labels = Labels::new();
-    if let Expr::VectorSelector(s) = strip(arg) {
+    let selector = match strip(arg) {
+        Expr::VectorSelector(s) => Some(s),
+        Expr::MatrixSelector(m) => Some(&m.vs),
+        _ => None,
+    };
+    if let Some(s) = selector {
         let mut seen = std::collections::HashSet::new();
         for m in &s.matchers.matchers {
             if m.name == METRIC_NAME {

@@ -13,9 +13,9 @@
 //! count_values`; `rate irate increase delta idelta deriv predict_linear changes resets`, the
 //! `*_over_time` family; `abs ceil floor round exp sqrt ln log2 log10 sgn clamp clamp_min
 //! clamp_max`, trigonometry; `label_replace label_join histogram_quantile time vector scalar
-//! timestamp absent sort sort_desc pi`. Anything else is refused with
-//! [`EvalError::Unsupported`] naming it (the `@` modifier, `holt_winters`, date functions,
-//! `absent_over_time`, native histograms).
+//! timestamp absent absent_over_time sort sort_desc pi`, the date functions (`hour`, `day_of_week`,
+//! …). Anything else is refused with [`EvalError::Unsupported`] naming it (the `@` modifier,
+//! `holt_winters`, native histograms).
 //!
 //! # Layout
 //!

@@ -160,11 +160,35 @@ fn counters_rates_and_subqueries() {
 }
 
 #[test]
+fn date_functions_and_absent_over_time() {
+    // 1970-01-04T01:02:03Z was a Sunday, day 4 of January (31 days).
+    let t = ((3 * 24 + 1) * 3600 + 2 * 60 + 3) * 1000;
+    for (q, want) in [
+        ("hour()", 1.0),
+        ("minute()", 2.0),
+        ("day_of_week()", 0.0),
+        ("day_of_month()", 4.0),
+        ("day_of_year()", 4.0),
+        ("days_in_month()", 31.0),
+        ("month()", 1.0),
+        ("year()", 1970.0),
+    ] {
+        assert_eq!(instant(q, t).expect(q), pairs(&[("", want)]), "{q}");
+    }
+    assert_eq!(
+        instant("absent_over_time(temp{host=\"z\"}[1m])", 300_000).expect("ok"),
+        pairs(&[("host=z", 1.0)])
+    );
+    assert!(instant("absent_over_time(temp[1m])", 300_000)
+        .expect("ok")
+        .is_empty());
+}
+
+#[test]
 fn unsupported_constructs_are_named() {
     for (q, what) in [
         ("holt_winters(temp[5m], 0.5, 0.5)", "holt_winters"),
         ("temp @ 100", "@"),
-        ("day_of_month()", "day_of_month"),
     ] {
         match instant(q, 300_000) {
             Err(e @ EvalError::Unsupported(_)) => {
