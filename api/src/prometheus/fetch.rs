@@ -29,11 +29,11 @@ pub async fn fetch(
     selections: &[Selection],
 ) -> Result<(Fetched, Coverage), String> {
     let mut fetched = Fetched::default();
-    let mut coverage = Coverage::full(node.router.replication().write_quorum);
+    let listing = Listing::of(node).await;
+    let mut coverage = listing.coverage.clone();
     let budget = Arc::new(AtomicUsize::new(MAX_PROM_SAMPLES));
     for s in selections {
-        let (picked, c) = select(node, &s.selector).await?;
-        coverage = coverage.join(c);
+        let picked = listing.select(&s.selector)?;
         let mut by_gpu: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for (_, uuid, metric) in &picked {
             by_gpu.entry(uuid.clone()).or_default().push(metric.clone());
@@ -87,30 +87,46 @@ fn matches(m: &Matcher, labels: &Labels) -> bool {
     m.is_match(labels.get(&m.name).map_or("", String::as_str))
 }
 
-/// Every (labels, gpu uuid, metric) a selector picks from the cluster's GPUs and metrics.
-pub async fn select(
-    node: &NodeContext,
-    sel: &VectorSelector,
-) -> Result<(Vec<(Labels, String, String)>, Coverage), String> {
-    if !sel.matchers.or_matchers.is_empty() || sel.offset.is_some() || sel.at.is_some() {
-        return Err("`or` matchers, offset and @ are not supported".into());
-    }
-    let mut matchers = sel.matchers.matchers.clone();
-    if let Some(name) = &sel.name {
-        matchers.push(Matcher::new(MatchOp::Equal, "__name__", name));
-    }
-    let g = gpus::list(node).await;
-    let m = metrics::list(node).await;
-    let mut out = Vec::new();
-    for gpu in g.value {
-        for metric in &m.value {
-            let labels = labels_of(&gpu, metric);
-            if matchers.iter().all(|m| matches(m, &labels)) {
-                out.push((labels, gpu.uuid.clone(), metric.clone()));
-            }
+/// The cluster's GPUs and metric names, listed once per query and shared by its selectors.
+pub struct Listing {
+    gpus: Vec<GpuInfo>,
+    metrics: Vec<String>,
+    /// Who answered the two listings.
+    pub coverage: Coverage,
+}
+
+impl Listing {
+    /// Lists the cluster's GPUs and metrics (two scatter-gathers).
+    pub async fn of(node: &NodeContext) -> Self {
+        let g = gpus::list(node).await;
+        let m = metrics::list(node).await;
+        Self {
+            gpus: g.value,
+            metrics: m.value,
+            coverage: g.coverage.join(m.coverage),
         }
     }
-    Ok((out, g.coverage.join(m.coverage)))
+
+    /// Every (labels, gpu uuid, metric) a selector picks.
+    pub fn select(&self, sel: &VectorSelector) -> Result<Vec<(Labels, String, String)>, String> {
+        if !sel.matchers.or_matchers.is_empty() || sel.offset.is_some() || sel.at.is_some() {
+            return Err("`or` matchers, offset and @ are not supported".into());
+        }
+        let mut matchers = sel.matchers.matchers.clone();
+        if let Some(name) = &sel.name {
+            matchers.push(Matcher::new(MatchOp::Equal, "__name__", name));
+        }
+        let mut out = Vec::new();
+        for gpu in &self.gpus {
+            for metric in &self.metrics {
+                let labels = labels_of(gpu, metric);
+                if matchers.iter().all(|m| matches(m, &labels)) {
+                    out.push((labels, gpu.uuid.clone(), metric.clone()));
+                }
+            }
+        }
+        Ok(out)
+    }
 }
 
 /// All samples of one GPU's metrics in `[start, end]`, from every node, in time order per metric.

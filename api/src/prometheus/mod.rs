@@ -216,6 +216,7 @@ pub async fn series(State(api): State<AppState>, RawQuery(q): RawQuery, body: By
         return Err(error("bad_data", "no match[] parameter provided"));
     }
     let limit = limit(&p)?;
+    let listing = fetch::Listing::of(&api.node).await;
     let mut out: Vec<Labels> = Vec::new();
     for s in selectors {
         let Ok(Expr::VectorSelector(sel)) = promql_parser::parser::parse(&s) else {
@@ -224,9 +225,7 @@ pub async fn series(State(api): State<AppState>, RawQuery(q): RawQuery, body: By
                 format!("invalid parameter \"match[]\": {s:?} is not a selector"),
             ));
         };
-        let (picked, _) = fetch::select(&api.node, &sel)
-            .await
-            .map_err(|e| error("execution", e))?;
+        let picked = listing.select(&sel).map_err(|e| error("execution", e))?;
         out.extend(picked.into_iter().map(|(l, _, _)| l));
     }
     out.sort();
@@ -285,11 +284,10 @@ pub async fn label_values(
             promql_parser::label::Matchers::empty(),
         ));
     }
+    let listing = fetch::Listing::of(&api.node).await;
     let mut values: Vec<String> = Vec::new();
     for sel in &selectors {
-        let (picked, _) = fetch::select(&api.node, sel)
-            .await
-            .map_err(|e| error("execution", e))?;
+        let picked = listing.select(sel).map_err(|e| error("execution", e))?;
         values.extend(
             picked
                 .into_iter()
