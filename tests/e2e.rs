@@ -261,6 +261,8 @@ async fn one_pass_is_stored_exactly_and_survives_restart() {
         "?limit=0",
         "?limit=abc",
         "?limit=1000000",
+        "?limit=10001",
+        "?format=columnar&limit=100001",
         "?cursor=not-a-cursor",
         "?cursor=%FF%FE",
     ] {

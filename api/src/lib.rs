@@ -55,7 +55,9 @@ pub use metrics::Metrics;
 pub use state::{Api, AppState};
 pub use summary::MAX_STEPS;
 pub use summary::{FleetGpu, FleetPage, LatestValue, StepSeries, StepsPage};
-pub use telemetry::{decode_cursor, encode_cursor, DEFAULT_TELEMETRY_LIMIT, MAX_TELEMETRY_LIMIT};
+pub use telemetry::{
+    decode_cursor, encode_cursor, DEFAULT_TELEMETRY_LIMIT, MAX_COLUMNAR_LIMIT, MAX_TELEMETRY_LIMIT,
+};
 pub use telemetry::{ColumnarPage, ColumnarSeries, TelemetryAnswer, TelemetryPage, TelemetryPoint};
 
 /// The OpenAPI document of the REST API.

@@ -20,8 +20,11 @@ use crate::state::AppState;
 
 /// Default page size of telemetry reads.
 pub const DEFAULT_TELEMETRY_LIMIT: usize = 1000;
-/// Largest page of telemetry reads.
+/// Largest page of telemetry reads as points (an object per sample: about 87 bytes each).
 pub const MAX_TELEMETRY_LIMIT: usize = 10_000;
+/// Largest page of telemetry reads as columns (about 20 bytes a sample: 2 MB at most, well
+/// under a peer message), so that a dashboard reads an hour of a GPU's metrics in one request.
+pub const MAX_COLUMNAR_LIMIT: usize = 100_000;
 /// Longest accepted cursor string.
 const MAX_CURSOR_LEN: usize = 1100;
 
@@ -136,7 +139,7 @@ pub fn decode_cursor(s: &str) -> Result<RangeCursor, ApiError> {
         ("start_time" = Option<String>, Query, format = DateTime, description = "Inclusive start, RFC 3339 (default: earliest)"),
         ("end_time" = Option<String>, Query, format = DateTime, description = "Inclusive end, RFC 3339 (default: latest)"),
         ("metric" = Option<Vec<String>>, Query, description = "Metric name; repeat or comma-separate for several (default: all)"),
-        ("limit" = Option<usize>, Query, minimum = 1, maximum = 10000, description = "Page size, 1 to 10000 (default 1000)"),
+        ("limit" = Option<usize>, Query, minimum = 1, maximum = 100000, description = "Page size, 1 to 10000 as points or 100000 as columns (default 1000)"),
         ("cursor" = Option<String>, Query, pattern = r"^(-?[0-9]{1,18}:[!-~]{0,1024})?$", max_length = 1044, description = "next_cursor of the previous page: `TIMESTAMP_MS:METRIC` of the last point returned; the page starts after it (empty or absent: the first page)"),
         ("format" = Option<String>, Query, pattern = r"^(points|columnar)$", description = "`points` (default): one object per sample; `columnar`: per metric, arrays of timestamps (ms) and values"),
     ),
@@ -156,7 +159,6 @@ pub async fn get_telemetry(
     if start > end {
         return Err(ApiError::bad_request("start_time is after end_time"));
     }
-    let limit = p.bounded("limit", DEFAULT_TELEMETRY_LIMIT, 1, MAX_TELEMETRY_LIMIT)?;
     let columnar = match p.get("format") {
         None | Some("points") => false,
         Some("columnar") => true,
@@ -166,6 +168,12 @@ pub async fn get_telemetry(
             )))
         }
     };
+    let max = if columnar {
+        MAX_COLUMNAR_LIMIT
+    } else {
+        MAX_TELEMETRY_LIMIT
+    };
+    let limit = p.bounded("limit", DEFAULT_TELEMETRY_LIMIT, 1, max)?;
     // An empty cursor is the first page (a client that templates `cursor=` before it has one).
     let cursor = p
         .get("cursor")
