@@ -209,33 +209,89 @@ fn top(input: &[StepSeries], k: &[f64], grouping: &Grouping, largest: bool) -> V
     for (i, s) in input.iter().enumerate() {
         groups.entry(grouping.key(&s.labels)).or_default().push(i);
     }
+    // Prometheus feeds a selector's series in label order; ties are kept as its heap keeps them.
+    for members in groups.values_mut() {
+        members.sort_by(|&a, &b| input[a].labels.cmp(&input[b].labels));
+    }
     for (t, k) in k.iter().enumerate() {
         let k = *k as i64;
         if k < 1 {
             continue;
         }
         for members in groups.values() {
-            let mut present: Vec<(usize, f64)> = members
+            let present = members
                 .iter()
-                .filter_map(|&m| Some((m, input[m].values[t]?)))
-                .collect();
-            // NaN ranks last either way, as in Prometheus' heaps.
-            present.sort_by(|a, b| {
-                let (x, y) = if largest { (b.1, a.1) } else { (a.1, b.1) };
-                match (x.is_nan(), y.is_nan()) {
-                    (true, true) => std::cmp::Ordering::Equal,
-                    (true, false) => std::cmp::Ordering::Greater,
-                    (false, true) => std::cmp::Ordering::Less,
-                    _ => x.total_cmp(&y),
-                }
-            });
-            for &(m, v) in present.iter().take(k as usize) {
+                .filter_map(|&m| Some((m, input[m].values[t]?)));
+            for (m, v) in kept(present, k as usize, largest) {
                 out[m].values[t] = Some(v);
             }
         }
     }
     out.retain(|s| s.values.iter().any(Option::is_some));
     out
+}
+
+/// The `k` members Prometheus 2.42's `topk`/`bottomk` keep, fed in order: its bounded heap
+/// (Go's `container/heap` with NaN always "less"), so that among equal values the same
+/// series survive.
+fn kept(members: impl Iterator<Item = (usize, f64)>, k: usize, largest: bool) -> Vec<(usize, f64)> {
+    // `less(a, b)`: a belongs nearer the top (the first to be evicted).
+    let less = |a: f64, b: f64| a.is_nan() || if largest { a < b } else { a > b };
+    let mut heap: Vec<(usize, f64)> = Vec::with_capacity(k);
+    for (m, v) in members {
+        let evicts = heap
+            .first()
+            .is_some_and(|top| top.1.is_nan() || if largest { top.1 < v } else { top.1 > v });
+        if heap.len() < k {
+            heap.push((m, v));
+            let mut j = heap.len() - 1;
+            while j > 0 {
+                let i = (j - 1) / 2;
+                if !less(heap[j].1, heap[i].1) {
+                    break;
+                }
+                heap.swap(i, j);
+                j = i;
+            }
+        } else if evicts {
+            // Pop then push equals replacing the top and sifting it down, except that Go's
+            // pop sifts the last element down first; follow it exactly.
+            let n = heap.len() - 1;
+            heap.swap(0, n);
+            sift_down(&mut heap[..n], &less);
+            heap[n] = (m, v);
+            let mut j = n;
+            while j > 0 {
+                let i = (j - 1) / 2;
+                if !less(heap[j].1, heap[i].1) {
+                    break;
+                }
+                heap.swap(i, j);
+                j = i;
+            }
+        }
+    }
+    heap
+}
+
+/// Go's `heap.down(h, 0, len(h))`.
+fn sift_down(heap: &mut [(usize, f64)], less: &impl Fn(f64, f64) -> bool) {
+    let mut i = 0;
+    loop {
+        let j1 = 2 * i + 1;
+        if j1 >= heap.len() {
+            return;
+        }
+        let mut j = j1;
+        if j1 + 1 < heap.len() && less(heap[j1 + 1].1, heap[j1].1) {
+            j = j1 + 1;
+        }
+        if !less(heap[j].1, heap[i].1) {
+            return;
+        }
+        heap.swap(i, j);
+        i = j;
+    }
 }
 
 /// `count_values("label", v)`: per group, how many series have each value.
@@ -402,6 +458,26 @@ fn bucket_quantile(q: f64, mut b: Vec<(f64, f64)>) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn topk_and_bottomk_keep_tied_series_as_prometheus_heap_does() {
+        let ids = |v: Vec<(usize, f64)>| {
+            let mut ids: Vec<usize> = v.into_iter().map(|m| m.0).collect();
+            ids.sort_unstable();
+            ids
+        };
+        let feed = |values: &[f64]| values.to_vec().into_iter().enumerate();
+        // Worked by hand through Go's container/heap: the 7 evicts the top, which after the
+        // second push is the first 5, so the second 5 survives.
+        assert_eq!(ids(kept(feed(&[5.0, 5.0, 5.0, 7.0]), 2, true)), vec![1, 3]);
+        assert_eq!(ids(kept(feed(&[5.0, 5.0, 5.0, 3.0]), 2, false)), vec![1, 3]);
+        assert_eq!(ids(kept(feed(&[1.0, 9.0, 4.0, 8.0]), 2, true)), vec![1, 3]);
+        assert_eq!(ids(kept(feed(&[1.0, 9.0, 4.0, 8.0]), 1, false)), vec![0]);
+        // NaN is evicted first, whatever it is compared with.
+        assert_eq!(ids(kept(feed(&[f64::NAN, 2.0]), 1, true)), vec![1]);
+        assert_eq!(ids(kept(feed(&[f64::NAN, 2.0]), 1, false)), vec![1]);
+        assert_eq!(ids(kept(feed(&[3.0, 2.0]), 5, true)), vec![0, 1]);
+    }
 
     #[test]
     fn quantiles_interpolate_like_prometheus() {

@@ -167,9 +167,20 @@ async fn samples(
             .map_err(|_| {
                 format!("the query reads more than {MAX_PROM_SAMPLES} samples; narrow it")
             })?;
-        for (t, m, v) in &page.points {
-            if let Some(name) = page.metrics.get(usize::from(*m)) {
-                out.entry(name.clone()).or_default().push((*t, *v));
+        // Points go to their metric by index: a name lookup per point was a third of the read.
+        let mut columns: Vec<Vec<(i64, f64)>> = page
+            .metrics
+            .iter()
+            .map(|name| out.remove(name).unwrap_or_default())
+            .collect();
+        for &(t, m, v) in &page.points {
+            if let Some(column) = columns.get_mut(usize::from(m)) {
+                column.push((t, v));
+            }
+        }
+        for (name, column) in page.metrics.iter().zip(columns) {
+            if !column.is_empty() {
+                out.insert(name.clone(), column);
             }
         }
         match (page.more, page.points.last()) {
