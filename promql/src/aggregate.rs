@@ -466,7 +466,14 @@ mod tests {
             ids.sort_unstable();
             ids
         };
-        let feed = |values: &[f64]| values.to_vec().into_iter().enumerate();
+        let feed = |values: &[f64]| {
+            values
+                .iter()
+                .copied()
+                .enumerate()
+                .collect::<Vec<_>>()
+                .into_iter()
+        };
         // Worked by hand through Go's container/heap: the 7 evicts the top, which after the
         // second push is the first 5, so the second 5 survives.
         assert_eq!(ids(kept(feed(&[5.0, 5.0, 5.0, 7.0]), 2, true)), vec![1, 3]);
