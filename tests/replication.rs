@@ -95,6 +95,42 @@ async fn holds_every_pass(node: &Node, values: &BTreeMap<(String, String), f64>,
         per_series.values().all(|n| *n == passes),
         "a series short or doubled"
     );
+    // PromQL reads whole series from every member (two copies each) and counts each sample once.
+    let mut per_metric: BTreeMap<&str, (usize, f64)> = BTreeMap::new();
+    for ((_, metric), v) in values {
+        let e = per_metric.entry(metric).or_default();
+        e.0 += passes;
+        e.1 += v * passes as f64;
+    }
+    for (metric, (count, sum)) in per_metric {
+        let q = format!("sum(count_over_time({metric}[1h])) or vector(0)");
+        let body = node
+            .ok(&format!("/prometheus/api/v1/query?query={}", urlencode(&q)))
+            .await;
+        let got = body["data"]["result"][0]["value"][1].as_str().unwrap_or("");
+        assert_eq!(got, count.to_string(), "{}: {q}: {body}", node.url);
+        let q = format!("sum(sum_over_time({metric}[1h]))");
+        let body = node
+            .ok(&format!("/prometheus/api/v1/query?query={}", urlencode(&q)))
+            .await;
+        let got: f64 = body["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(f64::NAN);
+        assert!(
+            (got - sum).abs() <= 1e-6 * sum.abs().max(1.0),
+            "{q}: {got} != {sum}"
+        );
+    }
+}
+
+fn urlencode(q: &str) -> String {
+    q.bytes()
+        .map(|b| match b {
+            b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'_' | b'-' | b'.' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -120,6 +120,7 @@ pub fn request_kind(r: &Request) -> &'static str {
         Request::Metrics => "metrics",
         Request::GpuDigests { .. } | Request::SpanDigests { .. } => "repair",
         Request::Telemetry(_) => "telemetry",
+        Request::Series(_) => "series",
         Request::Latest { .. } => "latest",
         Request::Steps { .. } => "steps",
         Request::Status => "cluster",

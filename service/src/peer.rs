@@ -16,7 +16,7 @@ use tracing::{info_span, Instrument, Span};
 
 use crate::fanout::request_kind;
 use crate::node::NodeContext;
-use crate::query::{cluster, gpus, latest, steps, telemetry};
+use crate::query::{cluster, gpus, latest, series, steps, telemetry};
 
 /// Narrowest span a peer may ask digests of (so one answer stays small).
 const MIN_SPAN_MS: i64 = 60_000;
@@ -121,6 +121,12 @@ async fn answer(node: &Arc<NodeContext>, request: Request) -> Response {
             blocking(move || steps::local(&store, &uuid, &metrics, window))
                 .await
                 .map_or_else(Response::Refused, Response::Steps)
+        }
+        Request::Series(q) => {
+            let store = node.store.clone();
+            blocking(move || series::local(&store, &q))
+                .await
+                .map_or_else(Response::Refused, Response::Series)
         }
         Request::Telemetry(q) => {
             let store = node.store.clone();

@@ -136,6 +136,27 @@ impl<'a> BitReader<'a> {
         Ok((hi << 32) | lo)
     }
 
+    /// The next bits, left-aligned, with at least `n` (≤ 57) of them loaded if the stream has
+    /// them; bits past the stream's end read as zero, so [`skip`](Self::skip) must confirm
+    /// what a decision on them consumes.
+    #[inline]
+    pub fn peek(&mut self, n: u32) -> u64 {
+        if self.avail < n {
+            self.refill();
+        }
+        self.buf
+    }
+
+    /// Consumes `n` (≤ 57) bits after a [`peek`](Self::peek) of at least `n`.
+    #[inline]
+    pub fn skip(&mut self, n: u32) -> Result<()> {
+        if n > self.avail {
+            return Err(truncated());
+        }
+        self.consume(n);
+        Ok(())
+    }
+
     /// Counts (and consumes) up to `max` (≤ 8) leading one bits and the zero that ends them.
     #[inline]
     pub fn ones(&mut self, max: u32) -> Result<u32> {

@@ -319,12 +319,24 @@ struct TimeDecoder {
 impl TimeDecoder {
     #[inline]
     fn next(&mut self, r: &mut BitReader<'_>) -> Result<Timestamp> {
-        let zz = match r.ones(4)? {
-            0 => 0,
-            1 => r.read(7)?,
-            2 => r.read(9)?,
-            3 => r.read(12)?,
-            _ => r.read_wide(64)?,
+        // One peek decides the common codes (a regular interval is a single 0 bit): prefix
+        // 0, 10 + 7 bits, 110 + 9 bits, 1110 + 12 bits, 1111 + 64 bits.
+        let b = r.peek(16);
+        let zz = if b >> 63 == 0 {
+            r.skip(1)?;
+            0
+        } else if b >> 62 == 0b10 {
+            r.skip(9)?;
+            (b >> 55) & 0x7F
+        } else if b >> 61 == 0b110 {
+            r.skip(12)?;
+            (b >> 52) & 0x1FF
+        } else if b >> 60 == 0b1110 {
+            r.skip(16)?;
+            (b >> 48) & 0xFFF
+        } else {
+            r.skip(4)?;
+            r.read_wide(64)?
         };
         self.delta = self.delta.wrapping_add(unzigzag(zz));
         let t = self.ts.wrapping_add(self.delta);
@@ -381,14 +393,20 @@ struct IntDecoder {
 impl IntDecoder {
     #[inline]
     fn next(&mut self, r: &mut BitReader<'_>) -> Result<i64> {
-        let zz = match r.ones(2)? {
-            0 => 0,
-            1 if self.width > 0 => r.read_wide(self.width)?,
-            1 => return Err(corrupt("width reused before it was set")),
-            _ => {
-                self.width = r.read(6)? as u32 + 1;
-                r.read_wide(self.width)?
+        let b = r.peek(2);
+        let zz = if b >> 63 == 0 {
+            r.skip(1)?;
+            0
+        } else if b >> 62 == 0b10 {
+            r.skip(2)?;
+            if self.width == 0 {
+                return Err(corrupt("width reused before it was set"));
             }
+            r.read_wide(self.width)?
+        } else {
+            r.skip(2)?;
+            self.width = r.read(6)? as u32 + 1;
+            r.read_wide(self.width)?
         };
         self.prev = self.prev.wrapping_add(unzigzag(zz));
         Ok(self.prev)

@@ -29,8 +29,10 @@ mod heads;
 mod keys;
 mod model;
 mod read;
+mod reader;
 mod store;
 mod summary;
+mod window;
 mod write;
 
 pub use digest::{metric_hash, sample_hash, Digest, GpuDigest, SpanDigest};
@@ -46,4 +48,5 @@ pub use store::{
     DEFAULT_MAX_HEAD_SAMPLES, IDLE_CHECKPOINT, MAX_CHECKPOINT_DELAY, MIN_CHUNK_SAMPLES,
 };
 pub use summary::{Latest, Steps};
+pub use window::SeriesWindow;
 pub use write::WRITE_SLICE_SAMPLES;

@@ -156,6 +156,29 @@ fn check(store: &Store, model: &Model, limit: usize, window: (i64, i64)) {
             read_all(store, uuid, &one, window, limit),
             expected(model, uuid, &one, window)
         );
+        // Whole series: the same samples per metric, and a bound that stops the read.
+        let whole = store
+            .series_window(uuid, &[], window, usize::MAX)
+            .expect("series window")
+            .expect("known GPU");
+        let mut flat: Vec<(i64, String, f64)> = whole
+            .series
+            .iter()
+            .flat_map(|(m, pts)| pts.iter().map(move |&(t, v)| (t, m.to_string(), v)))
+            .collect();
+        flat.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+        assert_eq!(flat, expected(model, uuid, &[], window));
+        assert_eq!(whole.samples, flat.len());
+        if flat.len() > 1 {
+            let cut = store
+                .series_window(uuid, &[], window, 0)
+                .expect("series window")
+                .expect("known GPU");
+            assert!(
+                cut.samples > 0,
+                "a bound of 0 stops after the first bucket read"
+            );
+        }
     }
 }
 

@@ -10,7 +10,7 @@ use telemetry_storage::{GpuDigest, GpuInfo, SpanDigest};
 use super::membership::NodeInfo;
 
 /// Version of this protocol; a message with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 4;
+pub const PROTOCOL_VERSION: u16 = 5;
 /// Largest message accepted, far below ractor_cluster's 16 MiB frame cap.
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 
@@ -85,6 +85,44 @@ pub enum Request {
         /// The encoded batch.
         payload: Vec<u8>,
     },
+    /// Whole series of several GPUs in a window (what a query engine reads); answered with
+    /// [`Response::Series`].
+    Series(SeriesQuery),
+}
+
+/// Whole series of several GPUs in a window, read until more than `max_samples`.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct SeriesQuery {
+    /// GPU UUIDs.
+    pub uuids: Vec<String>,
+    /// Metric names; empty for all.
+    pub metrics: Vec<String>,
+    /// Inclusive start (ms).
+    pub start: i64,
+    /// Inclusive end (ms).
+    pub end: i64,
+    /// The read stops once it holds more samples than this (the answer says it is incomplete).
+    pub max_samples: u64,
+}
+
+/// One GPU's series in a [`SeriesAnswer`].
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct SeriesPart {
+    /// GPU UUID.
+    pub uuid: String,
+    /// Per metric: its (timestamp, value) samples in time order.
+    pub series: Vec<(String, Vec<(i64, f64)>)>,
+}
+
+/// A node's (or the merged) answer to a [`SeriesQuery`].
+#[derive(Debug, Clone, Default, PartialEq, Encode, Decode)]
+pub struct SeriesAnswer {
+    /// The GPUs the node stores something of, in the query's order.
+    pub parts: Vec<SeriesPart>,
+    /// Samples read.
+    pub samples: u64,
+    /// False when the read stopped at `max_samples`: the parts are not the whole series.
+    pub complete: bool,
 }
 
 /// The outcome of a remote append.
@@ -262,6 +300,8 @@ pub enum Response {
     GpuDigests(Vec<GpuDigest>),
     /// The GPU's span digests here, in time order; `None` if it stores nothing of it.
     SpanDigests(Option<Vec<SpanDigest>>),
+    /// The answering node's series.
+    Series(SeriesAnswer),
     /// Too many requests in flight at the answering node; retry later.
     Busy,
     /// The request could not be read (wrong version, damaged).

@@ -8,10 +8,11 @@ use std::sync::Arc;
 
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::VectorSelector;
+use telemetry_actors::cluster::protocol::SeriesQuery;
 use telemetry_actors::dcgm::labels as dcgm_labels;
 use telemetry_promql::{Fetched, RawSeries, Selection};
 use telemetry_service::query::telemetry::{self, TelemetryQuery};
-use telemetry_service::query::{gpus, metrics};
+use telemetry_service::query::{gpus, metrics, series};
 use telemetry_service::{Coverage, NodeContext, QueryError};
 use telemetry_storage::GpuInfo;
 
@@ -20,8 +21,13 @@ use super::Labels;
 /// Most samples one query may read; beyond it the query is refused rather than run unbounded.
 pub const MAX_PROM_SAMPLES: usize = 5_000_000;
 
-/// GPUs read at once for one selection (each read is a scatter-gather over the members).
-pub const FETCH_CONCURRENCY: usize = 16;
+/// Groups of GPUs read at once for one selection (each read is a scatter-gather over the
+/// members, and one blocking task at each).
+pub const FETCH_CONCURRENCY: usize = 4;
+
+/// GPUs per whole-series read: a dashboard's 30 minutes of one metric at 1 s is 1,800 samples a
+/// GPU, so a group's answer is well under the member's bound and several groups use the cores.
+pub const SERIES_GROUP_GPUS: usize = 32;
 
 /// Reads every selection of a plan; the series keyed as the evaluator looks them up.
 pub async fn fetch(
@@ -34,33 +40,41 @@ pub async fn fetch(
     let budget = Arc::new(AtomicUsize::new(MAX_PROM_SAMPLES));
     for s in selections {
         let picked = listing.select(&s.selector)?;
-        let mut by_gpu: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        // GPUs asking for the same metrics share requests.
+        let mut by_metrics: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
+        let mut by_gpu: BTreeMap<&str, Vec<String>> = BTreeMap::new();
         for (_, uuid, metric) in &picked {
-            by_gpu.entry(uuid.clone()).or_default().push(metric.clone());
+            by_gpu.entry(uuid).or_default().push(metric.clone());
         }
+        for (uuid, metrics) in by_gpu {
+            by_metrics
+                .entry(metrics)
+                .or_default()
+                .push(uuid.to_string());
+        }
+        let groups = by_metrics.into_iter().flat_map(|(metrics, uuids)| {
+            uuids
+                .chunks(SERIES_GROUP_GPUS)
+                .map(|c| (metrics.clone(), c.to_vec()))
+                .collect::<Vec<_>>()
+        });
         let mut data: BTreeMap<(String, String), Vec<(i64, f64)>> = BTreeMap::new();
-        let mut queue = by_gpu.into_iter();
+        let mut groups = groups.collect::<Vec<_>>().into_iter();
         let mut reads = tokio::task::JoinSet::new();
         loop {
             while reads.len() < FETCH_CONCURRENCY {
-                let Some((uuid, metrics)) = queue.next() else {
+                let Some((metrics, uuids)) = groups.next() else {
                     break;
                 };
                 let (node, budget, window) = (node.clone(), budget.clone(), (s.start, s.end));
-                reads.spawn(async move {
-                    let read = samples(&node, &uuid, &metrics, window, &budget).await;
-                    (uuid, read)
-                });
+                reads.spawn(async move { group(&node, uuids, metrics, window, &budget).await });
             }
             let Some(done) = reads.join_next().await else {
                 break;
             };
-            let (uuid, read) = done.map_err(|e| e.to_string())?;
-            let (read, c) = read?;
+            let (read, c) = done.map_err(|e| e.to_string())??;
             coverage = coverage.join(c);
-            for (metric, pts) in read {
-                data.insert((uuid.clone(), metric), pts);
-            }
+            data.extend(read);
         }
         let series = picked
             .into_iter()
@@ -74,13 +88,70 @@ pub async fn fetch(
     Ok((fetched, coverage))
 }
 
-fn labels_of(gpu: &GpuInfo, metric: &str) -> Labels {
-    let mut l: Labels = dcgm_labels::labels_of(gpu)
+type GroupRead = (Vec<((String, String), Vec<(i64, f64)>)>, Coverage);
+
+/// One group's series: one whole-series read over the members, or, when a member's answer
+/// would not fit a message, each GPU page by page.
+async fn group(
+    node: &NodeContext,
+    uuids: Vec<String>,
+    metrics: Vec<String>,
+    (start, end): (i64, i64),
+    budget: &AtomicUsize,
+) -> Result<GroupRead, String> {
+    let q = SeriesQuery {
+        uuids: uuids.clone(),
+        metrics: metrics.clone(),
+        start,
+        end,
+        max_samples: budget.load(Ordering::Acquire) as u64,
+    };
+    let a = series::read(node, q).await.map_err(|e| e.to_string())?;
+    if a.value.complete {
+        take(budget, a.value.samples as usize)?;
+        let read = a
+            .value
+            .parts
+            .into_iter()
+            .flat_map(|p| {
+                let uuid = p.uuid;
+                p.series
+                    .into_iter()
+                    .map(move |(m, pts)| ((uuid.clone(), m), pts))
+            })
+            .collect();
+        return Ok((read, a.coverage));
+    }
+    if a.value.samples as usize > budget.load(Ordering::Acquire) {
+        return Err(over_budget());
+    }
+    let mut out = Vec::new();
+    let mut coverage = a.coverage;
+    for uuid in uuids {
+        let (read, c) = samples(node, &uuid, &metrics, (start, end), budget).await?;
+        coverage = coverage.join(c);
+        out.extend(read.into_iter().map(|(m, pts)| ((uuid.clone(), m), pts)));
+    }
+    Ok((out, coverage))
+}
+
+fn take(budget: &AtomicUsize, n: usize) -> Result<(), String> {
+    budget
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| b.checked_sub(n))
+        .map(|_| ())
+        .map_err(|_| over_budget())
+}
+
+fn over_budget() -> String {
+    format!("the query reads more than {MAX_PROM_SAMPLES} samples; narrow it")
+}
+
+/// A GPU's labels as dcgm-exporter names them (without `__name__`).
+fn labels_of(gpu: &GpuInfo) -> Labels {
+    dcgm_labels::labels_of(gpu)
         .into_iter()
         .map(|(k, v)| (k.to_string(), v))
-        .collect();
-    l.insert("__name__".into(), metric.into());
-    l
+        .collect()
 }
 
 fn matches(m: &Matcher, labels: &Labels) -> bool {
@@ -116,13 +187,28 @@ impl Listing {
         if let Some(name) = &sel.name {
             matchers.push(Matcher::new(MatchOp::Equal, "__name__", name));
         }
+        // Names first: a selector names one metric or a few, so most GPU label sets are never
+        // built.
+        let (by_name, by_label): (Vec<&Matcher>, Vec<&Matcher>) =
+            matchers.iter().partition(|m| m.name == "__name__");
+        let names: Vec<&String> = self
+            .metrics
+            .iter()
+            .filter(|n| by_name.iter().all(|m| m.is_match(n)))
+            .collect();
         let mut out = Vec::new();
+        if names.is_empty() {
+            return Ok(out);
+        }
         for gpu in &self.gpus {
-            for metric in &self.metrics {
-                let labels = labels_of(gpu, metric);
-                if matchers.iter().all(|m| matches(m, &labels)) {
-                    out.push((labels, gpu.uuid.clone(), metric.clone()));
-                }
+            let base = labels_of(gpu);
+            if !by_label.iter().all(|m| matches(m, &base)) {
+                continue;
+            }
+            for &metric in &names {
+                let mut labels = base.clone();
+                labels.insert("__name__".into(), metric.clone());
+                out.push((labels, gpu.uuid.clone(), metric.clone()));
             }
         }
         Ok(out)
@@ -161,12 +247,7 @@ async fn samples(
             }
             Err(e) => return Err(e.to_string()),
         };
-        let n = page.points.len();
-        budget
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |b| b.checked_sub(n))
-            .map_err(|_| {
-                format!("the query reads more than {MAX_PROM_SAMPLES} samples; narrow it")
-            })?;
+        take(budget, page.points.len())?;
         // Points go to their metric by index: a name lookup per point was a third of the read.
         let mut columns: Vec<Vec<(i64, f64)>> = page
             .metrics

@@ -6,5 +6,6 @@ pub mod cluster;
 pub mod gpus;
 pub mod latest;
 pub mod metrics;
+pub mod series;
 pub mod steps;
 pub mod telemetry;
