@@ -45,22 +45,48 @@ pub fn prom_value(v: f64) -> String {
     telemetry_promql::format_value(v)
 }
 
-/// A range query's vector result: every series with a value, sorted by labels.
-pub fn matrix(mut series: Vec<StepSeries>, grid: Grid) -> Value {
+/// A range query's answer with a vector result (every series with a value, sorted by labels),
+/// written straight into the body: a dashboard's answer is thousands of `[time, "value"]` pairs,
+/// and building them as JSON values first cost as much as the evaluation.
+pub fn matrix_body(
+    mut series: Vec<StepSeries>,
+    grid: Grid,
+    warnings: Option<Vec<String>>,
+) -> String {
     series.retain(|s| s.values.iter().any(Option::is_some));
     series.sort_by(|a, b| a.labels.cmp(&b.labels));
-    let out: Vec<Value> = series
-        .into_iter()
-        .map(|s| {
-            let values: Vec<Value> = grid
-                .times()
-                .zip(s.values)
-                .filter_map(|(t, v)| v.map(|v| json!([prom_time(t), prom_value(v)])))
-                .collect();
-            json!({"metric": s.labels, "values": values})
-        })
-        .collect();
-    json!(out)
+    let points: usize = series.iter().map(|s| s.values.len()).sum();
+    let mut out = String::with_capacity(64 + points * 24);
+    out.push_str(r#"{"status":"success","data":{"resultType":"matrix","result":["#);
+    for (i, s) in series.iter().enumerate() {
+        if i > 0 {
+            out.push(',');
+        }
+        out.push_str(r#"{"metric":"#);
+        out.push_str(&json!(s.labels).to_string());
+        out.push_str(r#","values":["#);
+        let mut first = true;
+        for (t, v) in grid.times().zip(&s.values) {
+            let Some(v) = v else { continue };
+            if !first {
+                out.push(',');
+            }
+            first = false;
+            out.push('[');
+            out.push_str(&prom_time(t).to_string());
+            out.push_str(",\"");
+            out.push_str(&prom_value(*v));
+            out.push_str("\"]");
+        }
+        out.push_str("]}");
+    }
+    out.push_str("]}");
+    if let Some(w) = warnings {
+        out.push_str(r#","warnings":"#);
+        out.push_str(&Value::from(w).to_string());
+    }
+    out.push('}');
+    out
 }
 
 /// The warning of a partial answer.
@@ -76,6 +102,44 @@ pub fn warnings(coverage: &Coverage) -> Option<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_written_matrix_is_the_json_of_its_values() {
+        let labels = |h: &str| {
+            [("__name__", "t"), ("Hostname", h)]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        let series = vec![
+            StepSeries {
+                labels: labels("b\"q"),
+                values: vec![Some(1.5), None, Some(f64::NAN)],
+            },
+            StepSeries {
+                labels: labels("a"),
+                values: vec![None, Some(2.0), None],
+            },
+            StepSeries {
+                labels: labels("none"),
+                values: vec![None, None, None],
+            },
+        ];
+        let grid = Grid {
+            start: 1_000,
+            end: 2_000,
+            step: 500,
+        };
+        let body: Value =
+            serde_json::from_str(&matrix_body(series, grid, Some(vec!["w".into()]))).expect("JSON");
+        assert_eq!(
+            body,
+            json!({"status": "success", "warnings": ["w"], "data": {"resultType": "matrix", "result": [
+                {"metric": {"__name__": "t", "Hostname": "a"}, "values": [[1.5, "2"]]},
+                {"metric": {"__name__": "t", "Hostname": "b\"q"}, "values": [[1, "1.5"], [2, "NaN"]]},
+            ]}})
+        );
+    }
 
     #[test]
     fn values_print_like_prometheus() {

@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use promql_parser::parser::{Expr, VectorSelector};
 use serde_json::{json, Value as Json_};
@@ -26,7 +28,7 @@ use telemetry_promql::{evaluate, selections, Grid, Value};
 
 use crate::params::Params;
 use crate::state::AppState;
-use format::{error, matrix, prom_time, prom_value, warnings, PromError};
+use format::{error, matrix_body, prom_time, prom_value, warnings, PromError};
 
 /// Most steps of one `query_range` (Prometheus' own limit is 11,000).
 pub const MAX_PROM_STEPS: i64 = 11_000;
@@ -123,7 +125,7 @@ pub async fn query_range(
     State(api): State<AppState>,
     RawQuery(q): RawQuery,
     body: Bytes,
-) -> PromResult {
+) -> Result<Response, PromError> {
     let p = params(q.as_deref(), &body)?;
     let expr = parse_query(&p)?;
     let start = time(&p, "start")?.ok_or_else(|| error("bad_data", "start is missing"))?;
@@ -147,7 +149,10 @@ pub async fn query_range(
     let grid = Grid { start, end, step };
     let (value, warn) = run(&api, expr, grid, timeout(&p)?).await?;
     let result = match value {
-        Value::Vector(series) => matrix(series, grid),
+        Value::Vector(series) => {
+            let body = matrix_body(series, grid, warn);
+            return Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response());
+        }
         Value::Scalar(v) => json!([{"metric": {}, "values": grid.times().zip(v)
             .map(|(t, v)| json!([prom_time(t), prom_value(v)])).collect::<Vec<_>>()}]),
         Value::String(_) | Value::Range(_) => {
@@ -161,7 +166,7 @@ pub async fn query_range(
     if let Some(w) = warn {
         body["warnings"] = json!(w);
     }
-    Ok(Json(body))
+    Ok(Json(body).into_response())
 }
 
 /// `GET`/`POST /prometheus/api/v1/query`: an instant query.
