@@ -11,7 +11,9 @@ Rows (each figure a median over RUNS where it is a rate, p50 over QUERIES where 
   4. one GPU's 10 metrics over the 30 minutes raw: our columnar page, VictoriaMetrics'
      `/api/v1/export`, Prometheus' range-vector query.
 Each server gets a fresh data directory per run; the query rows use the stores of the last run.
-Server CPU is user + system from /proc; peak RSS is VmHWM.
+Server CPU is user + system from /proc; client CPU is the sender's (this script's threads or the
+`import` process); peak RSS is VmHWM. SENDERS and SAMPLES_PER_WRITE (environment) change the
+remote write load (defaults 4 and Prometheus' 500).
 
 A benchmark, not a test: the figures go in the README and the issue notes.
 Usage: python3 peer-compare.py NODE_BINARY WORKDIR [HOSTS] [SCRAPES] [RUNS] [QUERIES]
@@ -21,6 +23,7 @@ Needs Debian's victoria-metrics and prometheus, and the Python package cramjam (
 import csv
 import http.client
 import json
+import resource
 import os
 import re
 import socket
@@ -38,7 +41,7 @@ binary, work = sys.argv[1], sys.argv[2]
 hosts, scrapes, runs, queries = (int(a) for a in (sys.argv[3:] + ["13", "1800", "2", "50"][len(sys.argv) - 3:])[:4])
 tick = os.sysconf("SC_CLK_TCK")
 SENDERS = int(os.environ.get("SENDERS", "4"))
-SAMPLES_PER_WRITE = 500
+SAMPLES_PER_WRITE = int(os.environ.get("SAMPLES_PER_WRITE", "500"))
 
 
 def port():
@@ -177,10 +180,17 @@ def stop(p):
     p.wait()
 
 
+def client_cpu():
+    """CPU seconds of this script and its finished children (the `import` client)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def timed(p, work_fn):
-    c0, t0 = cpu(p.pid), time.perf_counter()
+    c0, k0, t0 = cpu(p.pid), client_cpu(), time.perf_counter()
     work_fn()
-    return time.perf_counter() - t0, cpu(p.pid) - c0
+    return time.perf_counter() - t0, cpu(p.pid) - c0, client_cpu() - k0
 
 
 def import_ours(url):
@@ -226,8 +236,10 @@ def median_row(name, results):
     secs = statistics.median(r[0] for r in results)
     c = statistics.median(r[1] for r in results)
     rss = max(r[2] for r in results)
-    print(f"  {name}: {samples / secs / 1e6:.2f} M samples/s, {c / samples * 1e6:.2f} CPU-s per M, "
-          f"peak RSS {rss:.0f} MiB  (runs: {', '.join(f'{samples / r[0] / 1e6:.2f}' for r in results)} M/s)")
+    k = statistics.median(r[3] for r in results)
+    print(f"  {name}: {samples / secs / 1e6:.2f} M samples/s, {c / samples * 1e6:.2f} server CPU-s per M "
+          f"(client {k / samples * 1e6:.2f}), peak RSS {rss:.0f} MiB  "
+          f"(runs: {', '.join(f'{samples / r[0] / 1e6:.2f}' for r in results)} M/s)")
 
 
 def run_rows(title, contenders):
@@ -237,8 +249,8 @@ def run_rows(title, contenders):
     for i in range(runs):
         for name, start, work_fn in contenders:
             p, url = start(f"{name.split()[0].lower()}-{title.split()[0].lower()}{i}")
-            secs, c = timed(p, lambda: work_fn(url))
-            results[name].append((secs, c, peak_rss_mib(p.pid)))
+            secs, c, k = timed(p, lambda: work_fn(url))
+            results[name].append((secs, c, peak_rss_mib(p.pid), k))
             if i == runs - 1:
                 kept[name] = (p, url)
             else:
