@@ -244,15 +244,7 @@ fn kept(members: impl Iterator<Item = (usize, f64)>, k: usize, largest: bool) ->
             .is_some_and(|top| top.1.is_nan() || if largest { top.1 < v } else { top.1 > v });
         if heap.len() < k {
             heap.push((m, v));
-            let mut j = heap.len() - 1;
-            while j > 0 {
-                let i = (j - 1) / 2;
-                if !less(heap[j].1, heap[i].1) {
-                    break;
-                }
-                heap.swap(i, j);
-                j = i;
-            }
+            sift_up(&mut heap, &less);
         } else if evicts {
             // Pop then push equals replacing the top and sifting it down, except that Go's
             // pop sifts the last element down first; follow it exactly.
@@ -260,18 +252,23 @@ fn kept(members: impl Iterator<Item = (usize, f64)>, k: usize, largest: bool) ->
             heap.swap(0, n);
             sift_down(&mut heap[..n], &less);
             heap[n] = (m, v);
-            let mut j = n;
-            while j > 0 {
-                let i = (j - 1) / 2;
-                if !less(heap[j].1, heap[i].1) {
-                    break;
-                }
-                heap.swap(i, j);
-                j = i;
-            }
+            sift_up(&mut heap, &less);
         }
     }
     heap
+}
+
+/// Go's `heap.up(h, len(h) - 1)`.
+fn sift_up(heap: &mut [(usize, f64)], less: &impl Fn(f64, f64) -> bool) {
+    let mut j = heap.len().saturating_sub(1);
+    while j > 0 {
+        let i = (j - 1) / 2;
+        if !less(heap[j].1, heap[i].1) {
+            return;
+        }
+        heap.swap(i, j);
+        j = i;
+    }
 }
 
 /// Go's `heap.down(h, 0, len(h))`.
