@@ -48,9 +48,6 @@ pub struct Page {
 /// The first `q.limit` points of the readers merged by (time, metric) after the cursor, and
 /// whether more exist.
 fn merge_page(readers: &mut [SeriesReader], q: &RangeQuery<'_>) -> Result<(Vec<Point>, bool)> {
-    if let [only] = readers {
-        return copy_page(only, q);
-    }
     let mut active = Vec::with_capacity(readers.len());
     for r in readers.iter_mut() {
         active.push(if r.fill()? { r.current() } else { None });
@@ -77,37 +74,6 @@ fn merge_page(readers: &mut [SeriesReader], q: &RangeQuery<'_>) -> Result<(Vec<P
                 metric: rank as u16,
                 value: v,
             });
-        }
-    }
-    Ok((points, false))
-}
-
-/// [`merge_page`] of a single series (a PromQL selection reads one metric of each GPU): its
-/// decoded buckets are copied a slice at a time instead of merged point by point.
-fn copy_page(r: &mut SeriesReader, q: &RangeQuery<'_>) -> Result<(Vec<Point>, bool)> {
-    let mut points = Vec::with_capacity(q.limit.min(16_384));
-    let mut more = r.fill()?;
-    while more {
-        let mut from = r.pos;
-        if let Some(c) = &q.cursor {
-            // One metric: everything at the cursor's time was on the previous page.
-            from +=
-                r.buf[r.pos..].partition_point(|s| s.0 <= c.timestamp && *r.metric <= *c.metric);
-        }
-        let room = q.limit - points.len();
-        let take = &r.buf[from.min(r.buf.len())..];
-        points.extend(take.iter().take(room).map(|&(timestamp, value)| Point {
-            timestamp,
-            metric: 0,
-            value,
-        }));
-        if take.len() > room {
-            return Ok((points, true));
-        }
-        r.pos = r.buf.len();
-        more = r.fill()?;
-        if more && points.len() == q.limit {
-            return Ok((points, true));
         }
     }
     Ok((points, false))

@@ -52,14 +52,14 @@ pub async fn fetch(
                 .or_default()
                 .push(uuid.to_string());
         }
-        let groups = by_metrics.into_iter().flat_map(|(metrics, uuids)| {
-            uuids
-                .chunks(SERIES_GROUP_GPUS)
-                .map(|c| (metrics.clone(), c.to_vec()))
-                .collect::<Vec<_>>()
-        });
+        let mut groups = Vec::new();
+        for (metrics, uuids) in by_metrics {
+            for chunk in uuids.chunks(SERIES_GROUP_GPUS) {
+                groups.push((metrics.clone(), chunk.to_vec()));
+            }
+        }
+        let mut groups = groups.into_iter();
         let mut data: BTreeMap<(String, String), Vec<(i64, f64)>> = BTreeMap::new();
-        let mut groups = groups.collect::<Vec<_>>().into_iter();
         let mut reads = tokio::task::JoinSet::new();
         loop {
             while reads.len() < FETCH_CONCURRENCY {

@@ -23,9 +23,11 @@ pub const MAX_SERIES_ANSWER_SAMPLES: u64 = 300_000;
 
 /// The cluster's copies of the GPUs' series, merged; the answer is incomplete when a member's
 /// read stopped at `max_samples`.
-pub async fn read(node: &NodeContext, q: SeriesQuery) -> Result<Answer<SeriesAnswer>, QueryError> {
+pub async fn read(
+    node: &NodeContext,
+    mut q: SeriesQuery,
+) -> Result<Answer<SeriesAnswer>, QueryError> {
     let store = node.store.clone();
-    let mut q = q;
     q.max_samples = q.max_samples.min(MAX_SERIES_ANSWER_SAMPLES);
     let asked = q.clone();
     let local = tokio::task::spawn_blocking(move || local(&store, &asked)).await??;
