@@ -52,6 +52,7 @@ fn gpu(uuid: &str, host: &str, index: u32, model: &str) -> GpuInfo {
         job: None,
         driver_version: None,
         pci_bus_id: None,
+        hpc_job: None,
     }
 }
 

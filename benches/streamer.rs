@@ -21,6 +21,7 @@ fn gpu(i: u32) -> GpuInfo {
         job: None,
         driver_version: None,
         pci_bus_id: None,
+        hpc_job: None,
     }
 }
 

@@ -128,6 +128,7 @@ impl From<QueryError> for ApiError {
                 ))
             }
             QueryError::UnknownGpu { .. } => Self::not_found(e.to_string()),
+            QueryError::TooLarge(m) => Self::bad_request(m.clone()),
             _ if e.is_transient() => Self::not_ready(e.to_string()),
             _ => Self::internal(e.to_string()),
         }

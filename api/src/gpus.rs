@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use telemetry_storage::GpuInfo;
 use utoipa::ToSchema;
 
+use telemetry_service::attribution;
 use telemetry_service::query::{gpus, metrics};
 
 use crate::error::{ApiError, ErrorBody};
@@ -30,11 +31,12 @@ pub struct Gpu {
     pub device: String,
     /// Model name.
     pub model: String,
-    /// Kubernetes container, if any.
+    /// Kubernetes container of the GPU's newest workload observation (GPU detail only: null
+    /// in lists, and when the newest sample carried no workload).
     pub container: Option<String>,
-    /// Kubernetes pod, if any.
+    /// Kubernetes pod, as `container`.
     pub pod: Option<String>,
-    /// Kubernetes namespace, if any.
+    /// Kubernetes namespace, as `container`.
     pub namespace: Option<String>,
 }
 
@@ -143,8 +145,21 @@ pub async fn get_gpu(
     let g = gpus::one(&api.node, &uuid).await?;
     let partial = g.partial();
     let d = g.value;
+    let mut gpu = Gpu::from(d.info);
+    if let Some(last) = d.last {
+        // The workload now: a span still open at the GPU's newest sample.
+        let window = (last.saturating_sub(attribution::MAX_GAP), last);
+        let a = attribution::read(&api.node, Some(vec![uuid.clone()]), window, None).await?;
+        let newest = a.value.into_iter().flat_map(|g| g.spans).next_back();
+        if let Some(s) = newest.filter(|s| s.end == last) {
+            let opt = |v: String| (!v.is_empty()).then_some(v);
+            gpu.container = opt(s.workload.container);
+            gpu.pod = opt(s.workload.pod);
+            gpu.namespace = opt(s.workload.namespace);
+        }
+    }
     Ok(Json(GpuDetail {
-        gpu: d.info.into(),
+        gpu,
         metrics: d.metrics,
         first_timestamp: d.first.map(format_time),
         last_timestamp: d.last.map(format_time),

@@ -9,6 +9,7 @@
 //! |---|---|
 //! | `gpus`, `telemetry`, `summary` | the REST reads: GPUs, metric names, samples, fleet table, steps |
 //! | `prometheus` | `/prometheus/api/v1/…` for Grafana (PromQL selectors and aggregations) |
+//! | `workloads` | who used which GPU: workloads in a window, a pod's GPUs, a GPU's history |
 //! | `ingest` | `POST /api/v1/ingest` (a CSV chunk, answered when durable) |
 //! | `cluster`, `decommission` | `/api/v1/cluster`, `/healthz`, `/readyz`, decommission |
 //! | `metrics` | `/metrics` and the request-latency middleware |
@@ -30,6 +31,7 @@ mod remote_write;
 mod state;
 mod summary;
 mod telemetry;
+mod workloads;
 
 use axum::routing::get;
 use axum::Router;
@@ -59,6 +61,9 @@ pub use telemetry::{
     decode_cursor, encode_cursor, DEFAULT_TELEMETRY_LIMIT, MAX_COLUMNAR_LIMIT, MAX_TELEMETRY_LIMIT,
 };
 pub use telemetry::{ColumnarPage, ColumnarSeries, TelemetryAnswer, TelemetryPage, TelemetryPoint};
+pub use workloads::{
+    AttributedSpan, GpuAttribution, GpuSpansView, PodAttribution, WorkloadList, WorkloadUse,
+};
 
 /// The OpenAPI document of the REST API.
 #[derive(OpenApi)]
@@ -74,6 +79,9 @@ pub use telemetry::{ColumnarPage, ColumnarSeries, TelemetryAnswer, TelemetryPage
         telemetry::get_telemetry,
         summary::fleet_latest,
         summary::gpu_steps,
+        workloads::list_workloads,
+        workloads::get_pod,
+        workloads::get_gpu_attribution,
         ingest::ingest,
         cluster::get_cluster,
         cluster::healthz,
@@ -131,6 +139,15 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/prometheus/api/v1/metadata", get(prometheus::metadata))
         .route("/api/v1/gpus/{uuid}/steps", get(summary::gpu_steps))
+        .route(
+            "/api/v1/gpus/{uuid}/attribution",
+            get(workloads::get_gpu_attribution),
+        )
+        .route("/api/v1/workloads", get(workloads::list_workloads))
+        .route(
+            "/api/v1/workloads/{namespace}/{pod}",
+            get(workloads::get_pod),
+        )
         .route("/api/v1/cluster", get(cluster::get_cluster))
         .route(
             "/api/v1/cluster/nodes/{name}/decommission",

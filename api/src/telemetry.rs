@@ -181,6 +181,7 @@ pub async fn get_telemetry(
         .map(decode_cursor)
         .transpose()?;
     let metrics = p.all("metric");
+    let every_metric = metrics.is_empty();
     let query = TelemetryQuery {
         uuid: uuid.clone(),
         metrics,
@@ -201,6 +202,12 @@ pub async fn get_telemetry(
                 .unwrap_or_default(),
         })),
         _ => None,
+    };
+    // The cursor above comes from the whole page; the hidden observations go after it.
+    let page = if every_metric {
+        telemetry::without_observations(page)
+    } else {
+        page
     };
     let body = if columnar {
         write_columnar(&uuid, &page, next_cursor.as_deref(), &g.coverage)
@@ -354,6 +361,7 @@ mod tests {
                 (-5, 1, 1e300),
             ],
             more: true,
+            workloads: vec![],
         };
         let cov = |unavailable: Vec<String>, copies| Coverage {
             unavailable,
@@ -394,6 +402,7 @@ mod tests {
             metrics: vec!["B".into(), "A \"q\"".into()],
             points: vec![(1, 1, 1.5), (1, 0, 2.0), (2, 1, f64::NAN), (3, 1, -0.5)],
             more: false,
+            workloads: vec![],
         };
         let cov = Coverage {
             unavailable: vec![],

@@ -129,7 +129,7 @@ impl Evaluator<'_> {
         let offset = offset_ms(&sel.offset);
         let mut out = Vec::new();
         for s in self.source.series(sel)? {
-            let values = at_steps(&s.points, grid, offset);
+            let values = at_steps(&s.points, &s.stale, grid, offset);
             if values.iter().any(Option::is_some) {
                 self.hold(values.len())?;
                 out.push(StepSeries {
@@ -147,7 +147,7 @@ impl Evaluator<'_> {
         let mut out = Vec::new();
         for s in self.source.series(sel)? {
             let times: Vec<(i64, f64)> = s.points.iter().map(|p| (p.0, p.0 as f64)).collect();
-            let values = at_steps(&times, grid, offset);
+            let values = at_steps(&times, &s.stale, grid, offset);
             if values.iter().any(Option::is_some) {
                 self.hold(values.len())?;
                 out.push(StepSeries {
@@ -184,6 +184,7 @@ impl Evaluator<'_> {
                 let raw = series
                     .into_iter()
                     .map(|s| RawSeries {
+                        stale: Vec::new(),
                         labels: s.labels,
                         points: times
                             .iter()
@@ -222,16 +223,27 @@ impl Evaluator<'_> {
 }
 
 /// The value of a series at each grid time: its newest sample at or before `t - offset`, if
-/// no older than the lookback (Prometheus 2.x counts a sample exactly one lookback old).
-pub(crate) fn at_steps(points: &[(i64, f64)], grid: Grid, offset: i64) -> Vec<Option<f64>> {
-    let mut i = 0;
+/// no older than the lookback (Prometheus 2.x counts a sample exactly one lookback old) and no
+/// staleness marker came after it.
+pub(crate) fn at_steps(
+    points: &[(i64, f64)],
+    stale: &[i64],
+    grid: Grid,
+    offset: i64,
+) -> Vec<Option<f64>> {
+    let (mut i, mut k) = (0, 0);
     grid.times()
         .map(|t| {
             let t = t - offset;
             while i < points.len() && points[i].0 <= t {
                 i += 1;
             }
-            (i > 0 && points[i - 1].0 >= t - LOOKBACK_MS).then(|| points[i - 1].1)
+            while k < stale.len() && stale[k] <= t {
+                k += 1;
+            }
+            let newest = i.checked_sub(1).map(|i| points[i])?;
+            let marked = k > 0 && stale[k - 1] > newest.0;
+            (newest.0 >= t - LOOKBACK_MS && !marked).then_some(newest.1)
         })
         .collect()
 }
@@ -278,7 +290,7 @@ mod tests {
             end: 700_001,
             step: 1,
         };
-        let all = at_steps(&pts, grid, 0);
+        let all = at_steps(&pts, &[], grid, 0);
         let at = |t: i64| all[(t + 1) as usize];
         assert_eq!(at(-1), None);
         assert_eq!(at(0), Some(1.0));
@@ -289,6 +301,14 @@ mod tests {
         assert_eq!(at(700_001), None);
         // An offset looks that much further back.
         let g = Grid::instant(410_000);
-        assert_eq!(at_steps(&pts, g, 400_000), [Some(2.0)]);
+        assert_eq!(at_steps(&pts, &[], g, 400_000), [Some(2.0)]);
+        // A staleness marker hides the older sample from its time on, until a newer one.
+        let marked = at_steps(&pts, &[20_000], grid, 0);
+        let at = |t: i64| marked[(t + 1) as usize];
+        assert_eq!(
+            (at(19_999), at(20_000), at(399_999)),
+            (Some(2.0), None, None)
+        );
+        assert_eq!(at(400_000), Some(3.0));
     }
 }

@@ -15,6 +15,10 @@ pub struct RawSeries {
     pub labels: Labels,
     /// Samples in time order, no two at the same time.
     pub points: Vec<(i64, f64)>,
+    /// Times the series went stale, in order (Prometheus' staleness markers, as its scrape
+    /// loop writes them when a series leaves a target): an instant selection finds nothing
+    /// when a marker is newer than the newest sample it would pick.
+    pub stale: Vec<i64>,
 }
 
 /// The evaluation times: `start`, `start + step`, … up to `end` (ms).

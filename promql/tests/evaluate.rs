@@ -14,7 +14,11 @@ fn data() -> Vec<RawSeries> {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
             let points = (0..=60).map(|i| (i * 10_000, base * scale)).collect();
-            out.push(RawSeries { labels, points });
+            out.push(RawSeries {
+                labels,
+                points,
+                stale: Vec::new(),
+            });
         }
     }
     // A counter: +1 per second, reset to 0 at 300 s.
@@ -30,7 +34,11 @@ fn data() -> Vec<RawSeries> {
             )
         })
         .collect();
-    out.push(RawSeries { labels, points });
+    out.push(RawSeries {
+        labels,
+        points,
+        stale: Vec::new(),
+    });
     out
 }
 

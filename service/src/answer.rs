@@ -43,6 +43,9 @@ pub enum QueryError {
     /// The task reading the store did not finish (it panicked or was cancelled).
     #[error("a query task failed: {0}")]
     Task(String),
+    /// The answer would be over a bound; the message says which and what to narrow.
+    #[error("{0}")]
+    TooLarge(String),
 }
 
 impl QueryError {
@@ -52,7 +55,7 @@ impl QueryError {
         match self {
             Self::UnknownGpu { coverage, .. } => !coverage.complete(),
             Self::Store(e) => matches!(e, StorageError::Recovering) || e.is_out_of_space(),
-            Self::Task(_) => false,
+            Self::Task(_) | Self::TooLarge(_) => false,
         }
     }
 }

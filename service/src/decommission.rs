@@ -15,7 +15,7 @@ use telemetry_actors::cluster::protocol::{Request, Response};
 use telemetry_actors::cluster::transport::{call_endpoint, ClusterMsg};
 use telemetry_actors::routing::partition_of;
 use telemetry_actors::streamer::APPEND_TIMEOUT;
-use telemetry_storage::{BatchBuilder, RangeCursor, RangeQuery};
+use telemetry_storage::{BatchBuilder, RangeCursor, RangeQuery, WORKLOAD_METRIC};
 
 pub use telemetry_actors::cluster::protocol::DecommissionProgress;
 
@@ -138,24 +138,39 @@ async fn run(node: &NodeContext) -> Result<(), String> {
         loop {
             let store = node.store.clone();
             let (uuid, c) = (gpu.uuid.clone(), cursor.clone());
-            let page = tokio::task::spawn_blocking(move || {
-                store.range(&RangeQuery {
+            let read = tokio::task::spawn_blocking(move || {
+                let Some(page) = store.range(&RangeQuery {
                     uuid: &uuid,
                     metrics: &[],
                     start: i64::MIN / 2,
                     end: i64::MAX / 2,
                     limit: COPY_BATCH,
                     cursor: c,
-                })
+                })?
+                else {
+                    return Ok(None);
+                };
+                // Observations travel with the workloads they name.
+                let observed = page.metrics.iter().position(|m| **m == *WORKLOAD_METRIC);
+                let values = page
+                    .points
+                    .iter()
+                    .filter(|p| Some(usize::from(p.metric)) == observed)
+                    .map(|p| p.value);
+                let workloads = store.workloads_named(values)?;
+                Ok::<_, telemetry_storage::StorageError>(Some((page, workloads)))
             })
             .await
             .map_err(|e| e.to_string())?
             .map_err(|e| e.to_string())?;
-            let Some(page) = page else { break };
+            let Some((page, workloads)) = read else { break };
             if page.points.is_empty() {
                 break;
             }
             let mut b = BatchBuilder::default();
+            for w in &workloads {
+                b.add_workload(w);
+            }
             for p in &page.points {
                 let metric = page.metrics.get(usize::from(p.metric)).map_or("", |m| m);
                 b.push(&gpu, metric, p.timestamp, p.value);

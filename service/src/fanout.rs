@@ -121,6 +121,7 @@ pub fn request_kind(r: &Request) -> &'static str {
         Request::GpuDigests { .. } | Request::SpanDigests { .. } => "repair",
         Request::Telemetry(_) => "telemetry",
         Request::Series(_) => "series",
+        Request::Attribution(_) => "attribution",
         Request::Latest { .. } => "latest",
         Request::Steps { .. } => "steps",
         Request::Status => "cluster",

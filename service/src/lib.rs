@@ -11,6 +11,7 @@
 //! |---|---|
 //! | [`node`] | [`NodeContext`]: the store, broker registry, router and cluster view a query needs |
 //! | [`fanout`] | asking every live peer at once, each within [`SCATTER_TIMEOUT`]; who did not answer |
+//! | [`attribution`] | who used which GPU: workload spans per GPU, totals per workload |
 //! | [`query`] | one module per query kind: this node's part, the merge, the cluster-wide call |
 //! | [`answer`] | [`Answer`] (a value and who did not answer) and [`QueryError`] |
 //! | [`coverage`] | [`Coverage`]: whether the members that answered hold every sample (`partial`) |
@@ -23,6 +24,7 @@
 //! Called by: `telemetry-api` (handlers) and `telemetry-node` (start-up).
 
 pub mod answer;
+pub mod attribution;
 pub mod coverage;
 pub mod decommission;
 pub mod fanout;

@@ -122,6 +122,12 @@ async fn answer(node: &Arc<NodeContext>, request: Request) -> Response {
                 .await
                 .map_or_else(Response::Refused, Response::Steps)
         }
+        Request::Attribution(q) => {
+            let store = node.store.clone();
+            blocking(move || crate::attribution::local(&store, &q).map_err(|e| e.to_string()))
+                .await
+                .map_or_else(Response::Refused, Response::Attribution)
+        }
         Request::Series(q) => {
             let store = node.store.clone();
             blocking(move || series::local(&store, &q))

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use rustc_hash::FxHashMap;
 
+use crate::dictionary::Dictionary;
 use crate::digest::Digest;
 use crate::keys::{parse_series_key, SeriesId};
 use crate::model::GpuInfo;
@@ -81,6 +82,8 @@ pub struct Catalog {
     /// Series slots below this one are known to the checkpoint's disk state; the next freeze
     /// hands it the rest.
     pub persisted_series: u32,
+    /// The workload dictionary.
+    pub workloads: Dictionary,
 }
 
 fn corrupt(what: &'static str, detail: impl ToString) -> StorageError {
@@ -175,7 +178,10 @@ impl Catalog {
     /// Loads a GPU record of the `gpus` keyspace.
     pub fn load_gpu(&mut self, key: &[u8], value: &[u8]) -> Result<()> {
         let uuid = std::str::from_utf8(key).map_err(|e| corrupt("gpu", e))?;
-        let (id, info) = crate::model::decode_gpu_record(value).map_err(|e| corrupt("gpu", e))?;
+        let (id, mut info) =
+            crate::model::decode_gpu_record(value).map_err(|e| corrupt("gpu", e))?;
+        // A record of format 3 may hold the pod it last saw; workloads are observations now.
+        (info.container, info.pod, info.namespace, info.hpc_job) = (None, None, None, None);
         if info.uuid != uuid {
             return Err(corrupt("gpu", format!("key {uuid} holds {}", info.uuid)));
         }

@@ -50,6 +50,7 @@ impl Inner {
         !self.heads.dirty.is_empty()
             || !self.catalog.dirty_gpus.is_empty()
             || !self.catalog.dirty_metrics.is_empty()
+            || !self.catalog.workloads.dirty.is_empty()
             || !self.catalog.dirty_digests.is_empty()
     }
 

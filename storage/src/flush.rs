@@ -97,6 +97,13 @@ impl Disk {
         for (id, d) in &frozen.digests {
             batch.insert(&ks.meta, gpu_digest_key(*id), d.to_bytes());
         }
+        for (id, w) in &frozen.workloads {
+            batch.insert(
+                &ks.workloads,
+                crate::dictionary::key(*id),
+                crate::dictionary::encode(w)?,
+            );
+        }
         for (id, name) in &frozen.metrics {
             batch.insert(&ks.metrics, name.as_bytes(), id.to_be_bytes());
         }

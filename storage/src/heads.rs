@@ -19,7 +19,9 @@ use crate::codec::Sample;
 use crate::digest::Digest;
 use crate::keys::SeriesId;
 use crate::model::GpuInfo;
+use crate::workload::Workload;
 use crate::Timestamp;
+use rustc_hash::FxHashMap;
 
 /// One frozen generation: the heads and the catalog changes one checkpoint commits.
 #[derive(Default)]
@@ -38,6 +40,8 @@ pub(crate) struct Frozen {
     pub gpus: Vec<(u32, GpuInfo)>,
     /// Metrics added (by id).
     pub metrics: Vec<(u16, Arc<str>)>,
+    /// Workloads added, by id.
+    pub workloads: FxHashMap<u64, Workload>,
     /// Digests of the GPUs whose samples changed, as of the freeze.
     pub digests: Vec<(u32, Digest)>,
     /// Distinct samples on disk once this generation is committed.
@@ -137,6 +141,7 @@ impl Heads {
                 .into_iter()
                 .filter_map(|id| Some((id, catalog.metric_names.get(usize::from(id))?.clone())))
                 .collect(),
+            workloads: std::mem::take(&mut catalog.workloads.dirty),
             digests: digested
                 .into_iter()
                 .filter_map(|id| Some((id, *catalog.gpu_digests.get(id as usize)?)))

@@ -21,6 +21,7 @@ mod bucket;
 mod catalog;
 mod checkpoint;
 pub mod codec;
+mod dictionary;
 mod digest;
 pub mod disk;
 mod error;
@@ -33,6 +34,7 @@ mod reader;
 mod store;
 mod summary;
 mod window;
+mod workload;
 mod write;
 
 pub use digest::{metric_hash, sample_hash, Digest, GpuDigest, SpanDigest};
@@ -49,4 +51,5 @@ pub use store::{
 };
 pub use summary::{Latest, Steps};
 pub use window::SeriesWindow;
+pub use workload::{id_of_value, Workload, WORKLOAD_LABELS, WORKLOAD_METRIC};
 pub use write::WRITE_SLICE_SAMPLES;

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use crate::model::{GpuDetail, GpuInfo, Point};
 use crate::reader::SeriesReader;
 use crate::store::Store;
+use crate::workload::WORKLOAD_METRIC;
 use crate::{Result, Timestamp};
 
 /// Position after the last point of a page: the next page starts strictly after it.
@@ -124,7 +125,8 @@ impl Store {
         v
     }
 
-    /// One GPU with its metric names and the span of its samples.
+    /// One GPU with its metric names ([`WORKLOAD_METRIC`] left out) and the span of its
+    /// samples.
     pub fn gpu(&self, uuid: &str) -> Option<GpuDetail> {
         let inner = self.lock();
         let cat = &inner.catalog;
@@ -136,8 +138,10 @@ impl Store {
                 continue;
             };
             let Some((f, l)) = s.extent else { continue };
-            if let Some(name) = cat.metric_names.get(usize::from(s.id.metric)) {
-                metrics.push(name.to_string());
+            match cat.metric_names.get(usize::from(s.id.metric)) {
+                Some(name) if **name == *WORKLOAD_METRIC => continue,
+                Some(name) => metrics.push(name.to_string()),
+                None => {}
             }
             first = Some(first.map_or(f, |x| x.min(f)));
             last = Some(last.map_or(l, |x| x.max(l)));
@@ -151,7 +155,7 @@ impl Store {
         })
     }
 
-    /// Metric names with at least one stored sample, sorted.
+    /// Metric names with at least one stored sample, sorted ([`WORKLOAD_METRIC`] left out).
     pub fn metrics(&self) -> Vec<String> {
         let inner = self.lock();
         let cat = &inner.catalog;
@@ -165,7 +169,7 @@ impl Store {
             .metric_names
             .iter()
             .zip(seen)
-            .filter(|(_, s)| *s)
+            .filter(|(n, s)| *s && ***n != *WORKLOAD_METRIC)
             .map(|(n, _)| n.to_string())
             .collect();
         v.sort();

@@ -36,10 +36,11 @@ pub const MAX_CHECKPOINT_DELAY: Duration = Duration::from_secs(60);
 /// Default bound of samples held in heads; a write that reaches it checkpoints at once.
 pub const DEFAULT_MAX_HEAD_SAMPLES: usize = 4 << 20;
 
-const FORMAT: u8 = 3;
-/// The format before GPUs had `instance` and `job`: read as is, marked 3 at open (the next
-/// checkpoints write GPU records that a format-2 binary could not read).
-const FORMAT_WITHOUT_INSTANCE: u8 = 2;
+const FORMAT: u8 = 4;
+/// Earlier formats, read as they are and marked [`FORMAT`] at open (the next checkpoints write
+/// GPU records that an older binary could not read): 2, before GPUs had `instance` and `job`;
+/// 3, before `hpc_job` and workload observations.
+const EARLIER_FORMATS: [u8; 2] = [2, 3];
 const META_FORMAT: &[u8] = b"format";
 pub(crate) const META_COUNT: &[u8] = b"samples_stored";
 pub(crate) const META_GENERATION: &[u8] = b"generation";
@@ -97,6 +98,7 @@ pub(crate) struct Keyspaces {
     pub metrics: Keyspace,
     pub series: Keyspace,
     pub meta: Keyspace,
+    pub workloads: Keyspace,
 }
 
 /// The open fjall database and its keyspaces; replaced whole when the store recovers from a
@@ -107,13 +109,14 @@ pub(crate) struct Engine {
 }
 
 impl Engine {
-    fn keyspaces(&self) -> [&Keyspace; 5] {
+    fn keyspaces(&self) -> [&Keyspace; 6] {
         [
             &self.ks.samples,
             &self.ks.gpus,
             &self.ks.metrics,
             &self.ks.series,
             &self.ks.meta,
+            &self.ks.workloads,
         ]
     }
 }
@@ -217,10 +220,13 @@ impl Store {
             metrics: ks("metrics")?,
             series: ks("series")?,
             meta: ks("meta")?,
+            workloads: ks("workloads")?,
         };
         match ks.meta.get(META_FORMAT)? {
             Some(v) if *v == [FORMAT] => {}
-            Some(v) if *v == [FORMAT_WITHOUT_INSTANCE] => ks.meta.insert(META_FORMAT, [FORMAT])?,
+            Some(v) if v.len() == 1 && EARLIER_FORMATS.contains(&v[0]) => {
+                ks.meta.insert(META_FORMAT, [FORMAT])?
+            }
             Some(v) => {
                 return Err(StorageError::Config(format!(
                     "store format {v:?} is not {FORMAT}: written by another version"
@@ -519,6 +525,7 @@ fn load_catalog(ks: &Keyspaces) -> Result<Catalog> {
         metrics.push((u16::from_be_bytes(id), name));
     }
     cat.load_metrics(metrics)?;
+    cat.workloads = crate::dictionary::Dictionary::load(ks)?;
     for kv in ks.series.iter() {
         let (k, v) = kv.into_inner()?;
         cat.load_series(&k, &v)?;

@@ -4,6 +4,7 @@
 
 use crate::read::{RangeCursor, RangeQuery};
 use crate::store::Store;
+use crate::workload::WORKLOAD_METRIC;
 use crate::{Result, Timestamp};
 
 /// Points read per page while summarising.
@@ -48,7 +49,8 @@ impl Store {
                     let s = cat.series.get(slot as usize)?;
                     let name = cat.metric_names.get(usize::from(s.id.metric))?;
                     let (_, last) = s.extent?;
-                    (metrics.is_empty() || metrics.iter().any(|m| **m == **name))
+                    (metrics.iter().any(|m| **m == **name)
+                        || metrics.is_empty() && **name != *WORKLOAD_METRIC)
                         .then(|| (name.to_string(), last))
                 })
                 .collect()
@@ -72,6 +74,9 @@ impl Store {
                     value: p.value,
                 });
             }
+        }
+        if metrics.is_empty() {
+            out.retain(|s| s.metric != WORKLOAD_METRIC);
         }
         out.sort_by(|a, b| a.metric.cmp(&b.metric));
         Ok(Some(out))
@@ -131,6 +136,9 @@ impl Store {
                 Some(next) => cursor = Some(next),
                 None => break,
             }
+        }
+        if metrics.is_empty() {
+            out.retain(|s| s.metric != WORKLOAD_METRIC);
         }
         out.sort_by(|a, b| a.metric.cmp(&b.metric));
         Ok(Some(out))

@@ -53,6 +53,9 @@ impl Store {
         if cat.metric_names.len() + cat.unknown_metrics(batch.metrics.iter()) > 1 << 16 {
             return Err(StorageError::InvalidBatch("more than 65536 metrics".into()));
         }
+        for w in &batch.workloads {
+            cat.workloads.add(w);
+        }
         let mut ids = Resolved {
             gpu_ids: batch.gpus.iter().map(|g| cat.gpu_id(g)).collect(),
             metric_ids: batch

@@ -25,6 +25,7 @@ fn gpu(uuid: &str, host: &str) -> GpuInfo {
         job: None,
         driver_version: None,
         pci_bus_id: None,
+        hpc_job: None,
     }
 }
 

@@ -5,12 +5,14 @@
 //! misread, and the body never depends on ractor's own serialization.
 
 use bincode::{Decode, Encode};
-use telemetry_storage::{GpuDigest, GpuInfo, SpanDigest};
+#[allow(unused_imports)] // named in docs
+use telemetry_storage::WORKLOAD_METRIC;
+use telemetry_storage::{GpuDigest, GpuInfo, SpanDigest, Workload};
 
 use super::membership::NodeInfo;
 
 /// Version of this protocol; a message with another version is refused.
-pub const PROTOCOL_VERSION: u16 = 5;
+pub const PROTOCOL_VERSION: u16 = 6;
 /// Largest message accepted, far below ractor_cluster's 16 MiB frame cap.
 pub const MAX_MESSAGE_BYTES: usize = 8 << 20;
 
@@ -88,6 +90,60 @@ pub enum Request {
     /// Whole series of several GPUs in a window (what a query engine reads); answered with
     /// [`Response::Series`].
     Series(SeriesQuery),
+    /// Who the GPUs worked for in a window, as spans; answered with [`Response::Attribution`].
+    Attribution(AttributionQuery),
+}
+
+/// The workload spans of several GPUs in a window.
+#[derive(Debug, Clone, PartialEq, Eq, Encode, Decode)]
+pub struct AttributionQuery {
+    /// GPU UUIDs.
+    pub uuids: Vec<String>,
+    /// Inclusive start (ms).
+    pub start: i64,
+    /// Inclusive end (ms).
+    pub end: i64,
+    /// Only spans of this (namespace, pod).
+    pub pod: Option<(String, String)>,
+}
+
+/// A run of one GPU's samples carrying one workload (see `telemetry_service::attribution`).
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct Span {
+    /// The workload.
+    pub workload: Workload,
+    /// First observation (ms).
+    pub start: i64,
+    /// Last observation (ms).
+    pub end: i64,
+    /// GPU time it held (ms): the span plus one sampling interval.
+    pub held_ms: i64,
+    /// Sum of the GPU's utilisation samples in it (%).
+    pub util_sum: f64,
+    /// Number of those samples.
+    pub util_samples: u64,
+    /// Energy the GPU drew in it (J), from its power samples.
+    pub energy_j: f64,
+}
+
+/// One GPU's spans in an [`AttributionAnswer`].
+#[derive(Debug, Clone, PartialEq, Encode, Decode)]
+pub struct GpuSpans {
+    /// GPU UUID.
+    pub uuid: String,
+    /// Observations read: of two copies of a GPU, the one with more is the fuller.
+    pub observations: u64,
+    /// Spans in time order.
+    pub spans: Vec<Span>,
+}
+
+/// A node's (or the merged) answer to an [`AttributionQuery`].
+#[derive(Debug, Clone, Default, PartialEq, Encode, Decode)]
+pub struct AttributionAnswer {
+    /// The GPUs the node stores observations of, in the query's order.
+    pub gpus: Vec<GpuSpans>,
+    /// False when the node stopped at its span bound: the window is too wide for one answer.
+    pub complete: bool,
 }
 
 /// Whole series of several GPUs in a window, read until more than `max_samples`.
@@ -112,6 +168,8 @@ pub struct SeriesPart {
     pub uuid: String,
     /// Per metric: its (timestamp, value) samples in time order.
     pub series: Vec<(String, Vec<(i64, f64)>)>,
+    /// The workloads its observations ([`WORKLOAD_METRIC`] samples) name.
+    pub workloads: Vec<Workload>,
 }
 
 /// A node's (or the merged) answer to a [`SeriesQuery`].
@@ -173,6 +231,8 @@ pub struct TelemetryPart {
     pub points: Vec<(i64, u16, f64)>,
     /// True when the node holds more points after the last one.
     pub more: bool,
+    /// The workloads its observations ([`WORKLOAD_METRIC`] points) name.
+    pub workloads: Vec<Workload>,
 }
 
 /// One node's view of a GPU.
@@ -302,6 +362,8 @@ pub enum Response {
     SpanDigests(Option<Vec<SpanDigest>>),
     /// The answering node's series.
     Series(SeriesAnswer),
+    /// Answer to [`Request::Attribution`].
+    Attribution(AttributionAnswer),
     /// Too many requests in flight at the answering node; retry later.
     Busy,
     /// The request could not be read (wrong version, damaged).

@@ -8,6 +8,10 @@ use telemetry_storage::{GpuInfo, Timestamp, MAX_NAME_BYTES};
 
 use super::lines::LineLimit;
 
+/// Finds the exporter's `hpc_job` label in a row's `labels_raw`.
+static HPC_JOB: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+    std::sync::LazyLock::new(|| memchr::memmem::Finder::new("hpc_job=\""));
+
 /// Columns a DCGM CSV must have; a file without any of them is refused at start-up.
 pub const REQUIRED_COLUMNS: [&str; 8] = [
     "timestamp",
@@ -45,6 +49,7 @@ pub struct Columns {
     container: Option<usize>,
     pod: Option<usize>,
     namespace: Option<usize>,
+    hpc_job: Option<usize>,
     labels_raw: Option<usize>,
     count: usize,
 }
@@ -78,6 +83,7 @@ impl Columns {
             container: find("container"),
             pod: find("pod"),
             namespace: find("namespace"),
+            hpc_job: find("hpc_job"),
             labels_raw: find("labels_raw"),
             count: header.len(),
         })
@@ -196,6 +202,15 @@ impl RowParser {
         // `instance` and `job` are read from `labels_raw` only when the GPU's record is
         // (re)built: scanning it on every row would cost more than the rest of the row.
         let raw_labels = c.labels_raw.and_then(|i| rec.get(i)).unwrap_or("");
+        // The workload is the row's own: an `hpc_job` column, else the exporter's `hpc_job`
+        // label in `labels_raw` (looked for with one SIMD search per row).
+        let hpc_job = match c.hpc_job {
+            Some(i) => opt(rec, Some(i)),
+            None if HPC_JOB.find(raw_labels.as_bytes()).is_some() => {
+                raw_label(raw_labels, "hpc_job")
+            }
+            None => None,
+        };
         let fresh = |uuid: &str| GpuInfo {
             uuid: uuid.to_string(),
             hostname: hostname.to_string(),
@@ -209,6 +224,7 @@ impl RowParser {
             job: raw_label(raw_labels, "job"),
             driver_version: raw_label(raw_labels, super::labels::DRIVER_VERSION),
             pci_bus_id: raw_label(raw_labels, "pci_bus_id"),
+            hpc_job: hpc_job.clone(),
         };
         let info = self
             .gpus
@@ -221,6 +237,7 @@ impl RowParser {
             || info.container != container
             || info.pod != pod
             || info.namespace != namespace
+            || info.hpc_job != hpc_job
         {
             *info = fresh(uuid);
         }

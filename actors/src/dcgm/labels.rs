@@ -13,8 +13,10 @@ pub const DEVICE: &str = "device";
 pub const MODEL: &str = "modelName";
 /// Host name.
 pub const HOSTNAME: &str = "Hostname";
-/// Kubernetes attributes, present only when set.
-pub const WORKLOAD: [&str; 3] = ["container", "pod", "namespace"];
+/// The workload labels (Kubernetes' and the HPC job mapping's), present only when set. A
+/// sample's workload is resolved at its own time ([`telemetry_storage::Workload`]), never a
+/// stored GPU's.
+pub const WORKLOAD: [&str; 4] = ["container", "pod", "namespace", "hpc_job"];
 /// Prometheus' target labels (the exporter's address and the scrape job) and the exporter's
 /// per-GPU labels (driver version, PCI bus id), present only when set: from remote write and
 /// from a CSV's `labels_raw`.
@@ -22,13 +24,14 @@ pub const TARGET: [&str; 4] = ["instance", "job", DRIVER_VERSION, "pci_bus_id"];
 /// The driver version label dcgm-exporter puts on every series.
 pub const DRIVER_VERSION: &str = "DCGM_FI_DRIVER_VERSION";
 /// Every label a GPU series has or may have, sorted.
-pub const NAMES: [&str; 12] = [
+pub const NAMES: [&str; 13] = [
     DRIVER_VERSION,
     HOSTNAME,
     UUID,
     "container",
     DEVICE,
     GPU,
+    "hpc_job",
     "instance",
     "job",
     MODEL,
@@ -65,6 +68,7 @@ pub fn gpu_from_labels<'a>(get: impl Fn(&str) -> Option<&'a str>) -> Result<GpuI
         container: set(WORKLOAD[0]),
         pod: set(WORKLOAD[1]),
         namespace: set(WORKLOAD[2]),
+        hpc_job: set(WORKLOAD[3]),
         instance: set(TARGET[0]),
         job: set(TARGET[1]),
         driver_version: set(TARGET[2]),
@@ -86,6 +90,7 @@ pub fn labels_of(gpu: &GpuInfo) -> Vec<(&'static str, String)> {
         &gpu.container,
         &gpu.pod,
         &gpu.namespace,
+        &gpu.hpc_job,
         &gpu.instance,
         &gpu.job,
         &gpu.driver_version,

@@ -10,13 +10,13 @@ use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::VectorSelector;
 use telemetry_actors::cluster::protocol::SeriesQuery;
 use telemetry_actors::dcgm::labels as dcgm_labels;
-use telemetry_promql::{Fetched, RawSeries, Selection};
+use telemetry_promql::{Fetched, Selection};
 use telemetry_service::query::telemetry::{self, TelemetryQuery};
 use telemetry_service::query::{gpus, metrics, series};
 use telemetry_service::{Coverage, NodeContext, QueryError};
-use telemetry_storage::GpuInfo;
+use telemetry_storage::{GpuInfo, Workload, WORKLOAD_METRIC};
 
-use super::Labels;
+use super::{attribute, Labels};
 
 /// Most samples one query may read; beyond it the query is refused rather than run unbounded.
 pub const MAX_PROM_SAMPLES: usize = 5_000_000;
@@ -46,6 +46,10 @@ pub async fn fetch(
         for (_, uuid, metric) in &picked {
             by_gpu.entry(uuid).or_default().push(metric.clone());
         }
+        // Each GPU's observations come along: they label its samples.
+        for metrics in by_gpu.values_mut() {
+            metrics.push(WORKLOAD_METRIC.to_string());
+        }
         for (uuid, metrics) in by_gpu {
             by_metrics
                 .entry(metrics)
@@ -60,6 +64,7 @@ pub async fn fetch(
         }
         let mut groups = groups.into_iter();
         let mut data: BTreeMap<(String, String), Vec<(i64, f64)>> = BTreeMap::new();
+        let mut names = attribute::Names::default();
         let mut reads = tokio::task::JoinSet::new();
         loop {
             while reads.len() < FETCH_CONCURRENCY {
@@ -72,23 +77,41 @@ pub async fn fetch(
             let Some(done) = reads.join_next().await else {
                 break;
             };
-            let (read, c) = done.map_err(|e| e.to_string())??;
+            let (read, workloads, c) = done.map_err(|e| e.to_string())??;
             coverage = coverage.join(c);
             data.extend(read);
+            names.extend(attribute::names(workloads));
         }
-        let series = picked
-            .into_iter()
-            .filter_map(|(labels, uuid, metric)| {
-                let points = data.remove(&(uuid, metric))?;
-                Some(RawSeries { labels, points })
-            })
+        let deferred: Vec<Matcher> = s
+            .selector
+            .matchers
+            .matchers
+            .iter()
+            .filter(|m| attribute::is_workload_matcher(m))
+            .cloned()
             .collect();
+        let mut series = Vec::new();
+        for (labels, uuid, metric) in picked {
+            let Some(points) = data.remove(&(uuid.clone(), metric)) else {
+                continue;
+            };
+            let observed = data
+                .get(&(uuid, WORKLOAD_METRIC.to_string()))
+                .map_or(&[][..], Vec::as_slice);
+            series.extend(attribute::split(
+                labels, points, observed, &names, &deferred,
+            ));
+        }
         fetched.insert(&s.selector, series);
     }
     Ok((fetched, coverage))
 }
 
-type GroupRead = (Vec<((String, String), Vec<(i64, f64)>)>, Coverage);
+type GroupRead = (
+    Vec<((String, String), Vec<(i64, f64)>)>,
+    Vec<Workload>,
+    Coverage,
+);
 
 /// One group's series: one whole-series read over the members, or, when a member's answer
 /// would not fit a message, each GPU page by page.
@@ -109,30 +132,32 @@ async fn group(
     let a = series::read(node, q).await.map_err(|e| e.to_string())?;
     if a.value.complete {
         take(budget, a.value.samples as usize)?;
-        let read = a
-            .value
-            .parts
-            .into_iter()
-            .flat_map(|p| {
-                let uuid = p.uuid;
+        let mut workloads = Vec::new();
+        let mut read = Vec::new();
+        for p in a.value.parts {
+            workloads.extend(p.workloads);
+            let uuid = p.uuid;
+            read.extend(
                 p.series
                     .into_iter()
-                    .map(move |(m, pts)| ((uuid.clone(), m), pts))
-            })
-            .collect();
-        return Ok((read, a.coverage));
+                    .map(|(m, pts)| ((uuid.clone(), m), pts)),
+            );
+        }
+        return Ok((read, workloads, a.coverage));
     }
     if a.value.samples as usize > budget.load(Ordering::Acquire) {
         return Err(over_budget());
     }
     let mut out = Vec::new();
+    let mut workloads = Vec::new();
     let mut coverage = a.coverage;
     for uuid in uuids {
-        let (read, c) = samples(node, &uuid, &metrics, (start, end), budget).await?;
+        let (read, named, c) = samples(node, &uuid, &metrics, (start, end), budget).await?;
         coverage = coverage.join(c);
+        workloads.extend(named);
         out.extend(read.into_iter().map(|(m, pts)| ((uuid.clone(), m), pts)));
     }
-    Ok((out, coverage))
+    Ok((out, workloads, coverage))
 }
 
 fn take(budget: &AtomicUsize, n: usize) -> Result<(), String> {
@@ -191,10 +216,15 @@ impl Listing {
         // built.
         let (by_name, by_label): (Vec<&Matcher>, Vec<&Matcher>) =
             matchers.iter().partition(|m| m.name == "__name__");
+        // Workload labels belong to samples, not GPUs: the read applies them.
+        let by_label: Vec<&Matcher> = by_label
+            .into_iter()
+            .filter(|m| !attribute::is_workload_matcher(m))
+            .collect();
         let names: Vec<&String> = self
             .metrics
             .iter()
-            .filter(|n| by_name.iter().all(|m| m.is_match(n)))
+            .filter(|n| by_name.iter().all(|m| m.is_match(n)) && *n != WORKLOAD_METRIC)
             .collect();
         let mut out = Vec::new();
         if names.is_empty() {
@@ -215,15 +245,17 @@ impl Listing {
     }
 }
 
-/// All samples of one GPU's metrics in `[start, end]`, from every node, in time order per metric.
+/// All samples of one GPU's metrics in `[start, end]`, from every node, in time order per
+/// metric, with the workloads its observations name.
 async fn samples(
     node: &NodeContext,
     uuid: &str,
     metrics: &[String],
     (start, end): (i64, i64),
     budget: &AtomicUsize,
-) -> Result<(BTreeMap<String, Vec<(i64, f64)>>, Coverage), String> {
+) -> Result<(BTreeMap<String, Vec<(i64, f64)>>, Vec<Workload>, Coverage), String> {
     let mut out: BTreeMap<String, Vec<(i64, f64)>> = BTreeMap::new();
+    let mut workloads = Vec::new();
     let mut cursor: Option<(i64, String)> = None;
     let mut coverage = Coverage::full(node.router.replication().write_quorum);
     loop {
@@ -248,6 +280,7 @@ async fn samples(
             Err(e) => return Err(e.to_string()),
         };
         take(budget, page.points.len())?;
+        workloads.extend(page.workloads.iter().cloned());
         // Points go to their metric by index: a name lookup per point was a third of the read.
         let mut columns: Vec<Vec<(i64, f64)>> = page
             .metrics
@@ -276,5 +309,5 @@ async fn samples(
             _ => break,
         }
     }
-    Ok((out, coverage))
+    Ok((out, workloads, coverage))
 }

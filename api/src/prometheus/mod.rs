@@ -10,6 +10,7 @@
 //! scatter-gather ([`fetch`]), then evaluates without I/O on a blocking thread. Responses use
 //! Prometheus' JSON format; a partial answer carries a warning.
 
+mod attribute;
 mod fetch;
 mod format;
 

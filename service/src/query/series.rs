@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use telemetry_actors::cluster::protocol::{
     Request, Response, SeriesAnswer, SeriesPart, SeriesQuery,
 };
-use telemetry_storage::{StorageError, Store};
+use telemetry_storage::{StorageError, Store, Workload, WORKLOAD_METRIC};
 
 use crate::answer::{Answer, QueryError};
 use crate::fanout::gather;
@@ -56,6 +56,9 @@ pub fn local(store: &Store, q: &SeriesQuery) -> Result<SeriesAnswer, StorageErro
             continue;
         };
         read += w.samples;
+        let observed = w.series.iter().filter(|(m, _)| **m == *WORKLOAD_METRIC);
+        let workloads =
+            store.workloads_named(observed.flat_map(|(_, pts)| pts.iter().map(|p| p.1)))?;
         out.parts.push(SeriesPart {
             uuid: uuid.clone(),
             series: w
@@ -63,6 +66,7 @@ pub fn local(store: &Store, q: &SeriesQuery) -> Result<SeriesAnswer, StorageErro
                 .into_iter()
                 .map(|(m, pts)| (m.to_string(), pts))
                 .collect(),
+            workloads,
         });
         if read > max {
             out.complete = false;
@@ -82,8 +86,13 @@ pub fn merge(mut answers: Vec<SeriesAnswer>) -> SeriesAnswer {
     let complete = answers.iter().all(|a| a.complete);
     let mut order: Vec<String> = Vec::new();
     let mut by_gpu: BTreeMap<String, BTreeMap<String, Vec<(i64, f64)>>> = BTreeMap::new();
+    let mut workloads: BTreeMap<String, Vec<Workload>> = BTreeMap::new();
     for a in answers {
         for part in a.parts {
+            workloads
+                .entry(part.uuid.clone())
+                .or_default()
+                .extend(part.workloads);
             let gpu = by_gpu.entry(part.uuid.clone()).or_insert_with(|| {
                 order.push(part.uuid.clone());
                 BTreeMap::new()
@@ -110,7 +119,14 @@ pub fn merge(mut answers: Vec<SeriesAnswer>) -> SeriesAnswer {
             let series: Vec<(String, Vec<(i64, f64)>)> =
                 by_gpu.remove(&uuid)?.into_iter().collect();
             samples += series.iter().map(|s| s.1.len() as u64).sum::<u64>();
-            Some(SeriesPart { uuid, series })
+            let mut workloads = workloads.remove(&uuid).unwrap_or_default();
+            workloads.sort();
+            workloads.dedup();
+            Some(SeriesPart {
+                uuid,
+                series,
+                workloads,
+            })
         })
         .collect();
     SeriesAnswer {
@@ -133,6 +149,7 @@ mod tests {
                 .map(|(u, m, p)| SeriesPart {
                     uuid: u.to_string(),
                     series: vec![(m.to_string(), p.to_vec())],
+                    workloads: vec![],
                 })
                 .collect(),
             samples: parts.iter().map(|p| p.2.len() as u64).sum(),

@@ -1,7 +1,7 @@
 //! A page of one GPU's samples: every member's page of the same window, merged by time.
 
 use telemetry_actors::cluster::protocol::{Request, Response};
-use telemetry_storage::{RangeCursor, RangeQuery, Store};
+use telemetry_storage::{RangeCursor, RangeQuery, Store, Workload, WORKLOAD_METRIC};
 
 pub use telemetry_actors::cluster::protocol::{TelemetryPart, TelemetryQuery};
 
@@ -52,7 +52,18 @@ pub fn local(
             .clone()
             .map(|(timestamp, metric)| RangeCursor { timestamp, metric }),
     })?;
-    Ok(page.map(|p| TelemetryPart {
+    let Some(p) = page else { return Ok(None) };
+    let observations = p.metrics.iter().position(|m| **m == *WORKLOAD_METRIC);
+    let workloads = match observations {
+        Some(i) => store.workloads_named(
+            p.points
+                .iter()
+                .filter(|pt| usize::from(pt.metric) == i)
+                .map(|pt| pt.value),
+        )?,
+        None => Vec::new(),
+    };
+    Ok(Some(TelemetryPart {
         metrics: p.metrics.iter().map(|m| m.to_string()).collect(),
         points: p
             .points
@@ -60,7 +71,25 @@ pub fn local(
             .map(|pt| (pt.timestamp, pt.metric, pt.value))
             .collect(),
         more: p.next.is_some(),
+        workloads,
     }))
+}
+
+/// The part without [`WORKLOAD_METRIC`]: what a reader who named no metric sees.
+pub fn without_observations(mut part: TelemetryPart) -> TelemetryPart {
+    let Some(hidden) = part.metrics.iter().position(|m| m == WORKLOAD_METRIC) else {
+        return part;
+    };
+    let hidden = hidden as u16;
+    part.metrics.remove(usize::from(hidden));
+    part.points.retain(|p| p.1 != hidden);
+    for p in &mut part.points {
+        if p.1 > hidden {
+            p.1 -= 1;
+        }
+    }
+    part.workloads.clear();
+    part
 }
 
 /// Points of all pages merged by (timestamp, metric), a sample held by two nodes once: the
@@ -75,6 +104,7 @@ pub fn merge(mut parts: Vec<TelemetryPart>, limit: usize) -> TelemetryPart {
             metrics: Vec::new(),
             points: Vec::new(),
             more,
+            workloads: Vec::new(),
         });
         if part.points.len() > limit {
             part.points.truncate(limit);
@@ -87,6 +117,12 @@ pub fn merge(mut parts: Vec<TelemetryPart>, limit: usize) -> TelemetryPart {
         .iter()
         .flat_map(|p| p.metrics.iter().cloned())
         .collect();
+    let mut workloads: Vec<Workload> = parts
+        .iter_mut()
+        .flat_map(|p| std::mem::take(&mut p.workloads))
+        .collect();
+    workloads.sort();
+    workloads.dedup();
     metrics.sort();
     metrics.dedup();
     let mut all: Vec<(i64, u16, f64)> = Vec::new();
@@ -114,6 +150,7 @@ pub fn merge(mut parts: Vec<TelemetryPart>, limit: usize) -> TelemetryPart {
         metrics,
         points: all,
         more,
+        workloads,
     }
 }
 
@@ -135,7 +172,24 @@ mod tests {
                 .collect(),
             metrics,
             more,
+            workloads: vec![],
         }
+    }
+
+    #[test]
+    fn hidden_observations_leave_a_page_and_its_indexes_stay_right() {
+        let p = part(
+            &[
+                (1, "A", 1.0),
+                (1, WORKLOAD_METRIC, 7.0),
+                (1, "z", 2.0),
+                (2, "A", 3.0),
+            ],
+            false,
+        );
+        let q = without_observations(p);
+        assert_eq!(q.metrics, vec!["A".to_string(), "z".to_string()]);
+        assert_eq!(q.points, vec![(1, 0, 1.0), (1, 1, 2.0), (2, 0, 3.0)]);
     }
 
     #[test]

@@ -148,6 +148,9 @@ pub(super) async fn copy_window(
             other => return Err(RepairError::unexpected(peer, &other)),
         };
         let mut batch = BatchBuilder::default();
+        for w in &part.workloads {
+            batch.add_workload(w);
+        }
         for (t, m, v) in &part.points {
             if let Some(metric) = part.metrics.get(usize::from(*m)) {
                 batch.push(&info, metric, *t, *v);
