@@ -21,3 +21,4 @@ mod scrape;
 mod statefulset;
 mod summary;
 mod tracing;
+mod workloads;

@@ -5,6 +5,14 @@
 //! (integers, and watts with 3 decimals), clocks jump between idle and boost levels, framebuffer
 //! use is MiB that grows and shrinks with the job. Rows are grouped by scrape time, then metric,
 //! host and GPU, like the exporter's own dumps. Deterministic for a given `--seed`.
+//!
+//! With `--workloads`, GPUs run jobs instead ([`jobs`]): each a pod in a namespace on several
+//! GPUs of a host, busy while it runs, with idle gaps between jobs; the rows carry the pod's
+//! `container`, `pod` and `namespace` as dcgm-exporter's Kubernetes mapping does.
+
+mod jobs;
+
+pub use jobs::{Job, Jobs};
 
 use std::fmt::Write as _;
 use std::io::{BufWriter, Write};
@@ -62,6 +70,16 @@ pub struct GenCsvArgs {
     /// Output file; standard output when absent.
     #[arg(long, short)]
     pub output: Option<PathBuf>,
+    /// GPUs run jobs (pods in namespaces) that start, run on several GPUs, finish, and leave
+    /// idle gaps; rows carry their container, pod and namespace.
+    #[arg(long)]
+    pub workloads: bool,
+    /// Mean job length with `--workloads` (seconds).
+    #[arg(long, default_value_t = 600)]
+    pub job_secs: u32,
+    /// Mean idle gap after a job with `--workloads` (seconds).
+    #[arg(long, default_value_t = 60)]
+    pub idle_secs: u32,
 }
 
 struct Gpu {
@@ -75,9 +93,12 @@ struct Gpu {
 }
 
 impl Gpu {
-    fn step(&mut self, rng: &mut StdRng) {
-        if rng.random_bool(if self.busy { 0.01 } else { 0.02 }) {
-            self.busy = !self.busy;
+    /// One scrape on; `busy` is the job schedule's word when workloads run.
+    fn step(&mut self, rng: &mut StdRng, busy: Option<bool>) {
+        match busy {
+            Some(b) => self.busy = b,
+            None if rng.random_bool(if self.busy { 0.01 } else { 0.02 }) => self.busy = !self.busy,
+            None => {}
         }
         let target = if self.busy { 96.0 } else { 0.0 };
         self.util += (target - self.util) * 0.5 + rng.random_range(-3.0..3.0);
@@ -149,6 +170,8 @@ pub struct GenRow<'a> {
     pub model: &'a str,
     /// Value as DCGM prints it.
     pub value: &'a str,
+    /// The pod the GPU runs, with `--workloads`.
+    pub job: Option<&'a Job>,
 }
 
 /// Calls `f` for every row the options describe, in file order; returns the row count.
@@ -180,15 +203,28 @@ pub fn for_each_row(
             });
         }
     }
+    let interval = u64::from(args.interval_secs.max(1));
+    let mut jobs = args.workloads.then(|| {
+        Jobs::new(
+            gpus.len(),
+            args.gpus_per_host as usize,
+            u64::from(args.job_secs) / interval,
+            u64::from(args.idle_secs) / interval,
+        )
+    });
     let mut rows = 0u64;
     for s in 0..scrapes {
         let at = start + chrono::Duration::seconds(s as i64 * i64::from(args.interval_secs));
         let ts = at.to_rfc3339_opts(SecondsFormat::Secs, true);
-        for g in gpus.iter_mut() {
-            g.step(&mut rng);
+        if let Some(j) = jobs.as_mut() {
+            j.step(s, &mut rng);
+        }
+        for (i, g) in gpus.iter_mut().enumerate() {
+            let busy = jobs.as_ref().map(|j| j.of(i).is_some());
+            g.step(&mut rng, busy);
         }
         for metric in METRICS {
-            for g in &gpus {
+            for (i, g) in gpus.iter().enumerate() {
                 let value = g.value(metric, &mut rng);
                 f(GenRow {
                     timestamp_ms: at.timestamp_millis(),
@@ -199,6 +235,7 @@ pub fn for_each_row(
                     uuid: &g.uuid,
                     model: MODEL,
                     value: &value,
+                    job: jobs.as_ref().and_then(|j| j.of(i)),
                 })?;
                 rows += 1;
             }
@@ -215,7 +252,7 @@ pub fn generate(args: &GenCsvArgs, out: &mut impl Write) -> anyhow::Result<u64> 
         line.clear();
         let _ = write!(
             line,
-            "\"{ts}\",\"{metric}\",\"{idx}\",\"nvidia{idx}\",\"{uuid}\",\"{model}\",\"{host}\",\"\",\"\",\"\",\"{value}\",\
+            "\"{ts}\",\"{metric}\",\"{idx}\",\"nvidia{idx}\",\"{uuid}\",\"{model}\",\"{host}\",\"{container}\",\"{pod}\",\"{namespace}\",\"{value}\",\
              \"DCGM_FI_DRIVER_VERSION=\"\"535.129.03\"\",Hostname=\"\"{host}\"\",UUID=\"\"{uuid}\"\",__name__=\"\"{metric}\"\",\
              device=\"\"nvidia{idx}\"\",gpu=\"\"{idx}\"\",instance=\"\"{host}:9400\"\",job=\"\"dgx_dcgm_exporter\"\",modelName=\"\"{model}\"\"\"",
             ts = r.timestamp,
@@ -225,6 +262,9 @@ pub fn generate(args: &GenCsvArgs, out: &mut impl Write) -> anyhow::Result<u64> 
             model = r.model,
             host = r.host,
             value = r.value,
+            container = r.job.map_or("", |j| j.container),
+            pod = r.job.map_or("", |j| j.pod.as_str()),
+            namespace = r.job.map_or("", |j| j.namespace),
         );
         writeln!(out, "{line}")?;
         Ok(())
@@ -258,6 +298,9 @@ pub fn sample_args() -> GenCsvArgs {
         start: "2025-07-18T20:42:34Z".into(),
         seed: 7,
         output: None,
+        workloads: false,
+        job_secs: 600,
+        idle_secs: 60,
     }
 }
 
