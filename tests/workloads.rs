@@ -8,8 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use serde_json::Value;
-
 use crate::support::{binary, eventually, one_pass, wait_live, Member, Node, COOKIE};
 
 const INTERVAL_MS: i64 = 15_000;
