@@ -2,7 +2,11 @@
 
 Two fake dcgm-exporters (4 GPUs each, the exporter's text format, a counter included) are scraped
 every second by Debian's Prometheus 2.42, which remote-writes everything it scrapes to node 0 of a
-3-node cluster (replication factor 2). Once every sample Prometheus holds has arrived, the panels
+3-node cluster (replication factor 2). Their GPUs run pods as dcgm-exporter's Kubernetes mapping
+labels them (`pod`, `namespace`, `container`), a new pod every 5 s, one GPU idle every other
+period and one never used, so Prometheus' scrape loop writes staleness markers as pods move and
+the node must resolve each sample's workload at its own time; workload queries (`by (namespace)`,
+`by (pod)`, matchers on `pod`) are compared too. Once every sample Prometheus holds has arrived, the panels
 of NVIDIA's dcgm-exporter dashboard (its $instance and $gpu variables as Grafana fills them) and
 a few counter queries are asked of node 1 and of Prometheus, over the same window: the same
 series, labels and values are expected. Series that are not DCGM fields (`up`, `scrape_*`) must
@@ -38,6 +42,16 @@ FIELDS = [("DCGM_FI_DEV_GPU_TEMP", "gauge"), ("DCGM_FI_DEV_POWER_USAGE", "gauge"
           ("DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION", "counter")]
 
 
+def workload(host, g, t):
+    """The pod labels of GPU g at time t: a new pod every 5 s; GPU 1 idle every other period,
+    GPU 3 never used."""
+    period = int(t) // 5
+    if g == 3 or (g == 1 and period % 2):
+        return ""
+    ns = "ml" if period % 2 else "batch"
+    return f',container="main",namespace="{ns}",pod="{host}-job-{period}-{g // 2}"'
+
+
 def exporter(host):
     """A dcgm-exporter look-alike for one host: values move with the clock."""
     class H(http.server.BaseHTTPRequestHandler):
@@ -56,7 +70,7 @@ def exporter(host):
                          "DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION": int((t - 1.7e9) * 150_000) + g}[name]
                     out.append(f'{name}{{gpu="{g}",UUID="GPU-{host}-{g}",device="nvidia{g}",'
                                f'modelName="NVIDIA H100 80GB HBM3",Hostname="{host}",'
-                               f'DCGM_FI_DRIVER_VERSION="535.129.03"}} {v}\n')
+                               f'DCGM_FI_DRIVER_VERSION="535.129.03"{workload(host, g, t)}}} {v}\n')
             body = "".join(out).encode()
             self.send_response(200)
             self.send_header("Content-Type", "text/plain; version=0.0.4")
@@ -168,6 +182,13 @@ remote_write:
         panels = [t["expr"] for p in board["panels"] for t in p.get("targets", []) if t.get("expr")]
     queries = [q.replace("$instance", variables["instance"]).replace("$gpu", variables["gpu"]) for q in panels]
     queries += [
+        'avg by (namespace) (DCGM_FI_DEV_GPU_UTIL)',
+        'sum by (pod) (DCGM_FI_DEV_POWER_USAGE)',
+        'count by (namespace, pod, container) (DCGM_FI_DEV_GPU_TEMP)',
+        'DCGM_FI_DEV_GPU_TEMP{pod!=""}',
+        'DCGM_FI_DEV_GPU_UTIL{namespace="ml", gpu="0"}',
+        'max by (pod) (max_over_time(DCGM_FI_DEV_GPU_UTIL{namespace="batch"}[3s]))',
+        'sum by (namespace) (rate(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION[4s]))',
         'rate(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION[10s])',
         'sum by (instance) (increase(DCGM_FI_DEV_TOTAL_ENERGY_CONSUMPTION[15s]))',
         f'DCGM_FI_DEV_GPU_TEMP{{instance="{targets[0]}", gpu="2"}}',
