@@ -167,6 +167,17 @@ remote_write:
         b = get(prom_url, f"/api/v1/label/{label}/values", **{"match[]": "DCGM_FI_DEV_GPU_TEMP"})["data"]
         assert a == b, f"{label} values: node {a}, prometheus {b}"
         variables[label] = "|".join(b)
+    # Workload labels take their values from the samples' own times. Prometheus lists the pods
+    # it scraped a moment ago too, which may still be on their way: ask until both agree.
+    for label, match in (("namespace", "DCGM_FI_DEV_GPU_TEMP"), ("pod", 'DCGM_FI_DEV_GPU_UTIL{namespace="ml"}')):
+        deadline = time.time() + 30
+        while True:
+            a = get(urls[1], f"/prometheus/api/v1/label/{label}/values", **{"match[]": match})["data"]
+            b = get(prom_url, f"/api/v1/label/{label}/values", **{"match[]": match})["data"]
+            if a == b and b:
+                break
+            assert time.time() < deadline, f"{label} values of {match}: node {a}, prometheus {b}"
+            time.sleep(0.2)
     panels = [
         'DCGM_FI_DEV_GPU_TEMP{instance=~"$instance", gpu=~"$gpu"}',
         'avg(DCGM_FI_DEV_GPU_TEMP{instance=~"$instance", gpu=~"$gpu"})',

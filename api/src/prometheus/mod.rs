@@ -291,6 +291,15 @@ pub async fn label_values(
         ));
     }
     let listing = fetch::Listing::of(&api.node).await;
+    if telemetry_storage::WORKLOAD_LABELS.contains(&name.as_str()) {
+        let window = (
+            time(&p, "start")?.unwrap_or(i64::MIN / 2),
+            time(&p, "end")?.unwrap_or(i64::MAX / 2),
+        );
+        let mut values = workload_values(&api, &listing, &selectors, &name, window).await?;
+        values.truncate(limit(&p)?);
+        return Ok(Json(json!({"status": "success", "data": values})));
+    }
     let mut values: Vec<String> = Vec::new();
     for sel in &selectors {
         let picked = listing.select(sel).map_err(|e| error("execution", e))?;
@@ -304,6 +313,45 @@ pub async fn label_values(
     values.dedup();
     values.truncate(limit(&p)?);
     Ok(Json(json!({"status": "success", "data": values})))
+}
+
+/// The values a workload label took in the window on the GPUs the selectors pick, among the
+/// workloads their workload matchers let through.
+async fn workload_values(
+    api: &AppState,
+    listing: &fetch::Listing,
+    selectors: &[VectorSelector],
+    name: &str,
+    window: (i64, i64),
+) -> Result<Vec<String>, PromError> {
+    let mut values = std::collections::BTreeSet::new();
+    for sel in selectors {
+        let picked = listing.select(sel).map_err(|e| error("execution", e))?;
+        let mut uuids: Vec<String> = picked.into_iter().map(|(_, uuid, _)| uuid).collect();
+        uuids.sort();
+        uuids.dedup();
+        let spans = telemetry_service::attribution::read(&api.node, Some(uuids), window, None)
+            .await
+            .map_err(|e| error("execution", e.to_string()))?;
+        let matchers: Vec<_> = sel
+            .matchers
+            .matchers
+            .iter()
+            .filter(|m| attribute::is_workload_matcher(m))
+            .collect();
+        for s in spans.value.iter().flat_map(|g| &g.spans) {
+            let labels: Labels = s
+                .workload
+                .labels()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            let get = |k: &str| labels.get(k).map_or("", String::as_str);
+            if matchers.iter().all(|m| m.is_match(get(&m.name))) && !get(name).is_empty() {
+                values.insert(get(name).to_string());
+            }
+        }
+    }
+    Ok(values.into_iter().collect())
 }
 
 /// `GET /prometheus/api/v1/status/buildinfo`: what Grafana's data-source check reads.
