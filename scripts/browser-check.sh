@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The dashboard in a real browser: a 3-node cluster on loopback (API token on) streams the shared
-# DCGM CSV; tests/browser/dashboard.mjs drives headless Chromium (Debian's `chromium`) through
+# DCGM CSV, and a `gen-csv --workloads` host (8 GPUs running pods over the last hour) is
+# imported beside it; tests/browser/dashboard.mjs drives headless Chromium (Debian's `chromium`) through
 # Playwright (`playwright-core` from npm). Installs both when missing. Screenshots of every view
 # are kept in target/browser-screenshots/ (the CI artifact path).
 set -euo pipefail
@@ -34,6 +35,15 @@ for i in 0 1 2; do
 done
 until grep -q listening "$work/out0"; do sleep 0.1; done
 url=$(sed -n 's/^listening on //p' "$work/out0")
+# One host whose GPUs ran pods for the hour up to now (240 scrapes at 15 s).
+start=$(date -u -d '-1 hour' +%Y-%m-%dT%H:%M:%SZ)
+"$bin" gen-csv --hosts 1 --workloads --job-secs 600 --idle-secs 60 --interval-secs 15 \
+  --scrapes 240 --start "$start" --seed 5 -o "$work/workloads.csv" 2> /dev/null
+gpus=$((gpus + 8))
+for _ in $(seq 100); do
+  "$bin" import "$work/workloads.csv" --url "$url" --api-token "$token" > /dev/null 2>&1 && break
+  sleep 0.3
+done
 # Ready when all three are live and every GPU is listed.
 for _ in $(seq 300); do
   c=$(curl -s -H "Authorization: Bearer $token" "$url/api/v1/gpus?limit=10000" || true)

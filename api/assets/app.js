@@ -1,5 +1,7 @@
 // The node's dashboard: every number comes from the public REST API (/api/v1/...).
-// Views: #/fleet (all GPUs with their newest values), #/gpu/<uuid> (charts), #/cluster.
+// Views: #/fleet (all GPUs with their newest values), #/gpu/<uuid> (charts and the GPU's
+// workload timeline), #/workloads (namespaces and pods over time), #/workload/<ns>/<pod>,
+// #/cluster.
 "use strict";
 
 const REFRESH_MS = 5000;
@@ -133,11 +135,13 @@ async function gpu(view, uuid) {
   const ranges = el("span", { class: "ranges" }, ...Object.keys(RANGES).map((r) =>
     el("button", { class: r === state.range ? "active" : "", "data-range": r, onclick: () => { state.range = r; render(); } }, "last " + r)));
   const charts = el("div", { class: "charts", id: "charts" });
+  const when = await timeline(uuid, end - span, end);
   view.replaceChildren(
     el("div", { class: "toolbar" }, el("a", { href: "#/fleet" }, "← fleet"), ranges),
     el("h2", {}, `${detail.hostname} · GPU ${detail.gpu_index} · ${detail.model}`),
-    el("div", { class: "meta" }, `${uuid} · step ${step / 1000}s · samples ${detail.first_timestamp || "–"} … ${detail.last_timestamp || "–"}` + (steps.partial ? " · partial" : "")),
-    charts);
+    el("div", { class: "meta" }, `${uuid} · step ${step / 1000}s · samples ${detail.first_timestamp || "–"} … ${detail.last_timestamp || "–"}` + (steps.partial ? " · partial" : "")
+      + (detail.pod ? ` · now running ${detail.namespace}/${detail.pod}` : "")),
+    when, charts);
   state.charts.forEach((c) => c.destroy());
   state.charts = [];
   for (const s of steps.series) {
@@ -151,6 +155,131 @@ async function gpu(view, uuid) {
     };
     state.charts.push(new uPlot(opts, data, box));
   }
+}
+
+// ---- workloads ----
+
+const PALETTE = ["#2b6cb0", "#c05621", "#2f855a", "#6b46c1", "#b83280", "#2c7a7b", "#975a16", "#4a5568"];
+
+function kwh(j) { return (j / 3.6e6).toFixed(2); }
+function hours(s) { return (s / 3600).toFixed(2); }
+
+// A PromQL range query over the window, as uPlot data: one series per result, by `label`.
+async function promRange(query, start, end, label) {
+  const step = Math.max(1, Math.floor((end - start) / 300 / 1000));
+  const q = new URLSearchParams({ query, start: start / 1000, end: end / 1000, step });
+  const r = await api("/prometheus/api/v1/query_range?" + q);
+  const times = [];
+  for (let t = Math.ceil(start / 1000 / step) * step; t <= end / 1000; t += step) times.push(t);
+  const index = new Map(times.map((t, i) => [t, i]));
+  const series = r.data.result.map((s) => {
+    const ys = new Array(times.length).fill(null);
+    for (const [t, v] of s.values) { const i = index.get(Math.round(t)); if (i !== undefined) ys[i] = Number(v); }
+    return { name: s.metric[label] || "(none)", ys };
+  });
+  return { times, series };
+}
+
+function lineChart(box, title, data) {
+  box.append(el("h3", {}, title));
+  const opts = {
+    width: Math.max(300, box.clientWidth - 16), height: 200, legend: { show: true },
+    series: [{}, ...data.series.map((s, i) => ({ label: s.name, stroke: PALETTE[i % PALETTE.length], width: 1.5 }))],
+    axes: [{}, { size: 70, values: (u, ticks) => ticks.map((v) => v.toLocaleString()) }],
+  };
+  state.charts.push(new uPlot(opts, [data.times, ...data.series.map((s) => s.ys)], box));
+  box.dataset.series = data.series.length;
+}
+
+function rangeButtons() {
+  return el("span", { class: "ranges" }, ...Object.keys(RANGES).map((r) =>
+    el("button", { class: r === state.range ? "active" : "", "data-range": r, onclick: () => { state.range = r; render(); } }, "last " + r)));
+}
+
+function useRow(u, link) {
+  const name = u.pod ? `${u.namespace}/${u.pod}` : u.namespace || u.hpc_job;
+  const tr = el("tr", { "data-workload": name },
+    el("td", {}, name), el("td", { class: "num" }, u.gpus), el("td", { class: "num" }, hours(u.gpu_seconds)),
+    el("td", { class: "num" }, fmt(u.mean_utilization)), el("td", { class: "num" }, kwh(u.energy_joules)),
+    el("td", {}, u.first_seen), el("td", {}, u.last_seen));
+  if (link) tr.addEventListener("click", () => { location.hash = link; });
+  return tr;
+}
+
+function useTable(id, what, rows) {
+  return el("table", { id },
+    el("thead", {}, el("tr", {}, ...[what, "GPUs", "GPU hours", "Mean util %", "Energy kWh", "First seen", "Last seen"].map((h) => el("th", {}, h)))),
+    el("tbody", {}, ...rows));
+}
+
+async function workloads(view) {
+  const end = Date.now(), start = end - RANGES[state.range];
+  const q = new URLSearchParams({ start_time: new Date(start).toISOString(), end_time: new Date(end).toISOString() });
+  const list = await api("/api/v1/workloads?" + q);
+  showError(null);
+  const util = await promRange("avg by (namespace) (DCGM_FI_DEV_GPU_UTIL{namespace!=\"\"})", start, end, "namespace");
+  const power = await promRange("sum by (namespace) (DCGM_FI_DEV_POWER_USAGE{namespace!=\"\"})", start, end, "namespace");
+  const charts = el("div", { class: "charts" });
+  view.replaceChildren(
+    el("div", { class: "toolbar" }, rangeButtons(), el("span", { class: "count", id: "workload-count" },
+      `${list.namespaces.length} namespaces, ${list.pods.length} pods` + (list.partial ? ` (partial: ${list.unavailable_nodes.join(", ")} did not answer)` : ""))),
+    charts,
+    el("h2", {}, "Namespaces"), useTable("namespaces", "Namespace", list.namespaces.map((u) => useRow(u))),
+    el("h2", {}, "Pods"), useTable("pods", "Pod", list.pods.map((u) => useRow(u, `#/workload/${encodeURIComponent(u.namespace)}/${encodeURIComponent(u.pod)}`))));
+  state.charts.forEach((c) => c.destroy());
+  state.charts = [];
+  for (const [id, title, data] of [["chart-util", "Utilisation % by namespace", util], ["chart-power", "Power W by namespace", power]]) {
+    const box = el("div", { class: "chart", id });
+    charts.append(box);
+    lineChart(box, title, data);
+  }
+}
+
+async function workload(view, ns, pod) {
+  const one = await api(`/api/v1/workloads/${encodeURIComponent(ns)}/${encodeURIComponent(pod)}`);
+  showError(null);
+  const first = Date.parse(one.first_seen), last = Date.parse(one.last_seen);
+  const pad = Math.max(60e3, (last - first) / 10);
+  const sel = `{namespace=${JSON.stringify(ns)}, pod=${JSON.stringify(pod)}}`;
+  const util = await promRange(`DCGM_FI_DEV_GPU_UTIL${sel}`, first - pad, last + pad, "UUID");
+  const power = await promRange(`DCGM_FI_DEV_POWER_USAGE${sel}`, first - pad, last + pad, "UUID");
+  const charts = el("div", { class: "charts" });
+  const gpus = one.items.map((g) => el("tr", { "data-uuid": g.gpu, onclick: () => { location.hash = "#/gpu/" + encodeURIComponent(g.gpu); } },
+    el("td", {}, g.gpu), el("td", { class: "num" }, g.spans.length),
+    el("td", {}, g.spans.map((s) => `${s.start} … ${s.end}`).join(", "))));
+  view.replaceChildren(
+    el("div", { class: "toolbar" }, el("a", { href: "#/workloads" }, "← workloads")),
+    el("h2", {}, `${ns}/${pod}`),
+    el("div", { class: "meta", id: "workload-summary" },
+      `${one.gpus} GPUs · ${hours(one.gpu_seconds)} GPU hours · mean utilisation ${fmt(one.mean_utilization)} % · ${kwh(one.energy_joules)} kWh · ${one.first_seen} … ${one.last_seen}`),
+    charts,
+    el("table", { id: "workload-gpus" }, el("thead", {}, el("tr", {}, ...["GPU", "Spans", "When"].map((h) => el("th", {}, h)))), el("tbody", {}, ...gpus)));
+  state.charts.forEach((c) => c.destroy());
+  state.charts = [];
+  for (const [id, title, data] of [["chart-util", "Utilisation % per GPU", util], ["chart-power", "Power W per GPU", power]]) {
+    const box = el("div", { class: "chart", id });
+    charts.append(box);
+    lineChart(box, title, data);
+  }
+}
+
+// The GPU's workloads over the window, as coloured bars; idle time stays blank.
+async function timeline(uuid, start, end) {
+  const q = new URLSearchParams({ start_time: new Date(start).toISOString(), end_time: new Date(end).toISOString() });
+  const a = await api(`/api/v1/gpus/${encodeURIComponent(uuid)}/attribution?${q}`);
+  const bar = el("div", { class: "timeline", id: "timeline" });
+  const names = [...new Set(a.spans.map((s) => `${s.namespace || ""}/${s.pod || s.hpc_job || ""}`))];
+  for (const s of a.spans) {
+    const from = Math.max(start, Date.parse(s.start)), to = Math.min(end, Date.parse(s.end) + 1000);
+    const name = `${s.namespace || ""}/${s.pod || s.hpc_job || ""}`;
+    const seg = el("div", { class: "span", "data-pod": s.pod || "", title: `${name} · ${s.start} … ${s.end} · util ${fmt(s.mean_utilization)} %` });
+    seg.style.left = ((from - start) / (end - start) * 100) + "%";
+    seg.style.width = Math.max(0.3, (to - from) / (end - start) * 100) + "%";
+    seg.style.background = PALETTE[names.indexOf(name) % PALETTE.length];
+    bar.append(seg);
+  }
+  return el("div", { class: "chart" }, el("h3", {}, `Workloads (${a.spans.length} spans)`), bar,
+    el("div", { class: "legend" }, ...names.map((n, i) => el("span", {}, el("i", { style: `background:${PALETTE[i % PALETTE.length]}` }), n))));
 }
 
 // ---- cluster ----
@@ -178,6 +307,11 @@ async function render() {
   document.querySelectorAll("nav a").forEach((a) => a.classList.toggle("active", hash.startsWith(a.getAttribute("href"))));
   try {
     if (hash.startsWith("#/gpu/")) await gpu(view, decodeURIComponent(hash.slice(6)));
+    else if (hash.startsWith("#/workloads")) await workloads(view);
+    else if (hash.startsWith("#/workload/")) {
+      const [ns, pod] = hash.slice(11).split("/").map(decodeURIComponent);
+      await workload(view, ns, pod);
+    }
     else if (hash.startsWith("#/cluster")) await cluster(view);
     else await fleet(view);
     document.getElementById("status").textContent = "updated " + new Date().toLocaleTimeString();

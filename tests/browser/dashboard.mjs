@@ -2,7 +2,9 @@
 // Playwright. Usage: node dashboard.mjs URL TOKEN GPUS SCREENSHOT_DIR
 // Checks: without a token and with a wrong one the page says so clearly; with the token the fleet
 // table lists every GPU of the CSV; a click on a GPU opens charts with data points; the cluster
-// view shows 3 members up. Screenshots of each view go to SCREENSHOT_DIR.
+// view shows 3 members up; the workloads view lists namespaces and pods with charts by
+// namespace, a pod's page lists its GPUs with charts, and a GPU's page draws the pod on its
+// workload timeline. Screenshots of each view go to SCREENSHOT_DIR.
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 
@@ -71,6 +73,40 @@ try {
   const members = await page.$$eval("#cluster-members tbody tr", (trs) => trs.map((tr) => tr.children[1].textContent));
   check(members.length === 3 && members.every((s) => s === "up"), `cluster view: 3 members up (${members.join(", ")})`);
   await page.screenshot({ path: `${shots}/cluster.png` });
+
+  await page.click("#nav-workloads");
+  await page.waitForSelector("#pods tbody tr", { timeout: 20000 });
+  const namespaces = await page.locator("#namespaces tbody tr").count();
+  const pods = await page.locator("#pods tbody tr").count();
+  check(namespaces >= 1 && pods >= 2, `workloads view: ${namespaces} namespaces, ${pods} pods`);
+  for (const id of ["chart-util", "chart-power"]) {
+    const n = Number(await page.getAttribute(`#${id}`, "data-series"));
+    check(n === namespaces && (await page.locator(`#${id} canvas`).count()) === 1, `${id}: one line per namespace (${n})`);
+  }
+  await page.screenshot({ path: `${shots}/workloads.png` });
+
+  const podRow = page.locator("#pods tbody tr").first();
+  const podName = (await podRow.getAttribute("data-workload")).split("/")[1];
+  const podGpus = Number(await podRow.locator("td:nth-child(2)").textContent());
+  await podRow.click();
+  await page.waitForSelector("#workload-gpus tbody tr", { timeout: 20000 });
+  check((await page.locator("#workload-gpus tbody tr").count()) === podGpus, `pod ${podName}: its ${podGpus} GPUs listed`);
+  check((await page.textContent("#workload-summary")).startsWith(`${podGpus} GPUs`), "pod summary");
+  const lines = Number(await page.getAttribute("#chart-util", "data-series"));
+  check(lines === podGpus, `pod utilisation chart: one line per GPU (${lines})`);
+  await page.screenshot({ path: `${shots}/workload.png` });
+
+  await page.locator("#workload-gpus tbody tr").first().click();
+  await page.waitForSelector("#timeline", { timeout: 20000 });
+  const held = await page.$$eval("#timeline .span", (els) => els.map((e) => e.dataset.pod));
+  check(held.includes(podName), `GPU timeline shows ${podName} among ${held.length} spans`);
+  // Over the hour the GPU ran several pods, one after another.
+  await page.click('button[data-range="1h"]');
+  await page.waitForSelector('button[data-range="1h"].active');
+  await page.waitForFunction(() => document.querySelectorAll("#timeline .span").length >= 2, null, { timeout: 20000 });
+  const hour = await page.$$eval("#timeline .span", (els) => els.map((e) => e.dataset.pod));
+  check(new Set(hour).size >= 2, `over the hour: ${hour.join(", ")}`);
+  await page.screenshot({ path: `${shots}/gpu-timeline.png` });
 } finally {
   await browser.close();
 }
