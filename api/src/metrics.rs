@@ -59,6 +59,8 @@ pub struct Metrics {
     members: Family<StatusLabel, Gauge>,
     partitions_owned: Gauge,
     samples_in_store: Gauge,
+    series_in_store: Gauge,
+    workloads_in_store: Gauge,
     storage_bytes: Gauge,
     broker_bytes: Gauge,
     disk_free_bytes: Gauge,
@@ -85,6 +87,8 @@ impl Metrics {
             members: Family::default(),
             partitions_owned: Gauge::default(),
             samples_in_store: Gauge::default(),
+            series_in_store: Gauge::default(),
+            workloads_in_store: Gauge::default(),
             storage_bytes: Gauge::default(),
             broker_bytes: Gauge::default(),
             disk_free_bytes: Gauge::default(),
@@ -126,6 +130,16 @@ impl Metrics {
             "telemetry_store_samples",
             "Distinct samples in this node's store",
             m.samples_in_store.clone(),
+        );
+        r.register(
+            "telemetry_store_series",
+            "Series in this node's store: one per GPU and metric, plus one of workload observations per GPU that carried a workload",
+            m.series_in_store.clone(),
+        );
+        r.register(
+            "telemetry_store_workloads",
+            "Workloads (namespace, pod, container, HPC job) in this node's dictionary",
+            m.workloads_in_store.clone(),
         );
         r.register_with_unit(
             "telemetry_store_disk",
@@ -198,6 +212,10 @@ impl Metrics {
         self.partitions_owned.set(g.partitions_owned as i64);
         self.samples_in_store
             .set(node.store.samples_stored().min(i64::MAX as u64) as i64);
+        self.series_in_store
+            .set(node.store.series_count().min(i64::MAX as u64) as i64);
+        self.workloads_in_store
+            .set(node.store.workload_count().min(i64::MAX as usize) as i64);
         self.storage_bytes
             .set(node.store.disk_space().min(i64::MAX as u64) as i64);
         self.broker_bytes

@@ -401,6 +401,11 @@ impl Store {
         Ok(())
     }
 
+    /// Series in the catalog (a series whose samples all expired still counts).
+    pub fn series_count(&self) -> u64 {
+        self.lock().catalog.series.len() as u64
+    }
+
     /// Distinct samples stored (a sample written twice counts once).
     pub fn samples_stored(&self) -> u64 {
         let inner = self.lock();
