@@ -128,7 +128,7 @@ impl Metrics {
         );
         r.register(
             "telemetry_store_samples",
-            "Distinct samples in this node's store",
+            "Distinct samples in this node's store (workload observations included)",
             m.samples_in_store.clone(),
         );
         r.register(

@@ -5,8 +5,6 @@
 //! misread, and the body never depends on ractor's own serialization.
 
 use bincode::{Decode, Encode};
-#[allow(unused_imports)] // named in docs
-use telemetry_storage::WORKLOAD_METRIC;
 use telemetry_storage::{GpuDigest, GpuInfo, SpanDigest, Workload};
 
 use super::membership::NodeInfo;
@@ -168,7 +166,7 @@ pub struct SeriesPart {
     pub uuid: String,
     /// Per metric: its (timestamp, value) samples in time order.
     pub series: Vec<(String, Vec<(i64, f64)>)>,
-    /// The workloads its observations ([`WORKLOAD_METRIC`] samples) name.
+    /// The workloads its observations ([`telemetry_storage::WORKLOAD_METRIC`] samples) name.
     pub workloads: Vec<Workload>,
 }
 
@@ -231,7 +229,7 @@ pub struct TelemetryPart {
     pub points: Vec<(i64, u16, f64)>,
     /// True when the node holds more points after the last one.
     pub more: bool,
-    /// The workloads its observations ([`WORKLOAD_METRIC`] points) name.
+    /// The workloads its observations ([`telemetry_storage::WORKLOAD_METRIC`] points) name.
     pub workloads: Vec<Workload>,
 }
 
