@@ -178,6 +178,16 @@ remote_write:
                 break
             assert time.time() < deadline, f"{label} values of {match}: node {a}, prometheus {b}"
             time.sleep(0.2)
+    for match in ('DCGM_FI_DEV_GPU_TEMP{namespace="ml"}', 'DCGM_FI_DEV_POWER_USAGE{pod!="", gpu="1"}'):
+        deadline = time.time() + 30
+        while True:
+            key = lambda s: json.dumps(s, sort_keys=True)  # noqa: E731
+            a = sorted(get(urls[1], "/prometheus/api/v1/series", **{"match[]": match})["data"], key=key)
+            b = sorted(get(prom_url, "/api/v1/series", **{"match[]": match})["data"], key=key)
+            if a == b and b:
+                break
+            assert time.time() < deadline, f"series of {match}: node {a[:3]}…, prometheus {b[:3]}…"
+            time.sleep(0.2)
     panels = [
         'DCGM_FI_DEV_GPU_TEMP{instance=~"$instance", gpu=~"$gpu"}',
         'avg(DCGM_FI_DEV_GPU_TEMP{instance=~"$instance", gpu=~"$gpu"})',

@@ -33,6 +33,15 @@ impl Params {
             .map(|(_, v)| v.as_str())
     }
 
+    /// Every value of a repeated `key`, whole (a PromQL selector holds commas).
+    pub fn repeated(&self, key: &str) -> Vec<String> {
+        self.0
+            .iter()
+            .filter(|(k, v)| k == key && !v.trim().is_empty())
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
     /// Every value of a repeatable `key`; comma-separated values are split too.
     pub fn all(&self, key: &str) -> Vec<String> {
         self.0
@@ -149,6 +158,15 @@ mod tests {
                 .map(|t| t.to_rfc3339_opts(SecondsFormat::Millis, true));
             proptest::prop_assert_eq!(format_time_into(ts, &mut buf).map(String::from), want);
         }
+    }
+
+    #[test]
+    fn a_repeated_selector_keeps_its_commas() {
+        let p = Params::parse(Some(
+            "match[]=a%7Bx%3D%221%22%2Cy%3D%222%22%7D&match[]=b&match[]=",
+        ));
+        assert_eq!(p.repeated("match[]"), vec![r#"a{x="1",y="2"}"#, "b"]);
+        assert_eq!(p.all("match[]").len(), 3, "all() splits at commas");
     }
 
     #[test]

@@ -217,7 +217,7 @@ pub async fn query(State(api): State<AppState>, RawQuery(q): RawQuery, body: Byt
 /// `GET`/`POST /prometheus/api/v1/series?match[]=…` (`limit` caps the answer).
 pub async fn series(State(api): State<AppState>, RawQuery(q): RawQuery, body: Bytes) -> PromResult {
     let p = params(q.as_deref(), &body)?;
-    let selectors = p.all("match[]");
+    let selectors = p.repeated("match[]");
     if selectors.is_empty() {
         return Err(error("bad_data", "no match[] parameter provided"));
     }
@@ -232,12 +232,66 @@ pub async fn series(State(api): State<AppState>, RawQuery(q): RawQuery, body: By
             ));
         };
         let picked = listing.select(&sel).map_err(|e| error("execution", e))?;
-        out.extend(picked.into_iter().map(|(l, _, _)| l));
+        out.extend(with_workloads(&api, &p, &sel, picked).await?);
     }
     out.sort();
     out.dedup();
     out.truncate(limit);
     Ok(Json(json!({"status": "success", "data": out})))
+}
+
+/// The series a selector's picks stand for once split by workload: each GPU series with every
+/// workload it carried in the window (`start`/`end`), among those its workload matchers let
+/// through, and the GPU series itself unless a workload matcher asks for a workload. (Whether a
+/// GPU also had idle samples in the window is not looked up: its unlabelled series is listed.)
+async fn with_workloads(
+    api: &AppState,
+    p: &Params,
+    sel: &VectorSelector,
+    picked: Vec<(Labels, String, String)>,
+) -> Result<Vec<Labels>, PromError> {
+    let matchers: Vec<_> = sel
+        .matchers
+        .matchers
+        .iter()
+        .filter(|m| attribute::is_workload_matcher(m))
+        .collect();
+    let window = (
+        time(p, "start")?.unwrap_or(i64::MIN / 2),
+        time(p, "end")?.unwrap_or(i64::MAX / 2),
+    );
+    let mut uuids: Vec<String> = picked.iter().map(|(_, u, _)| u.clone()).collect();
+    uuids.sort();
+    uuids.dedup();
+    let spans = telemetry_service::attribution::read(&api.node, Some(uuids), window, None)
+        .await
+        .map_err(|e| error("execution", e.to_string()))?;
+    let mut held: BTreeMap<&str, Vec<&telemetry_storage::Workload>> = BTreeMap::new();
+    for g in &spans.value {
+        let list = held.entry(g.uuid.as_str()).or_default();
+        list.extend(g.spans.iter().map(|s| &s.workload));
+        list.sort();
+        list.dedup();
+    }
+    let passes = |l: &Labels| {
+        matchers
+            .iter()
+            .all(|m| m.is_match(l.get(&m.name).map_or("", String::as_str)))
+    };
+    let mut out = Vec::new();
+    for (labels, uuid, _) in picked {
+        for w in held.get(uuid.as_str()).into_iter().flatten() {
+            let mut l = labels.clone();
+            l.extend(w.labels().map(|(k, v)| (k.to_string(), v.to_string())));
+            if passes(&l) {
+                out.push(l);
+            }
+        }
+        if passes(&labels) {
+            out.push(labels);
+        }
+    }
+    Ok(out)
 }
 
 /// The `limit` parameter (0 or absent: no limit).
@@ -273,7 +327,7 @@ pub async fn label_values(
 ) -> PromResult {
     let p = params(q.as_deref(), &Bytes::new())?;
     let mut selectors: Vec<VectorSelector> = Vec::new();
-    for s in p.all("match[]") {
+    for s in p.repeated("match[]") {
         match promql_parser::parser::parse(&s) {
             Ok(Expr::VectorSelector(sel)) => selectors.push(sel),
             _ => {
