@@ -416,6 +416,35 @@ mod tests {
     }
 
     #[test]
+    fn each_row_carries_its_own_workload() {
+        let text = concat!(
+            "timestamp,metric_name,gpu_id,device,uuid,modelName,Hostname,container,pod,namespace,value,labels_raw\n",
+            "2025-07-18T20:42:34Z,U,0,nvidia0,GPU-1,H100,h,main,train-1,ml,5,\n",
+            "2025-07-18T20:42:35Z,U,0,nvidia0,GPU-1,H100,h,,,,5,\n",
+            "2025-07-18T20:42:36Z,U,0,nvidia0,GPU-1,H100,h,,,,5,\"hpc_job=\"\"4711\"\",job=\"\"dcgm\"\"\"\n",
+            "2025-07-18T20:42:37Z,U,0,nvidia0,GPU-1,H100,h,,,,5,\"job=\"\"dcgm\"\"\"\n",
+        );
+        let (mut rdr, cols) = open_reader(text.as_bytes()).expect("header");
+        let mut p = RowParser::new(cols);
+        let mut rec = csv::StringRecord::new();
+        let mut got = Vec::new();
+        while rdr.read_record(&mut rec).expect("csv") {
+            let (_, g) = p.parse(&rec).expect("a row");
+            got.push((g.pod.clone(), g.namespace.clone(), g.hpc_job.clone()));
+        }
+        let s = |v: &str| Some(v.to_string());
+        assert_eq!(
+            got,
+            vec![
+                (s("train-1"), s("ml"), None),
+                (None, None, None),
+                (None, None, s("4711")),
+                (None, None, None),
+            ]
+        );
+    }
+
+    #[test]
     fn overlong_names_are_rejected_per_row() {
         let long = "G".repeat(MAX_NAME_BYTES + 1);
         let got = rows(&format!(
