@@ -32,8 +32,9 @@ pub const POWER_METRIC: &str = "DCGM_FI_DEV_POWER_USAGE";
 /// Most spans one member puts in an answer (about 120 bytes each, well under the 8 MiB
 /// message); past it the answer is incomplete and the query is refused as too wide.
 pub const MAX_ANSWER_SPANS: usize = 40_000;
-/// Most samples one member reads for one group of GPUs.
-pub const MAX_GROUP_SAMPLES: usize = 4_000_000;
+/// Most samples one member reads for one GPU (observations, utilisation and power in the
+/// window: 64 MB at most, let go before the next GPU).
+pub const MAX_GPU_SAMPLES: usize = 4_000_000;
 /// GPUs asked for in one request.
 pub const GROUP_GPUS: usize = 64;
 /// Requests in flight for one attribution query.
@@ -48,7 +49,7 @@ pub fn local(store: &Store, q: &AttributionQuery) -> Result<AttributionAnswer, Q
     };
     let mut held = 0;
     for uuid in &q.uuids {
-        let Some(w) = store.series_window(uuid, &metrics, (q.start, q.end), MAX_GROUP_SAMPLES)?
+        let Some(w) = store.series_window(uuid, &metrics, (q.start, q.end), MAX_GPU_SAMPLES)?
         else {
             continue;
         };
@@ -82,7 +83,7 @@ pub fn local(store: &Store, q: &AttributionQuery) -> Result<AttributionAnswer, Q
             observations: observed.len() as u64,
             spans: found,
         });
-        if held > MAX_ANSWER_SPANS || w.samples > MAX_GROUP_SAMPLES {
+        if held > MAX_ANSWER_SPANS || w.samples > MAX_GPU_SAMPLES {
             out.complete = false;
             break;
         }
