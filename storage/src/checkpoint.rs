@@ -221,6 +221,9 @@ impl Store {
         self.commit_generation(disk, eng, &frozen)?;
         let mut batch = eng.db.batch();
         let removed = disk.expire(&mut inner, eng, &mut batch, (before, self.width))?;
+        for id in inner.catalog.workloads.expire(before, self.width) {
+            batch.remove(&eng.ks.workloads, crate::dictionary::key(id));
+        }
         batch.insert(&eng.ks.meta, META_COUNT, inner.disk_count.to_be_bytes());
         batch.commit()?;
         inner.expired_before = inner.expired_before.max(Some(before));

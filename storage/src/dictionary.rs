@@ -1,28 +1,44 @@
 //! The workload dictionary: each workload's names once, keyed by its id, in the `workloads`
-//! keyspace. A batch brings the workloads its observations name; new ones wait in the catalog
-//! and are written by the next checkpoint with the chunks that name them.
+//! keyspace, with the time of its newest observation. A batch brings the workloads its
+//! observations name; new ones (and ones seen in a newer bucket) wait in the catalog and are
+//! written by the next checkpoint with the chunks that name them. Retention drops a workload
+//! with the last bucket that observed it.
 
-use rustc_hash::{FxHashMap, FxHashSet};
+use rustc_hash::FxHashMap;
 
+use crate::keys::bucket_of;
 use crate::store::{Keyspaces, Store};
 use crate::workload::{id_of_value, Workload};
-use crate::{Result, StorageError};
+use crate::{Result, StorageError, Timestamp};
 
 /// The workloads a store knows, and those the next checkpoint writes.
 #[derive(Debug, Default)]
 pub struct Dictionary {
-    /// Every id on disk or pending: 8 bytes a workload in memory, the names stay on disk.
-    known: FxHashSet<u64>,
-    /// Workloads the next checkpoint persists.
-    pub dirty: FxHashMap<u64, Workload>,
+    /// Every id on disk or pending, with its newest observation (ms): 16 bytes a workload in
+    /// memory, the names stay on disk.
+    known: FxHashMap<u64, Timestamp>,
+    /// Records the next checkpoint writes: names and newest observation.
+    pub dirty: FxHashMap<u64, (Workload, Timestamp)>,
 }
 
 impl Dictionary {
-    /// Adds a workload seen in a batch unless it is known.
-    pub fn add(&mut self, w: &Workload) {
+    /// Notes a workload of a batch, observed up to `last` (`Timestamp::MIN`: not observed in
+    /// it). Its record is written when it is new or its newest observation moved to a later
+    /// bucket of `width` ms (the order of batches does not matter: the newest wins).
+    pub fn add(&mut self, w: &Workload, last: Timestamp, width: i64) {
         let id = w.id();
-        if self.known.insert(id) {
-            self.dirty.insert(id, w.clone());
+        let rewrite = match self.known.get_mut(&id) {
+            None => true,
+            Some(held) if last > *held => {
+                let moved = bucket_of(last, width) > bucket_of(*held, width);
+                *held = last;
+                moved
+            }
+            Some(_) => false,
+        };
+        let newest = *self.known.entry(id).or_insert(last);
+        if rewrite {
+            self.dirty.insert(id, (w.clone(), newest));
         }
     }
 
@@ -31,12 +47,27 @@ impl Dictionary {
         self.known.len()
     }
 
-    /// Loads the ids of the `workloads` keyspace.
+    /// Forgets the workloads last observed in a bucket before `before`; returns their ids.
+    pub fn expire(&mut self, before: Timestamp, width: i64) -> Vec<u64> {
+        let gone: Vec<u64> = self
+            .known
+            .iter()
+            .filter(|(_, &last)| bucket_of(last, width) < before)
+            .map(|(&id, _)| id)
+            .collect();
+        for id in &gone {
+            self.known.remove(id);
+            self.dirty.remove(id);
+        }
+        gone
+    }
+
+    /// Loads the `workloads` keyspace's ids and newest observations.
     pub fn load(ks: &Keyspaces) -> Result<Self> {
-        let mut known = FxHashSet::default();
+        let mut known = FxHashMap::default();
         for kv in ks.workloads.iter() {
-            let k = kv.key()?;
-            known.insert(id_of_key(&k)?);
+            let (k, v) = kv.into_inner()?;
+            known.insert(id_of_key(&k)?, decode(&v)?.1);
         }
         Ok(Self {
             known,
@@ -58,14 +89,14 @@ fn id_of_key(k: &[u8]) -> Result<u64> {
     Ok(u64::from_be_bytes(a))
 }
 
-/// A workload record's value.
-pub(crate) fn encode(w: &Workload) -> Result<Vec<u8>> {
-    bincode::encode_to_vec(w, bincode::config::standard())
+/// A workload record's value: its names and newest observation.
+pub(crate) fn encode(record: &(Workload, Timestamp)) -> Result<Vec<u8>> {
+    bincode::encode_to_vec(record, bincode::config::standard())
         .map_err(|e| StorageError::InvalidBatch(e.to_string()))
 }
 
-fn decode(v: &[u8]) -> Result<Workload> {
-    match bincode::decode_from_slice::<Workload, _>(v, bincode::config::standard()) {
+fn decode(v: &[u8]) -> Result<(Workload, Timestamp)> {
+    match bincode::decode_from_slice::<(Workload, Timestamp), _>(v, bincode::config::standard()) {
         Ok((w, used)) if used == v.len() => Ok(w),
         Ok(_) => Err(StorageError::Corrupt {
             what: "workload",
@@ -105,7 +136,7 @@ impl Store {
             for &id in ids {
                 let pending = inner.catalog.workloads.dirty.get(&id);
                 match pending.or_else(|| frozen.and_then(|f| f.workloads.get(&id))) {
-                    Some(w) => out.push((id, w.clone())),
+                    Some((w, _)) => out.push((id, w.clone())),
                     None => on_disk.push(id),
                 }
             }
@@ -116,7 +147,7 @@ impl Store {
         let eng = self.engine()?;
         for id in on_disk {
             if let Some(v) = eng.ks.workloads.get(key(id))? {
-                out.push((id, decode(&v)?));
+                out.push((id, decode(&v)?.0));
             }
         }
         Ok(out)

@@ -40,8 +40,8 @@ pub(crate) struct Frozen {
     pub gpus: Vec<(u32, GpuInfo)>,
     /// Metrics added (by id).
     pub metrics: Vec<(u16, Arc<str>)>,
-    /// Workloads added, by id.
-    pub workloads: FxHashMap<u64, Workload>,
+    /// Workload records to write, by id: names and newest observation.
+    pub workloads: FxHashMap<u64, (Workload, Timestamp)>,
     /// Digests of the GPUs whose samples changed, as of the freeze.
     pub digests: Vec<(u32, Digest)>,
     /// Distinct samples on disk once this generation is committed.

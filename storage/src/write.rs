@@ -15,7 +15,8 @@ use crate::digest::{metric_hash, sample_hash, Digest};
 use crate::keys::{bucket_of, SeriesId};
 use crate::model::SampleBatch;
 use crate::store::{Inner, Store, WriteStats};
-use crate::{Result, StorageError};
+use crate::workload::{id_of_value, WORKLOAD_METRIC};
+use crate::{Result, StorageError, Timestamp};
 
 /// Samples written per hold of the store's lock. A longer batch is written in slices, and
 /// between two the lock goes to a waiting reader or writer first (a fair hand-over), so a read
@@ -33,6 +34,21 @@ struct Resolved {
     slots: FxHashMap<(u32, u32), u32>,
     /// Digests of one slice's new samples by batch GPU index; emptied after each slice.
     new_by_gpu: Vec<Digest>,
+}
+
+/// The newest observation of each workload id a batch holds.
+fn newest_observations(batch: &SampleBatch) -> FxHashMap<u64, Timestamp> {
+    let mut out = FxHashMap::default();
+    let Some(m) = batch.metrics.iter().position(|m| m == WORKLOAD_METRIC) else {
+        return out;
+    };
+    for s in batch.samples.iter().filter(|s| s.metric as usize == m) {
+        if let Some(id) = id_of_value(s.value) {
+            let t = out.entry(id).or_insert(s.timestamp);
+            *t = (*t).max(s.timestamp);
+        }
+    }
+    out
 }
 
 impl Store {
@@ -53,8 +69,10 @@ impl Store {
         if cat.metric_names.len() + cat.unknown_metrics(batch.metrics.iter()) > 1 << 16 {
             return Err(StorageError::InvalidBatch("more than 65536 metrics".into()));
         }
+        let newest = newest_observations(batch);
         for w in &batch.workloads {
-            cat.workloads.add(w);
+            let last = newest.get(&w.id()).copied().unwrap_or(Timestamp::MIN);
+            cat.workloads.add(w, last, self.width);
         }
         let mut ids = Resolved {
             gpu_ids: batch.gpus.iter().map(|g| cat.gpu_id(g)).collect(),

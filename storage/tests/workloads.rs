@@ -187,3 +187,41 @@ fn an_observation_naming_no_workload_of_its_batch_is_refused() {
     b.push(&gpu(0, 0), WORKLOAD_METRIC, 1, w.id() as f64);
     assert!(SampleBatch::decode(&b.take().encode()).is_ok());
 }
+
+#[test]
+fn retention_forgets_a_workload_with_its_last_observation() {
+    const HOUR: i64 = 3_600_000;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut store = Store::open(dir.path(), StoreOptions::default()).expect("open");
+    let mut b = BatchBuilder::default();
+    // Pod 1 on GPU a in hours 0 and 1; pod 2 from hour 1 to hour 9; replayed out of order.
+    for t in [9 * HOUR, HOUR, 0] {
+        b.push(&gpu(1, 2), "T", t, 1.0);
+    }
+    b.push(&gpu(0, 1), "T", HOUR + 5, 1.0);
+    b.push(&gpu(0, 1), "T", 5, 1.0);
+    store.write(&b.take()).expect("write");
+    store.checkpoint().expect("checkpoint");
+    let ids = [workload(1), workload(2)].map(|w| w.expect("a workload").id());
+    assert_eq!(store.workloads(&ids).expect("read").len(), 2);
+    store.expire(2 * HOUR).expect("expire");
+    let left: Vec<Workload> = store
+        .workloads(&ids)
+        .expect("read")
+        .into_iter()
+        .map(|x| x.1)
+        .collect();
+    assert_eq!(
+        left,
+        vec![workload(2).expect("pod 2")],
+        "pod 1 was last seen in hour 1"
+    );
+    assert_eq!(store.workload_count(), 1);
+    store.persist().expect("persist");
+    drop(store);
+    store = Store::open(dir.path(), StoreOptions::default()).expect("reopen");
+    assert_eq!(store.workloads(&ids).expect("read").len(), 1);
+    store.expire(10 * HOUR).expect("expire");
+    assert!(store.workloads(&ids).expect("read").is_empty());
+    assert_eq!(store.workload_count(), 0);
+}
