@@ -150,3 +150,81 @@ fn scrape_and_csv_together_are_refused() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("give one of them"));
 }
+
+/// The exposition text of one GPU whose exporter has Kubernetes mapping on: the `pod` label
+/// names the pod that holds the GPU at this scrape.
+fn mapped_exposition(pod: &str) -> String {
+    let labels = format!(
+        "gpu=\"0\",UUID=\"{MAPPED_UUID}\",device=\"nvidia0\",modelName=\"NVIDIA H100 80GB HBM3\",\
+         Hostname=\"host-a\",container=\"main\",namespace=\"ml\",pod=\"{pod}\""
+    );
+    format!("DCGM_FI_DEV_GPU_UTIL{{{labels}}} 90\nDCGM_FI_DEV_POWER_USAGE{{{labels}}} 300\n")
+}
+
+const MAPPED_UUID: &str = "GPU-5c0a1b2c-0000-4000-8000-00000000a001";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scraped_gpu_keeps_the_history_of_its_pods() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    // The first pod holds the GPU for the first scrapes, then another pod takes it.
+    let scrapes = Arc::new(AtomicU64::new(0));
+    let counter = scrapes.clone();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let n = counter.fetch_add(1, Ordering::Relaxed);
+            async move { mapped_exposition(if n < 4 { "train-0" } else { "infer-0" }) }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/metrics", listener.local_addr().expect("addr"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let node = Node::start(
+        &tmp.path().join("d"),
+        &["--scrape", &url, "--scrape-interval", "300ms"],
+    );
+    let path = format!("/api/v1/gpus/{MAPPED_UUID}/attribution");
+    let spans = eventually("both pods' spans", Duration::from_secs(60), async || {
+        let a = node.ok(&path).await;
+        let pods: Vec<String> = a["spans"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|s| s["pod"].as_str().map(str::to_string))
+            .collect();
+        if pods.len() >= 2 {
+            Ok(a["spans"].clone())
+        } else {
+            Err(a.to_string())
+        }
+    })
+    .await;
+    let spans = spans.as_array().expect("spans");
+    assert_eq!(spans.len(), 2, "{spans:?}");
+    assert_eq!(spans[0]["pod"], "train-0");
+    assert_eq!(spans[1]["pod"], "infer-0");
+    for s in spans {
+        assert_eq!(s["namespace"], "ml");
+        assert_eq!(s["container"], "main");
+        assert_eq!(s["mean_utilization"].as_f64(), Some(90.0), "{s}");
+    }
+    assert!(
+        spans[0]["end"].as_str() <= spans[1]["start"].as_str(),
+        "{spans:?}"
+    );
+    // The series stay one per GPU and metric: the pods are history, not identity.
+    let series = node
+        .ok("/prometheus/api/v1/query?query=count(DCGM_FI_DEV_GPU_UTIL)")
+        .await;
+    assert_eq!(series["data"]["result"][0]["value"][1], "1", "{series}");
+    let by_pod = node
+        .ok("/prometheus/api/v1/query?query=sum%20by%20(pod)(DCGM_FI_DEV_POWER_USAGE)")
+        .await;
+    assert_eq!(
+        by_pod["data"]["result"][0]["metric"]["pod"], "infer-0",
+        "{by_pod}"
+    );
+    node.stop();
+}
