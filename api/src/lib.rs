@@ -54,6 +54,7 @@ pub use limits::{
     REQUEST_TIMEOUT,
 };
 pub use metrics::Metrics;
+pub use prometheus::MAX_PROM_SAMPLES;
 pub use state::{Api, AppState};
 pub use summary::MAX_STEPS;
 pub use summary::{FleetGpu, FleetPage, LatestValue, StepSeries, StepsPage};

@@ -12,13 +12,26 @@ pub struct Api {
     pub node: Arc<NodeContext>,
     /// The metric registry behind `/metrics`.
     pub metrics: Metrics,
+    /// Most samples one PromQL query may read (`--query-max-samples`); beyond it the query is
+    /// refused (422) rather than run unbounded.
+    pub query_max_samples: usize,
 }
 
 impl Api {
-    /// The REST layer over `node`, its metrics registered with the node's counters.
+    /// The REST layer over `node`, its metrics registered with the node's counters, with the
+    /// default bounds.
     pub fn new(node: Arc<NodeContext>) -> Arc<Self> {
+        Self::with_query_max_samples(node, crate::prometheus::MAX_PROM_SAMPLES)
+    }
+
+    /// As [`Api::new`], a PromQL query reading at most `query_max_samples` samples.
+    pub fn with_query_max_samples(node: Arc<NodeContext>, query_max_samples: usize) -> Arc<Self> {
         let metrics = Metrics::new(&node.stats, &node.fanout);
-        Arc::new(Self { node, metrics })
+        Arc::new(Self {
+            node,
+            metrics,
+            query_max_samples,
+        })
     }
 }
 

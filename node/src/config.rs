@@ -161,6 +161,11 @@ pub struct RunArgs {
     #[arg(long, env = "TELEMETRY_REPAIR_RATE", default_value_t = telemetry_service::repair::DEFAULT_REPAIR_RATE,
           value_parser = clap::value_parser!(u64).range(1..))]
     pub repair_rate: u64,
+    /// Most samples one PromQL query may read (observations of workloads included); a query
+    /// that would read more is refused with 422, as Prometheus' --query.max-samples does.
+    #[arg(long, env = "TELEMETRY_QUERY_MAX_SAMPLES", default_value_t = telemetry_api::MAX_PROM_SAMPLES,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..))]
+    pub query_max_samples: usize,
     /// Bearer token required to read the API (everything but --open-paths and the API docs).
     #[arg(long, env = "TELEMETRY_API_TOKEN", hide_env_values = true)]
     pub api_token: Option<String>,

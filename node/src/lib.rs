@@ -326,7 +326,10 @@ pub async fn run(
         tokio::spawn(telemetry_service::repair::run(ctx.clone(), cfg))
     });
     let app = auth::layer(
-        telemetry_api::router(telemetry_api::Api::new(ctx)),
+        telemetry_api::router(telemetry_api::Api::with_query_max_samples(
+            ctx,
+            args.query_max_samples,
+        )),
         auth_config,
     );
     let http = http::Http::serve(listener, app)?;

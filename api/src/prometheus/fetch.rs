@@ -18,7 +18,8 @@ use telemetry_storage::{GpuInfo, Workload, WORKLOAD_METRIC};
 
 use super::{attribute, Labels};
 
-/// Most samples one query may read; beyond it the query is refused rather than run unbounded.
+/// Most samples one query may read by default (`--query-max-samples`); beyond the bound the
+/// query is refused rather than run unbounded.
 pub const MAX_PROM_SAMPLES: usize = 5_000_000;
 
 /// Groups of GPUs read at once for one selection (each read is a scatter-gather over the
@@ -33,11 +34,12 @@ pub const SERIES_GROUP_GPUS: usize = 32;
 pub async fn fetch(
     node: &Arc<NodeContext>,
     selections: &[Selection],
+    max_samples: usize,
 ) -> Result<(Fetched, Coverage), String> {
     let mut fetched = Fetched::default();
     let listing = Listing::of(node).await;
     let mut coverage = listing.coverage.clone();
-    let budget = Arc::new(AtomicUsize::new(MAX_PROM_SAMPLES));
+    let budget = Arc::new(AtomicUsize::new(max_samples));
     for s in selections {
         let picked = listing.select(&s.selector)?;
         // GPUs asking for the same metrics share requests.
@@ -168,7 +170,7 @@ fn take(budget: &AtomicUsize, n: usize) -> Result<(), String> {
 }
 
 fn over_budget() -> String {
-    format!("the query reads more than {MAX_PROM_SAMPLES} samples; narrow it")
+    "the query reads more samples than this node's --query-max-samples allows; narrow it".into()
 }
 
 /// A GPU's labels as dcgm-exporter names them (without `__name__`).

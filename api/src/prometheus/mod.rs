@@ -12,6 +12,7 @@
 
 mod attribute;
 mod fetch;
+pub use fetch::MAX_PROM_SAMPLES;
 mod format;
 
 use std::collections::BTreeMap;
@@ -107,7 +108,7 @@ async fn run(
 ) -> Result<(Value, Option<Vec<String>>), PromError> {
     let work = async {
         let plan = selections(&expr, grid).map_err(format::eval_error)?;
-        let (fetched, coverage) = fetch::fetch(&api.node, &plan)
+        let (fetched, coverage) = fetch::fetch(&api.node, &plan, api.query_max_samples)
             .await
             .map_err(|e| error("execution", e))?;
         let value = tokio::task::spawn_blocking(move || evaluate(&expr, grid, &fetched))
