@@ -187,7 +187,11 @@ async fn a_scraped_gpu_keeps_the_history_of_its_pods() {
     );
     let path = format!("/api/v1/gpus/{MAPPED_UUID}/attribution");
     let spans = eventually("both pods' spans", Duration::from_secs(60), async || {
-        let a = node.ok(&path).await;
+        // 404 until the first scrape is stored.
+        let (status, a) = node.get(&path).await;
+        if status != 200 {
+            return Err(format!("{status}: {a}"));
+        }
         let pods: Vec<String> = a["spans"]
             .as_array()
             .into_iter()
