@@ -345,3 +345,66 @@ async fn replicas_count_a_gpu_once_and_repair_brings_its_workloads_back() {
     n0.stop();
     n2.stop();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_for_one_pod_reads_only_the_gpus_that_held_it() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let csv = gen_workloads(tmp.path());
+    let rows = rows(&csv);
+    let observations: BTreeSet<(&str, i64)> = rows
+        .iter()
+        .filter(|r| !r.pod.1.is_empty())
+        .map(|r| (r.uuid.as_str(), r.ts))
+        .collect();
+    // The pod on the fewest GPUs, and every UTIL sample of those GPUs.
+    let mut gpus_of: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for r in rows.iter().filter(|r| !r.pod.1.is_empty()) {
+        gpus_of.entry(&r.pod.1).or_default().insert(&r.uuid);
+    }
+    let (pod, gpus) = gpus_of.iter().min_by_key(|(_, g)| g.len()).expect("a pod");
+    let util = |keep: &dyn Fn(&str) -> bool| {
+        rows.iter()
+            .filter(|r| r.metric == UTIL && keep(&r.uuid))
+            .count()
+    };
+    // The bound fits every observation and the pod's GPUs, not every GPU.
+    let bound = observations.len() + util(&|u| gpus.contains(u)) + 10;
+    assert!(
+        bound < observations.len() + util(&|_| true),
+        "{pod} is on every GPU"
+    );
+    let data = tmp.path().join("data");
+    let node = Node::start(&data, &one_pass(&csv));
+    node.wait_for_samples(
+        (rows.len() + observations.len()) as u64,
+        Duration::from_secs(120),
+    )
+    .await;
+    node.stop();
+    let (first, last) = (rows[0].ts / 1000, rows[rows.len() - 1].ts / 1000);
+    let range = |q: &str| {
+        format!(
+            "/prometheus/api/v1/query_range?query={}&start={first}&end={last}&step=60",
+            urlencode(q)
+        )
+    };
+    let one = range(&format!("sum by (pod) ({UTIL}{{pod={pod:?}}})"));
+    let node = Node::start(
+        &data,
+        &["--no-stream", "--query-max-samples", &bound.to_string()],
+    );
+    let (status, body) = node.get(&one).await;
+    assert_eq!(status, 200, "{body}");
+    let result = body["data"]["result"].as_array().expect("a matrix");
+    assert_eq!(result.len(), 1, "{body}");
+    assert_eq!(result[0]["metric"]["pod"].as_str(), Some(*pod));
+    let bounded = body["data"].clone();
+    // Every GPU's samples are over the bound.
+    let (status, body) = node.get(&range(&format!("sum by (pod) ({UTIL})"))).await;
+    assert_eq!(status, 422, "{body}");
+    node.stop();
+    // The same answer when nothing bounds the read.
+    let node = Node::start(&data, &["--no-stream"]);
+    assert_eq!(node.ok(&one).await["data"], bounded);
+    node.stop();
+}

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use promql_parser::parser::{AggregateExpr, Expr, LabelModifier};
+use promql_parser::parser::{AggregateExpr, Expr, LabelModifier, VectorSelector};
 
 use crate::error::{EvalError, Result};
 use crate::eval::{strip, Evaluator};
@@ -33,8 +33,11 @@ pub(crate) fn eval(ev: &mut Evaluator, a: &AggregateExpr, grid: Grid) -> Result<
         (None, _) => Param::None,
         (Some(_), _) => return Err(EvalError::Execution(format!("{op} takes no parameter"))),
     };
-    let input = ev.vector(&a.expr, grid)?;
     let grouping = Grouping::of(&a.modifier);
+    if let (true, Expr::VectorSelector(sel)) = (GROUPED.contains(&op.as_str()), strip(&a.expr)) {
+        return fold_selector(ev, sel, &op, &grouping, param, grid);
+    }
+    let input = ev.vector(&a.expr, grid)?;
     let out = match (op.as_str(), param) {
         ("topk" | "bottomk", Param::Number(k)) => top(&input, &k, &grouping, op == "topk"),
         ("count_values", Param::Label(l)) => count_values(&input, &l, &grouping, grid.len())?,
@@ -48,6 +51,33 @@ pub(crate) fn eval(ev: &mut Evaluator, a: &AggregateExpr, grid: Grid) -> Result<
     };
     ev.hold(out.len() * grid.len())?;
     Ok(Value::Vector(out))
+}
+
+/// An aggregation straight over a selector, its series folded as they are valued on the grid:
+/// only the groups are held. A fleet's GPU series split by workload are many and mostly empty
+/// on a long grid (each pod holds a GPU for a few of its steps); held whole they were past
+/// [`crate::MAX_POINTS`] long before their groups were.
+fn fold_selector(
+    ev: &mut Evaluator,
+    sel: &VectorSelector,
+    op: &str,
+    grouping: &Grouping,
+    param: Param,
+    grid: Grid,
+) -> Result<Value> {
+    let steps = grid.len();
+    let mut groups = Groups::new(op, steps)?;
+    ev.each_selected(sel, grid, |ev, labels, values| {
+        if groups.add(grouping.key(labels), &values) {
+            ev.hold(steps)?;
+        }
+        Ok(())
+    })?;
+    let q = match param {
+        Param::Number(q) => q,
+        Param::None | Param::Label(_) => vec![0.0; steps],
+    };
+    Ok(Value::Vector(groups.finish(&q)))
 }
 
 enum Param {
@@ -89,14 +119,20 @@ impl Grouping {
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         } else {
-            labels
+            // By the few names asked, not through every label the series has.
+            self.labels
                 .iter()
-                .filter(|(k, _)| self.labels.contains(k))
+                .filter_map(|k| labels.get_key_value(k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect()
         }
     }
 }
+
+/// The aggregations folded one series at a time ([`Groups`]).
+const GROUPED: [&str; 9] = [
+    "sum", "avg", "min", "max", "count", "group", "stddev", "stdvar", "quantile",
+];
 
 fn grouped(
     op: &str,
@@ -105,35 +141,66 @@ fn grouped(
     q: &[f64],
     steps: usize,
 ) -> Result<Vec<StepSeries>> {
-    if !matches!(
-        op,
-        "sum" | "avg" | "min" | "max" | "count" | "group" | "stddev" | "stdvar" | "quantile"
-    ) {
-        return Err(EvalError::Unsupported(format!("the aggregation {op}")));
+    let mut groups = Groups::new(op, steps)?;
+    for s in input {
+        groups.add(grouping.key(&s.labels), &s.values);
     }
-    let mut groups: BTreeMap<Labels, Vec<usize>> = BTreeMap::new();
-    for (i, s) in input.iter().enumerate() {
-        groups.entry(grouping.key(&s.labels)).or_default().push(i);
+    Ok(groups.finish(q))
+}
+
+/// The running state of each group at each time, fed series by series: a group's values at
+/// a time are folded in the order their series come, as Prometheus folds a step's vector.
+struct Groups<'o> {
+    op: &'o str,
+    steps: usize,
+    by: BTreeMap<Labels, Vec<Option<Acc>>>,
+}
+
+impl<'o> Groups<'o> {
+    fn new(op: &'o str, steps: usize) -> Result<Self> {
+        if !GROUPED.contains(&op) {
+            return Err(EvalError::Unsupported(format!("the aggregation {op}")));
+        }
+        Ok(Self {
+            op,
+            steps,
+            by: BTreeMap::new(),
+        })
     }
-    let mut out = Vec::with_capacity(groups.len());
-    for (labels, members) in groups {
-        let values = (0..steps)
-            .map(|t| {
-                let mut acc: Option<Acc> = None;
-                for &m in &members {
-                    if let Some(v) = input[m].values[t] {
-                        acc = Some(match acc {
-                            None => first(op, v),
-                            Some(a) => add(op, a, v),
-                        });
-                    }
-                }
-                acc.map(|a| finish(op, a, q[t]))
+
+    /// Folds one series' values into its group; true when the group is new.
+    fn add(&mut self, key: Labels, values: &[Option<f64>]) -> bool {
+        let (op, steps) = (self.op, self.steps);
+        let mut new = false;
+        let accs = self.by.entry(key).or_insert_with(|| {
+            new = true;
+            vec![None; steps]
+        });
+        for (acc, v) in accs.iter_mut().zip(values) {
+            if let Some(v) = *v {
+                *acc = Some(match acc.take() {
+                    None => first(op, v),
+                    Some(a) => add(op, a, v),
+                });
+            }
+        }
+        new
+    }
+
+    fn finish(self, q: &[f64]) -> Vec<StepSeries> {
+        let op = self.op;
+        self.by
+            .into_iter()
+            .map(|(labels, accs)| StepSeries {
+                labels,
+                values: accs
+                    .into_iter()
+                    .zip(q)
+                    .map(|(a, &q)| a.map(|a| finish(op, a, q)))
+                    .collect(),
             })
-            .collect();
-        out.push(StepSeries { labels, values });
+            .collect()
     }
-    Ok(out)
 }
 
 fn first(op: &str, v: f64) -> Acc {

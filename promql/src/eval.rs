@@ -30,11 +30,26 @@ pub struct Fetched {
 }
 
 impl Fetched {
-    /// Adds the series read for `sel`, each sorted by labels for a deterministic order.
+    /// Adds the series read for `sel`, sorted by labels as Prometheus' index returns them.
     pub fn insert(&mut self, sel: &VectorSelector, mut series: Vec<RawSeries>) {
-        series.sort_by(|a, b| a.labels.cmp(&b.labels));
+        // Label sets flattened once: comparing two maps pair by pair was most of the cost
+        // for a fleet's GPU series split by workload, which share all but their last labels.
+        series.sort_by_cached_key(|s| sort_key(&s.labels));
         self.by_key.insert(key(sel), series);
     }
+}
+
+/// `labels` as one string that orders as the map does (names and values end with a 0 byte,
+/// which sorts before any other).
+fn sort_key(labels: &Labels) -> Vec<u8> {
+    let mut key = Vec::with_capacity(labels.iter().map(|(k, v)| k.len() + v.len() + 2).sum());
+    for (k, v) in labels {
+        key.extend_from_slice(k.as_bytes());
+        key.push(0);
+        key.extend_from_slice(v.as_bytes());
+        key.push(0);
+    }
+    key
 }
 
 impl Source for Fetched {
@@ -126,19 +141,36 @@ impl Evaluator<'_> {
 
     /// An instant vector: each series' newest sample within the lookback of each grid time.
     fn vector_selector(&mut self, sel: &VectorSelector, grid: Grid) -> Result<Vec<StepSeries>> {
-        let offset = offset_ms(&sel.offset);
         let mut out = Vec::new();
-        for s in self.source.series(sel)? {
+        self.each_selected(sel, grid, |ev, labels, values| {
+            ev.hold(values.len())?;
+            out.push(StepSeries {
+                labels: labels.clone(),
+                values,
+            });
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Hands each series `sel` picks, valued on the grid, to `f` in the source's order,
+    /// skipping those with no value; nothing is held here (`f` counts what it keeps), so a
+    /// caller that folds series as they come never holds them all.
+    pub fn each_selected(
+        &mut self,
+        sel: &VectorSelector,
+        grid: Grid,
+        mut f: impl FnMut(&mut Self, &Labels, Vec<Option<f64>>) -> Result<()>,
+    ) -> Result<()> {
+        let offset = offset_ms(&sel.offset);
+        let source = self.source;
+        for s in source.series(sel)? {
             let values = at_steps(&s.points, &s.stale, grid, offset);
             if values.iter().any(Option::is_some) {
-                self.hold(values.len())?;
-                out.push(StepSeries {
-                    labels: s.labels.clone(),
-                    values,
-                });
+                f(self, &s.labels, values)?;
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// The sample times an instant vector selector picks at each grid time (for `timestamp`).
@@ -281,6 +313,28 @@ pub(crate) fn merge_same_labels(series: Vec<StepSeries>) -> Result<Vec<StepSerie
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flattened_label_sets_sort_as_the_maps_do() {
+        let sets: Vec<Labels> = [
+            vec![("a", "x")],
+            vec![("a", "x"), ("b", "y")],
+            vec![("a", "xy")],
+            vec![("ab", "1")],
+            vec![("a", "z")],
+            vec![("B", "1")],
+            vec![],
+            vec![("a", "")],
+        ]
+        .into_iter()
+        .map(|l| l.into_iter().map(|(k, v)| (k.into(), v.into())).collect())
+        .collect();
+        for a in &sets {
+            for b in &sets {
+                assert_eq!(sort_key(a).cmp(&sort_key(b)), a.cmp(b), "{a:?} {b:?}");
+            }
+        }
+    }
 
     #[test]
     fn steps_take_the_newest_sample_within_the_lookback() {

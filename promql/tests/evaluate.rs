@@ -1,7 +1,9 @@
 //! Whole queries over a small fixed data set, answers worked out by hand from Prometheus' rules.
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code may panic
 
-use telemetry_promql::{evaluate, selections, EvalError, Fetched, Grid, Labels, RawSeries, Value};
+use telemetry_promql::{
+    evaluate, selections, EvalError, Fetched, Grid, Labels, RawSeries, StepSeries, Value,
+};
 
 /// Two hosts, two GPUs on `a` and one on `b`; temperature and power every 10 s for 10 min.
 fn data() -> Vec<RawSeries> {
@@ -206,4 +208,96 @@ fn unsupported_constructs_are_named() {
             other => panic!("{q}: {other:?}"),
         }
     }
+}
+
+/// Evaluates `q` over `grid` reading `all` (selectors filtered by name only).
+fn range(q: &str, grid: Grid, all: &[RawSeries]) -> Result<Vec<StepSeries>, EvalError> {
+    let expr = promql_parser::parser::parse(q).expect("parses");
+    let mut fetched = Fetched::default();
+    for s in selections(&expr, grid)? {
+        let name = s.selector.name.clone();
+        let picked = all
+            .iter()
+            .filter(|r| name.as_deref() == r.labels.get("__name__").map(String::as_str))
+            .cloned()
+            .collect();
+        fetched.insert(&s.selector, picked);
+    }
+    match evaluate(&expr, grid, &fetched)? {
+        Value::Vector(v) => Ok(v),
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+/// `n` series of `x`, each one sample at its own time (a pod's short stay on a GPU), in one
+/// of `groups` groups, with values that make sums order-sensitive in floating point.
+fn sparse(n: i64, groups: i64, spacing: i64) -> Vec<RawSeries> {
+    (0..n)
+        .map(|i| RawSeries {
+            labels: [
+                ("__name__".to_string(), "x".to_string()),
+                ("g".to_string(), (i % groups).to_string()),
+                ("id".to_string(), i.to_string()),
+            ]
+            .into(),
+            points: vec![(i * spacing, 0.1 + (i % 7) as f64 * 1e15 + i as f64 / 3.0)],
+            stale: Vec::new(),
+        })
+        .collect()
+}
+
+#[test]
+fn aggregations_over_a_selector_fold_series_as_they_come_and_answer_the_same() {
+    let all = sparse(500, 3, 10_000);
+    let grid = Grid {
+        start: 0,
+        end: 5_000_000,
+        step: 15_000,
+    };
+    for op in [
+        "sum",
+        "avg",
+        "min",
+        "max",
+        "count",
+        "group",
+        "stddev",
+        "stdvar",
+        "quantile(0.3,",
+    ] {
+        let (open, close) = match op.strip_suffix(',') {
+            Some(_) => (op.to_string(), ")"),
+            None => (format!("{op}("), ")"),
+        };
+        // `x * 1` is the same values through the general path, which holds the whole vector.
+        let folded = range(&format!("{open}x{close} by (g)"), grid, &all).unwrap();
+        let held = range(&format!("{open}x * 1{close} by (g)"), grid, &all).unwrap();
+        assert_eq!(folded.len(), 3, "{op}");
+        assert_eq!(folded, held, "{op}");
+    }
+}
+
+#[test]
+fn an_aggregation_holds_its_groups_not_its_mostly_empty_series() {
+    // 20,000 series × 600 steps is past MAX_POINTS held whole; each has one value.
+    let all = sparse(20_000, 8, 1_000);
+    let grid = Grid {
+        start: 0,
+        end: 599 * 30_000,
+        step: 30_000,
+    };
+    assert!(20_000 * grid.len() > telemetry_promql::MAX_POINTS);
+    assert!(matches!(
+        range("x", grid, &all),
+        Err(EvalError::TooManyPoints(_))
+    ));
+    let counts = range("count by (g) (x)", grid, &all).unwrap();
+    assert_eq!(counts.len(), 8);
+    // Every sample is seen at each step within its lookback (5 min = 10 steps of 30 s, plus
+    // the step it lands on), so the counts over all groups at a step add up to the series
+    // alive then.
+    let at = |t: usize| -> f64 { counts.iter().filter_map(|s| s.values[t]).sum() };
+    // At 300 s: samples from 0 to 300 s, one per second.
+    assert_eq!(at(10), 301.0);
+    assert_eq!(at(599), 301.0);
 }

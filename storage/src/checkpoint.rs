@@ -223,6 +223,7 @@ impl Store {
         let removed = disk.expire(&mut inner, eng, &mut batch, (before, self.width))?;
         for id in inner.catalog.workloads.expire(before, self.width) {
             batch.remove(&eng.ks.workloads, crate::dictionary::key(id));
+            self.names.remove(&id);
         }
         batch.insert(&eng.ks.meta, META_COUNT, inner.disk_count.to_be_bytes());
         batch.commit()?;

@@ -11,6 +11,15 @@ use crate::store::{Keyspaces, Store};
 use crate::workload::{id_of_value, Workload};
 use crate::{Result, StorageError, Timestamp};
 
+/// Most workload names a store keeps in memory after reading them from disk, least recently
+/// used out first: a fleet's query meets the same pods GPU after GPU, and a read from the
+/// keyspace costs as much as the samples it labels. About 200 bytes each.
+pub const NAME_CACHE_WORKLOADS: usize = 65_536;
+
+/// Names by workload id. An id is a hash of its names, so an entry never changes; retention
+/// takes out the names it drops, and a recovery all of them.
+pub(crate) type NameCache = quick_cache::sync::Cache<u64, Workload>;
+
 /// The workloads a store knows, and those the next checkpoint writes.
 #[derive(Debug, Default)]
 pub struct Dictionary {
@@ -146,8 +155,12 @@ impl Store {
         }
         let eng = self.engine()?;
         for id in on_disk {
-            if let Some(v) = eng.ks.workloads.get(key(id))? {
-                out.push((id, decode(&v)?.0));
+            if let Some(w) = self.names.get(&id) {
+                out.push((id, w));
+            } else if let Some(v) = eng.ks.workloads.get(key(id))? {
+                let w = decode(&v)?.0;
+                self.names.insert(id, w.clone());
+                out.push((id, w));
             }
         }
         Ok(out)

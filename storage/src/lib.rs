@@ -37,6 +37,7 @@ mod window;
 mod workload;
 mod write;
 
+pub use dictionary::NAME_CACHE_WORKLOADS;
 pub use digest::{metric_hash, sample_hash, Digest, GpuDigest, SpanDigest};
 pub use error::{Result, StorageError};
 pub use flush::TIER_FANOUT;

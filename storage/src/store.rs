@@ -161,6 +161,8 @@ pub struct Store {
     pub(crate) poisoned: AtomicBool,
     /// Counts recoveries: writes of an earlier epoch that were not durable are gone.
     epoch: AtomicU64,
+    /// Workload names read from disk, by id ([`crate::NAME_CACHE_WORKLOADS`]).
+    pub(crate) names: crate::dictionary::NameCache,
 }
 
 fn be_u64(v: &[u8], what: &'static str) -> Result<u64> {
@@ -204,6 +206,7 @@ impl Store {
             durable: AtomicU64::new(generation),
             poisoned: AtomicBool::new(false),
             epoch: AtomicU64::new(0),
+            names: crate::dictionary::NameCache::new(crate::dictionary::NAME_CACHE_WORKLOADS),
         })
     }
 
@@ -358,6 +361,8 @@ impl Store {
             }
         };
         *inner = fresh;
+        // Only what the reloaded dictionary holds may be named.
+        self.names.clear();
         *ck = Checkpointer::new(Disk::loaded(&inner.catalog, width));
         self.durable.store(generation, Ordering::Release);
         *self.engine.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(engine));

@@ -34,9 +34,11 @@ pub fn split(
     names: &Names,
     matchers: &[Matcher],
 ) -> Vec<RawSeries> {
-    // By workload id (0: none): the piece's samples and its staleness markers.
+    // By workload id (0: none): the piece's samples and its staleness markers. Only pieces
+    // the matchers keep are built; whether they do is decided once per workload.
     type Piece = (Vec<(i64, f64)>, Vec<i64>);
     let mut pieces: BTreeMap<u64, Piece> = BTreeMap::new();
+    let mut kept: FxHashMap<u64, bool> = FxHashMap::default();
     let mut previous: Option<u64> = None;
     let mut at = 0;
     for p in points {
@@ -50,28 +52,57 @@ pub fn split(
         };
         let id = id.unwrap_or(0);
         if let Some(left) = previous.filter(|&prev| prev != id) {
-            pieces.entry(left).or_default().1.push(p.0);
+            if let Some(piece) = pieces.get_mut(&left) {
+                piece.1.push(p.0);
+            }
         }
-        pieces.entry(id).or_default().0.push(p);
+        if *kept
+            .entry(id)
+            .or_insert_with(|| passes(names.get(&id), matchers))
+        {
+            pieces.entry(id).or_default().0.push(p);
+        }
         previous = Some(id);
     }
     pieces
         .into_iter()
-        .filter_map(|(id, (points, stale))| {
+        .map(|(id, (points, stale))| {
             let mut l = labels.clone();
             if let Some(w) = names.get(&id) {
                 l.extend(w.labels().map(|(k, v)| (k.to_string(), v.to_string())));
             }
-            let keep = matchers
-                .iter()
-                .all(|m| m.is_match(l.get(&m.name).map_or("", String::as_str)));
-            keep.then_some(RawSeries {
+            RawSeries {
                 labels: l,
                 points,
                 stale,
-            })
+            }
         })
         .collect()
+}
+
+/// Whether samples of no workload pass `matchers` (then every GPU may have some).
+pub fn idle_passes(matchers: &[Matcher]) -> bool {
+    passes(None, matchers)
+}
+
+/// Whether any of a GPU's observations names a workload whose samples pass `matchers`.
+pub fn any_passes(observed: &[(i64, f64)], names: &Names, matchers: &[Matcher]) -> bool {
+    let mut seen = rustc_hash::FxHashSet::default();
+    observed
+        .iter()
+        .filter_map(|o| id_of_value(o.1))
+        .filter(|&id| seen.insert(id))
+        .any(|id| names.get(&id).is_some_and(|w| passes(Some(w), matchers)))
+}
+
+/// Whether the samples of workload `w` (`None`: of no workload) pass workload matchers.
+fn passes(w: Option<&Workload>, matchers: &[Matcher]) -> bool {
+    matchers.iter().all(|m| {
+        let value = w
+            .and_then(|w| w.labels().find(|(k, _)| *k == m.name))
+            .map_or("", |(_, v)| v);
+        m.is_match(value)
+    })
 }
 
 /// The names of workloads sent with a read, by id.

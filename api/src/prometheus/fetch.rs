@@ -2,7 +2,7 @@
 //! picks (labels as dcgm-exporter names them), and their samples in the plan's window, through
 //! the service's scatter-gather reads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -41,49 +41,8 @@ pub async fn fetch(
     let mut coverage = listing.coverage.clone();
     let budget = Arc::new(AtomicUsize::new(max_samples));
     for s in selections {
-        let picked = listing.select(&s.selector)?;
-        // GPUs asking for the same metrics share requests.
-        let mut by_metrics: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
-        let mut by_gpu: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for (_, uuid, metric) in &picked {
-            by_gpu.entry(uuid).or_default().push(metric.clone());
-        }
-        // Each GPU's observations come along: they label its samples.
-        for metrics in by_gpu.values_mut() {
-            metrics.push(WORKLOAD_METRIC.to_string());
-        }
-        for (uuid, metrics) in by_gpu {
-            by_metrics
-                .entry(metrics)
-                .or_default()
-                .push(uuid.to_string());
-        }
-        let mut groups = Vec::new();
-        for (metrics, uuids) in by_metrics {
-            for chunk in uuids.chunks(SERIES_GROUP_GPUS) {
-                groups.push((metrics.clone(), chunk.to_vec()));
-            }
-        }
-        let mut groups = groups.into_iter();
-        let mut data: BTreeMap<(String, String), Vec<(i64, f64)>> = BTreeMap::new();
-        let mut names = attribute::Names::default();
-        let mut reads = tokio::task::JoinSet::new();
-        loop {
-            while reads.len() < FETCH_CONCURRENCY {
-                let Some((metrics, uuids)) = groups.next() else {
-                    break;
-                };
-                let (node, budget, window) = (node.clone(), budget.clone(), (s.start, s.end));
-                reads.spawn(async move { group(&node, uuids, metrics, window, &budget).await });
-            }
-            let Some(done) = reads.join_next().await else {
-                break;
-            };
-            let (read, workloads, c) = done.map_err(|e| e.to_string())??;
-            coverage = coverage.join(c);
-            data.extend(read);
-            names.extend(attribute::names(workloads));
-        }
+        let window = (s.start, s.end);
+        let mut picked = listing.select(&s.selector)?;
         let deferred: Vec<Matcher> = s
             .selector
             .matchers
@@ -92,21 +51,126 @@ pub async fn fetch(
             .filter(|m| attribute::is_workload_matcher(m))
             .cloned()
             .collect();
+        // Each GPU's observations label its samples. When only samples of some workload can
+        // match, they are read first, and only the GPUs that carried one are read further.
+        let mut read = Read::default();
+        let mut metrics = vec![WORKLOAD_METRIC.to_string()];
+        if !deferred.is_empty() && !attribute::idle_passes(&deferred) {
+            let uuids: BTreeSet<String> = picked.iter().map(|p| p.1.clone()).collect();
+            let uuids = uuids.into_iter().collect();
+            read = read_all(node, per_metrics([(metrics, uuids)]), window, &budget).await?;
+            picked.retain(|p| {
+                let observed = read.data.get(&(p.1.clone(), WORKLOAD_METRIC.to_string()));
+                attribute::any_passes(
+                    observed.map_or(&[][..], Vec::as_slice),
+                    &read.names,
+                    &deferred,
+                )
+            });
+            metrics = Vec::new();
+        }
+        // GPUs asking for the same metrics share requests.
+        let mut by_gpu: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+        for (_, uuid, metric) in &picked {
+            by_gpu
+                .entry(uuid)
+                .or_insert_with(|| metrics.clone())
+                .push(metric.clone());
+        }
+        let mut by_metrics: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
+        for (uuid, metrics) in by_gpu {
+            by_metrics
+                .entry(metrics)
+                .or_default()
+                .push(uuid.to_string());
+        }
+        read.join(read_all(node, per_metrics(by_metrics), window, &budget).await?);
+        if let Some(c) = read.coverage.take() {
+            coverage = coverage.join(c);
+        }
         let mut series = Vec::new();
         for (labels, uuid, metric) in picked {
-            let Some(points) = data.remove(&(uuid.clone(), metric)) else {
+            let Some(points) = read.data.remove(&(uuid.clone(), metric)) else {
                 continue;
             };
-            let observed = data
+            let observed = read
+                .data
                 .get(&(uuid, WORKLOAD_METRIC.to_string()))
                 .map_or(&[][..], Vec::as_slice);
             series.extend(attribute::split(
-                labels, points, observed, &names, &deferred,
+                labels,
+                points,
+                observed,
+                &read.names,
+                &deferred,
             ));
         }
         fetched.insert(&s.selector, series);
     }
     Ok((fetched, coverage))
+}
+
+/// Groups of at most [`SERIES_GROUP_GPUS`] GPUs, each with the metrics its GPUs ask for.
+fn per_metrics(
+    by_metrics: impl IntoIterator<Item = (Vec<String>, Vec<String>)>,
+) -> Vec<(Vec<String>, Vec<String>)> {
+    let mut groups = Vec::new();
+    for (metrics, uuids) in by_metrics {
+        for chunk in uuids.chunks(SERIES_GROUP_GPUS) {
+            groups.push((metrics.clone(), chunk.to_vec()));
+        }
+    }
+    groups
+}
+
+/// Samples by (GPU, metric), the workloads their observations name, and who answered.
+#[derive(Default)]
+struct Read {
+    data: BTreeMap<(String, String), Vec<(i64, f64)>>,
+    names: attribute::Names,
+    coverage: Option<Coverage>,
+}
+
+impl Read {
+    fn join(&mut self, other: Read) {
+        self.data.extend(other.data);
+        self.names.extend(other.names);
+        self.coverage = match (self.coverage.take(), other.coverage) {
+            (Some(a), Some(b)) => Some(a.join(b)),
+            (a, b) => a.or(b),
+        };
+    }
+}
+
+/// Reads groups of (metrics, GPUs), [`FETCH_CONCURRENCY`] at a time.
+async fn read_all(
+    node: &Arc<NodeContext>,
+    groups: Vec<(Vec<String>, Vec<String>)>,
+    window: (i64, i64),
+    budget: &Arc<AtomicUsize>,
+) -> Result<Read, String> {
+    let mut groups = groups.into_iter();
+    let mut out = Read::default();
+    let mut reads = tokio::task::JoinSet::new();
+    loop {
+        while reads.len() < FETCH_CONCURRENCY {
+            let Some((metrics, uuids)) = groups.next() else {
+                break;
+            };
+            let (node, budget) = (node.clone(), budget.clone());
+            reads.spawn(async move { group(&node, uuids, metrics, window, &budget).await });
+        }
+        let Some(done) = reads.join_next().await else {
+            break;
+        };
+        let (data, workloads, c) = done.map_err(|e| e.to_string())??;
+        out.join(Read {
+            data: data.into_iter().collect(),
+            names: attribute::names(workloads),
+            coverage: Some(c),
+        });
+    }
+    Ok(out)
 }
 
 type GroupRead = (
