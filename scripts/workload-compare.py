@@ -290,6 +290,9 @@ def main():
             ("sum by (pod) (DCGM_FI_DEV_POWER_USAGE)", dict(start=end_s - 3600, end=end_s, step=60)),
             ('sum by (pod) (DCGM_FI_DEV_POWER_USAGE{namespace="team-3"})', dict(start=first, end=end_s, step=300)),
             ("count by (namespace) (DCGM_FI_DEV_GPU_TEMP)", dict(start=first, end=end_s, step=600)),
+            # One pod of one host, over the whole period: the 8 GPUs that held it, in a fleet.
+            (f'sum by (pod) (DCGM_FI_DEV_POWER_USAGE{{pod="{pod_of(min(17, (GPUS + 7) // 8 - 1), SCRAPES // 2)[2]}"}})',
+             dict(start=first, end=end_s, step=60)),
         ]
         for q, window in checks:
             try:

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use promql_parser::parser::{AggregateExpr, Expr, LabelModifier, VectorSelector};
+use promql_parser::parser::{AggregateExpr, Call, Expr, LabelModifier, VectorSelector};
 
 use crate::error::{EvalError, Result};
 use crate::eval::{strip, Evaluator};
@@ -34,8 +34,8 @@ pub(crate) fn eval(ev: &mut Evaluator, a: &AggregateExpr, grid: Grid) -> Result<
         (Some(_), _) => return Err(EvalError::Execution(format!("{op} takes no parameter"))),
     };
     let grouping = Grouping::of(&a.modifier);
-    if let (true, Expr::VectorSelector(sel)) = (GROUPED.contains(&op.as_str()), strip(&a.expr)) {
-        return fold_selector(ev, sel, &op, &grouping, param, grid);
+    if let Some(what) = Foldable::of(&op, &a.expr) {
+        return fold(ev, what, &op, &grouping, param, grid);
     }
     let input = ev.vector(&a.expr, grid)?;
     let out = match (op.as_str(), param) {
@@ -53,13 +53,33 @@ pub(crate) fn eval(ev: &mut Evaluator, a: &AggregateExpr, grid: Grid) -> Result<
     Ok(Value::Vector(out))
 }
 
-/// An aggregation straight over a selector, its series folded as they are valued on the grid:
-/// only the groups are held. A fleet's GPU series split by workload are many and mostly empty
-/// on a long grid (each pod holds a GPU for a few of its steps); held whole they were past
+/// What an aggregation can fold series by series: a selector, or a range function over a
+/// selector of one metric (`sum by (pod) (rate(x[5m]))`).
+enum Foldable<'e> {
+    Selector(&'e VectorSelector),
+    Range(&'e Call),
+}
+
+impl<'e> Foldable<'e> {
+    fn of(op: &str, expr: &'e Expr) -> Option<Self> {
+        if !GROUPED.contains(&op) {
+            return None;
+        }
+        match strip(expr) {
+            Expr::VectorSelector(sel) => Some(Self::Selector(sel)),
+            Expr::Call(c) if crate::functions::is_range_over_one_metric(c) => Some(Self::Range(c)),
+            _ => None,
+        }
+    }
+}
+
+/// An aggregation whose input series are folded as they are valued on the grid: only the
+/// groups are held. A fleet's GPU series split by workload are many and mostly empty on a long
+/// grid (each pod holds a GPU for a few of its steps); held whole they were past
 /// [`crate::MAX_POINTS`] long before their groups were.
-fn fold_selector(
+fn fold(
     ev: &mut Evaluator,
-    sel: &VectorSelector,
+    what: Foldable,
     op: &str,
     grouping: &Grouping,
     param: Param,
@@ -67,12 +87,24 @@ fn fold_selector(
 ) -> Result<Value> {
     let steps = grid.len();
     let mut groups = Groups::new(op, steps)?;
-    ev.each_selected(sel, grid, |ev, labels, values| {
-        if groups.add(grouping.key(labels), &values) {
+    let mut feed = |ev: &mut Evaluator, labels: &Labels, keeps_name: bool, values: Vec<_>| {
+        let mut key = grouping.key(labels);
+        if !keeps_name {
+            key.remove(METRIC_NAME);
+        }
+        if groups.add(key, &values) {
             ev.hold(steps)?;
         }
         Ok(())
-    })?;
+    };
+    match what {
+        Foldable::Selector(sel) => {
+            ev.each_selected(sel, grid, |ev, labels, values| {
+                feed(ev, labels, true, values)
+            })?;
+        }
+        Foldable::Range(c) => crate::functions::each_range_series(ev, c, grid, &mut feed)?,
+    }
     let q = match param {
         Param::Number(q) => q,
         Param::None | Param::Label(_) => vec![0.0; steps],

@@ -95,7 +95,12 @@ pub(crate) struct Evaluator<'a> {
     points: usize,
 }
 
-impl Evaluator<'_> {
+impl<'a> Evaluator<'a> {
+    /// Where series are read.
+    pub fn source(&self) -> &'a dyn Source {
+        self.source
+    }
+
     /// Counts `n` more values held; refuses past [`MAX_POINTS`].
     pub fn hold(&mut self, n: usize) -> Result<()> {
         self.points = self.points.saturating_add(n);
@@ -163,8 +168,7 @@ impl Evaluator<'_> {
         mut f: impl FnMut(&mut Self, &Labels, Vec<Option<f64>>) -> Result<()>,
     ) -> Result<()> {
         let offset = offset_ms(&sel.offset);
-        let source = self.source;
-        for s in source.series(sel)? {
+        for s in self.source().series(sel)? {
             let values = at_steps(&s.points, &s.stale, grid, offset);
             if values.iter().any(Option::is_some) {
                 f(self, &s.labels, values)?;

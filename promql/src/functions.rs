@@ -6,6 +6,7 @@ use promql_parser::parser::{Call, Expr};
 
 use crate::error::{EvalError, Result};
 use crate::eval::{merge_same_labels, strip, Evaluator};
+use crate::plan::offset_ms;
 use crate::range_fn::{lookup, Window};
 use crate::value::{drop_name, Grid, Labels, StepSeries, Value, METRIC_NAME};
 
@@ -225,35 +226,10 @@ fn range_call(
     let times: Vec<i64> = grid.times().collect();
     let mut out = Vec::with_capacity(series.len());
     for s in series {
-        let (mut lo, mut hi) = (0usize, 0usize);
-        let values: Vec<Option<f64>> = times
-            .iter()
-            .enumerate()
-            .map(|(i, &t)| {
-                let (start, end) = (t - offset - range, t - offset);
-                while lo < s.points.len() && s.points[lo].0 < start {
-                    lo += 1;
-                }
-                hi = hi.max(lo);
-                while hi < s.points.len() && s.points[hi].0 <= end {
-                    hi += 1;
-                }
-                let points = &s.points[lo..hi];
-                if points.is_empty() {
-                    return None;
-                }
-                f(&Window {
-                    points,
-                    t,
-                    start,
-                    end,
-                    arg: extra[i],
-                })
-            })
-            .collect();
+        let values = range_values(&s.points, f, &times, (range, offset), &extra);
         if values.iter().any(Option::is_some) {
             ev.hold(values.len())?;
-            let labels = if name == "last_over_time" {
+            let labels = if keeps_name(name) {
                 s.labels
             } else {
                 drop_name(s.labels)
@@ -262,6 +238,96 @@ fn range_call(
         }
     }
     Ok(Value::Vector(merge_same_labels(out)?))
+}
+
+/// Whether `c` is a range function straight over a selector of one metric (`rate(x[5m])`),
+/// whose result series can be handed on one at a time ([`each_range_series`]): with one
+/// metric, dropping its name leaves no two series with the same labels.
+pub(crate) fn is_range_over_one_metric(c: &Call) -> bool {
+    lookup(c.func.name).is_some_and(|(_, at)| {
+        c.args
+            .args
+            .get(at)
+            .is_some_and(|a| matches!(strip(a), Expr::MatrixSelector(m) if m.vs.name.is_some()))
+    })
+}
+
+/// Hands each series of a range function over a selector (see [`is_range_over_one_metric`])
+/// to `f` with its values on the grid and whether it keeps the metric name, skipping those
+/// with no value; nothing is held here.
+pub(crate) fn each_range_series(
+    ev: &mut Evaluator,
+    c: &Call,
+    grid: Grid,
+    f: &mut impl FnMut(&mut Evaluator, &Labels, bool, Vec<Option<f64>>) -> Result<()>,
+) -> Result<()> {
+    let name = c.func.name;
+    let args: Vec<&Expr> = c.args.args.iter().map(|a| a.as_ref()).collect();
+    let Some((func, at)) = lookup(name) else {
+        return Err(EvalError::Execution(format!(
+            "{name} is not a range function"
+        )));
+    };
+    let Some(Expr::MatrixSelector(m)) = args.get(at).map(|a| strip(a)) else {
+        return Err(EvalError::Execution(format!(
+            "{name}() needs a range vector"
+        )));
+    };
+    let extra = match args.iter().enumerate().find(|(i, _)| *i != at) {
+        Some((_, e)) => ev.scalar(e, grid)?,
+        None => vec![0.0; grid.len()],
+    };
+    let window = (m.range.as_millis() as i64, offset_ms(&m.vs.offset));
+    let times: Vec<i64> = grid.times().collect();
+    for s in ev.source().series(&m.vs)? {
+        let values = range_values(&s.points, func, &times, window, &extra);
+        if values.iter().any(Option::is_some) {
+            f(ev, &s.labels, keeps_name(name), values)?;
+        }
+    }
+    Ok(())
+}
+
+/// Whether a range function's result keeps the metric name (only `last_over_time` does).
+pub(crate) fn keeps_name(name: &str) -> bool {
+    name == "last_over_time"
+}
+
+/// A range function of one series' samples at each time of `times`, over windows of
+/// `range` ms ending `offset` ms before each; `extra` is its scalar argument at each time.
+pub(crate) fn range_values(
+    points: &[(i64, f64)],
+    f: crate::range_fn::RangeFn,
+    times: &[i64],
+    (range, offset): (i64, i64),
+    extra: &[f64],
+) -> Vec<Option<f64>> {
+    let (mut lo, mut hi) = (0usize, 0usize);
+    times
+        .iter()
+        .zip(extra)
+        .map(|(&t, &arg)| {
+            let (start, end) = (t - offset - range, t - offset);
+            while lo < points.len() && points[lo].0 < start {
+                lo += 1;
+            }
+            hi = hi.max(lo);
+            while hi < points.len() && points[hi].0 <= end {
+                hi += 1;
+            }
+            let window = &points[lo..hi];
+            if window.is_empty() {
+                return None;
+            }
+            f(&Window {
+                points: window,
+                t,
+                start,
+                end,
+                arg,
+            })
+        })
+        .collect()
 }
 
 /// `absent(v)`: 1 where `v` has no value, labelled by the selector's equality matchers.

@@ -248,13 +248,20 @@ fn sparse(n: i64, groups: i64, spacing: i64) -> Vec<RawSeries> {
 
 #[test]
 fn aggregations_over_a_selector_fold_series_as_they_come_and_answer_the_same() {
-    let all = sparse(500, 3, 10_000);
+    let mut all = sparse(500, 3, 10_000);
+    // Some series with several samples, so that range functions have windows to work on.
+    for (i, s) in all.iter_mut().enumerate().step_by(7) {
+        let i = i as i64;
+        s.points = (0..40)
+            .map(|k| (k * 15_000 + i, (k * i) as f64 / 7.0))
+            .collect();
+    }
     let grid = Grid {
         start: 0,
         end: 5_000_000,
         step: 15_000,
     };
-    for op in [
+    let ops = [
         "sum",
         "avg",
         "min",
@@ -264,16 +271,28 @@ fn aggregations_over_a_selector_fold_series_as_they_come_and_answer_the_same() {
         "stddev",
         "stdvar",
         "quantile(0.3,",
-    ] {
-        let (open, close) = match op.strip_suffix(',') {
-            Some(_) => (op.to_string(), ")"),
-            None => (format!("{op}("), ")"),
+    ];
+    let inputs = [
+        "x",
+        "rate(x[1m])",
+        "sum_over_time(x[5m])",
+        "last_over_time(x[5m])",
+        "quantile_over_time(0.5, x[2m])",
+    ];
+    for op in ops {
+        let open = match op.strip_suffix(',') {
+            Some(_) => op.to_string(),
+            None => format!("{op}("),
         };
-        // `x * 1` is the same values through the general path, which holds the whole vector.
-        let folded = range(&format!("{open}x{close} by (g)"), grid, &all).unwrap();
-        let held = range(&format!("{open}x * 1{close} by (g)"), grid, &all).unwrap();
-        assert_eq!(folded.len(), 3, "{op}");
-        assert_eq!(folded, held, "{op}");
+        for input in inputs {
+            for by in ["g", "__name__", "id"] {
+                // `sort(…)` is the same series through the general path, which holds them all.
+                let folded = range(&format!("{open}{input}) by ({by})"), grid, &all).unwrap();
+                let held = range(&format!("{open}sort({input})) by ({by})"), grid, &all).unwrap();
+                assert!(!folded.is_empty(), "{op} {input} by {by}");
+                assert_eq!(folded, held, "{op} {input} by {by}");
+            }
+        }
     }
 }
 
