@@ -35,11 +35,16 @@ pub fn split(
     matchers: &[Matcher],
 ) -> Vec<RawSeries> {
     // By workload id (0: none): the piece's samples and its staleness markers. Only pieces
-    // the matchers keep are built; whether they do is decided once per workload.
+    // the matchers keep are built; whether they do is decided once per workload. Samples come
+    // in runs of one workload (a pod holds a GPU for many scrapes): a run is gathered, then
+    // added to its piece.
     type Piece = (Vec<(i64, f64)>, Vec<i64>);
     let mut pieces: BTreeMap<u64, Piece> = BTreeMap::new();
     let mut kept: FxHashMap<u64, bool> = FxHashMap::default();
-    let mut previous: Option<u64> = None;
+    let mut run: Option<(u64, bool)> = None;
+    let mut gathered: Vec<(i64, f64)> = Vec::new();
+    // The last observation's value and the id it names, since runs repeat one value.
+    let mut named: Option<(u64, u64)> = None;
     let mut at = 0;
     for p in points {
         // Both in time order: one walk, no search.
@@ -47,22 +52,34 @@ pub fn split(
             at += 1;
         }
         let id = match observed.get(at) {
-            Some(&(t, v)) if t == p.0 => id_of_value(v).filter(|id| names.contains_key(id)),
-            _ => None,
+            Some(&(t, v)) if t == p.0 => match named {
+                Some((bits, id)) if bits == v.to_bits() => id,
+                _ => {
+                    let id = id_of_value(v).filter(|id| names.contains_key(id));
+                    let id = id.unwrap_or(0);
+                    named = Some((v.to_bits(), id));
+                    id
+                }
+            },
+            _ => 0,
         };
-        let id = id.unwrap_or(0);
-        if let Some(left) = previous.filter(|&prev| prev != id) {
-            if let Some(piece) = pieces.get_mut(&left) {
+        if run.is_none_or(|(current, _)| current != id) {
+            if let Some((left, true)) = run {
+                let piece = pieces.entry(left).or_default();
+                piece.0.append(&mut gathered);
                 piece.1.push(p.0);
             }
+            let keep = *kept
+                .entry(id)
+                .or_insert_with(|| passes(names.get(&id), matchers));
+            run = Some((id, keep));
         }
-        if *kept
-            .entry(id)
-            .or_insert_with(|| passes(names.get(&id), matchers))
-        {
-            pieces.entry(id).or_default().0.push(p);
+        if run.is_some_and(|(_, keep)| keep) {
+            gathered.push(p);
         }
-        previous = Some(id);
+    }
+    if let Some((left, true)) = run {
+        pieces.entry(left).or_default().0.append(&mut gathered);
     }
     pieces
         .into_iter()

@@ -6,6 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use rustc_hash::FxHashMap;
+
 use promql_parser::label::{MatchOp, Matcher};
 use promql_parser::parser::VectorSelector;
 use telemetry_actors::cluster::protocol::SeriesQuery;
@@ -126,7 +128,7 @@ fn per_metrics(
 /// Samples by (GPU, metric), the workloads their observations name, and who answered.
 #[derive(Default)]
 struct Read {
-    data: BTreeMap<(String, String), Vec<(i64, f64)>>,
+    data: FxHashMap<(String, String), Vec<(i64, f64)>>,
     names: attribute::Names,
     coverage: Option<Coverage>,
 }
