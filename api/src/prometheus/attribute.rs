@@ -97,7 +97,8 @@ pub fn split(
         .collect()
 }
 
-/// Whether samples of no workload pass `matchers` (then every GPU may have some).
+/// Whether samples of no workload pass `matchers` (then every GPU may have some; true when
+/// there are none).
 pub fn idle_passes(matchers: &[Matcher]) -> bool {
     passes(None, matchers)
 }

@@ -53,40 +53,16 @@ pub async fn fetch(
             .filter(|m| attribute::is_workload_matcher(m))
             .cloned()
             .collect();
-        // Each GPU's observations label its samples. When only samples of some workload can
-        // match, they are read first, and only the GPUs that carried one are read further.
-        let mut read = Read::default();
-        let mut metrics = vec![WORKLOAD_METRIC.to_string()];
-        if !deferred.is_empty() && !attribute::idle_passes(&deferred) {
-            let uuids: BTreeSet<String> = picked.iter().map(|p| p.1.clone()).collect();
-            let uuids = uuids.into_iter().collect();
-            read = read_all(node, per_metrics([(metrics, uuids)]), window, &budget).await?;
-            picked.retain(|p| {
-                let observed = read.data.get(&(p.1.clone(), WORKLOAD_METRIC.to_string()));
-                attribute::any_passes(
-                    observed.map_or(&[][..], Vec::as_slice),
-                    &read.names,
-                    &deferred,
-                )
-            });
-            metrics = Vec::new();
-        }
-        // GPUs asking for the same metrics share requests.
-        let mut by_gpu: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-        for (_, uuid, metric) in &picked {
-            by_gpu
-                .entry(uuid)
-                .or_insert_with(|| metrics.clone())
-                .push(metric.clone());
-        }
-        let mut by_metrics: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
-        for (uuid, metrics) in by_gpu {
-            by_metrics
-                .entry(metrics)
-                .or_default()
-                .push(uuid.to_string());
-        }
-        read.join(read_all(node, per_metrics(by_metrics), window, &budget).await?);
+        // Each GPU's observations label its samples: read with them, or before them when
+        // they pick the GPUs.
+        let (mut read, metrics) = if attribute::idle_passes(&deferred) {
+            (Read::default(), vec![WORKLOAD_METRIC.to_string()])
+        } else {
+            let read = observed_first(node, &mut picked, &deferred, window, &budget).await?;
+            (read, Vec::new())
+        };
+        let groups = per_metrics(by_metrics(&picked, &metrics));
+        read.join(read_all(node, groups, window, &budget).await?);
         if let Some(c) = read.coverage.take() {
             coverage = coverage.join(c);
         }
@@ -110,6 +86,53 @@ pub async fn fetch(
         fetched.insert(&s.selector, series);
     }
     Ok((fetched, coverage))
+}
+
+/// When only samples of some workload can match (`namespace="ml"`, `pod!=""`): reads the
+/// picked GPUs' observations and keeps the GPUs that carried a matching workload in the
+/// window, so a pod's query reads its GPUs rather than the fleet.
+async fn observed_first(
+    node: &Arc<NodeContext>,
+    picked: &mut Vec<(Labels, String, String)>,
+    matchers: &[Matcher],
+    window: (i64, i64),
+    budget: &Arc<AtomicUsize>,
+) -> Result<Read, String> {
+    let uuids: BTreeSet<String> = picked.iter().map(|p| p.1.clone()).collect();
+    let group = (
+        vec![WORKLOAD_METRIC.to_string()],
+        uuids.into_iter().collect(),
+    );
+    let read = read_all(node, per_metrics([group]), window, budget).await?;
+    picked.retain(|p| {
+        let observed = read.data.get(&(p.1.clone(), WORKLOAD_METRIC.to_string()));
+        attribute::any_passes(
+            observed.map_or(&[][..], Vec::as_slice),
+            &read.names,
+            matchers,
+        )
+    });
+    Ok(read)
+}
+
+/// The picked GPUs by the metrics each reads (`with` and its picked ones): GPUs asking for
+/// the same metrics share requests.
+fn by_metrics(
+    picked: &[(Labels, String, String)],
+    with: &[String],
+) -> BTreeMap<Vec<String>, Vec<String>> {
+    let mut by_gpu: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for (_, uuid, metric) in picked {
+        by_gpu
+            .entry(uuid)
+            .or_insert_with(|| with.to_vec())
+            .push(metric.clone());
+    }
+    let mut out: BTreeMap<Vec<String>, Vec<String>> = BTreeMap::new();
+    for (uuid, metrics) in by_gpu {
+        out.entry(metrics).or_default().push(uuid.to_string());
+    }
+    out
 }
 
 /// Groups of at most [`SERIES_GROUP_GPUS`] GPUs, each with the metrics its GPUs ask for.
