@@ -252,23 +252,32 @@ async fn stored_everything(node: &Node, rows: usize) {
     .await;
 }
 
+/// The (GPU, time) pairs the file says carried a workload: one observation each.
+fn observations(rows: &[Row]) -> BTreeSet<(&str, i64)> {
+    rows.iter()
+        .filter(|r| !r.pod.1.is_empty())
+        .map(|r| (r.uuid.as_str(), r.ts))
+        .collect()
+}
+
+/// A node on `data` that streamed the whole file once and stored every row and observation.
+async fn streamed(data: &Path, csv: &Path, rows: &[Row]) -> Node {
+    let node = Node::start(data, &one_pass(csv));
+    node.wait_for_samples(
+        (rows.len() + observations(rows).len()) as u64,
+        Duration::from_secs(120),
+    )
+    .await;
+    node
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_attributes_every_sample_to_the_pod_that_held_its_gpu() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let csv = gen_workloads(tmp.path());
     let rows = rows(&csv);
-    let observations: BTreeSet<(&str, i64)> = rows
-        .iter()
-        .filter(|r| !r.pod.1.is_empty())
-        .map(|r| (r.uuid.as_str(), r.ts))
-        .collect();
     let data = tmp.path().join("data");
-    let node = Node::start(&data, &one_pass(&csv));
-    node.wait_for_samples(
-        (rows.len() + observations.len()) as u64,
-        Duration::from_secs(120),
-    )
-    .await;
+    let node = streamed(&data, &csv, &rows).await;
     answers_match_the_file(&node, &rows).await;
     // The hidden series is nobody's metric.
     let metrics = node.ok("/api/v1/metrics").await;
@@ -351,11 +360,7 @@ async fn a_query_for_one_pod_reads_only_the_gpus_that_held_it() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let csv = gen_workloads(tmp.path());
     let rows = rows(&csv);
-    let observations: BTreeSet<(&str, i64)> = rows
-        .iter()
-        .filter(|r| !r.pod.1.is_empty())
-        .map(|r| (r.uuid.as_str(), r.ts))
-        .collect();
+    let observations = observations(&rows);
     // The pod on the fewest GPUs, and every UTIL sample of those GPUs.
     let mut gpus_of: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for r in rows.iter().filter(|r| !r.pod.1.is_empty()) {
@@ -374,13 +379,7 @@ async fn a_query_for_one_pod_reads_only_the_gpus_that_held_it() {
         "{pod} is on every GPU"
     );
     let data = tmp.path().join("data");
-    let node = Node::start(&data, &one_pass(&csv));
-    node.wait_for_samples(
-        (rows.len() + observations.len()) as u64,
-        Duration::from_secs(120),
-    )
-    .await;
-    node.stop();
+    streamed(&data, &csv, &rows).await.stop();
     let (first, last) = (rows[0].ts / 1000, rows[rows.len() - 1].ts / 1000);
     let range = |q: &str| {
         format!(
