@@ -218,10 +218,7 @@ fn range_call(
     let input = args
         .get(at)
         .ok_or_else(|| EvalError::Execution(format!("{name}() needs a range vector")))?;
-    let extra = match args.iter().enumerate().find(|(i, _)| *i != at) {
-        Some((_, e)) => ev.scalar(e, grid)?,
-        None => vec![0.0; grid.len()],
-    };
+    let extra = scalar_argument(ev, args, at, grid)?;
     let (series, range, offset) = ev.range_input(input, grid)?;
     let times: Vec<i64> = grid.times().collect();
     let mut out = Vec::with_capacity(series.len());
@@ -273,10 +270,7 @@ pub(crate) fn each_range_series(
             "{name}() needs a range vector"
         )));
     };
-    let extra = match args.iter().enumerate().find(|(i, _)| *i != at) {
-        Some((_, e)) => ev.scalar(e, grid)?,
-        None => vec![0.0; grid.len()],
-    };
+    let extra = scalar_argument(ev, &args, at, grid)?;
     let window = (m.range.as_millis() as i64, offset_ms(&m.vs.offset));
     let times: Vec<i64> = grid.times().collect();
     for s in ev.source().series(&m.vs)? {
@@ -286,6 +280,15 @@ pub(crate) fn each_range_series(
         }
     }
     Ok(())
+}
+
+/// A range function's scalar argument (the one that is not its range vector at `at`) at each
+/// grid time; zeros when it has none.
+fn scalar_argument(ev: &mut Evaluator, args: &[&Expr], at: usize, grid: Grid) -> Result<Vec<f64>> {
+    match args.iter().enumerate().find(|(i, _)| *i != at) {
+        Some((_, e)) => ev.scalar(e, grid),
+        None => Ok(vec![0.0; grid.len()]),
+    }
 }
 
 /// Whether a range function's result keeps the metric name (only `last_over_time` does).
